@@ -1,0 +1,5 @@
+"""The ``warden`` command."""
+
+from warden.cli._app import app, main
+
+__all__ = ["app", "main"]

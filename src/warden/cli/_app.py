@@ -1,0 +1,250 @@
+"""``warden``: validate specs, run the demo, flip kill switches, read and verify the ledger.
+
+Every ``WardenError`` becomes one readable line on stderr and exit code 1 (2 for usage
+errors typer itself detects). No traceback reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from warden.errors import SpecError, WardenError
+from warden.ledger import LedgerWriter, export_jsonl, iter_events, verify
+from warden.pipeline import Scope, SwitchBoard
+from warden.store import Store, default_store_url
+
+app = typer.Typer(
+    help="Warden: a control plane for AI agents. Every tool call governed, every action on a verifiable ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+switch_app = typer.Typer(help="Kill switches: stop calls at global, tenant, workflow or tool scope.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The tamper-evident ledger: verify, show a run, export.", no_args_is_help=True)
+app.add_typer(switch_app, name="switch")
+app.add_typer(ledger_app, name="ledger")
+
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]"),
+]
+
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body; turn Warden's errors into one line and exit 1."""
+    try:
+        return fn()
+    except SpecError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except WardenError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _store(url: str | None, *, must_exist: bool = True) -> Store:
+    url = url or default_store_url()
+    if must_exist and url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path != ":memory:" and not Path(path).exists():
+            raise WardenError(f"no store at {path}; run `warden demo` first or pass --store URL")
+    return Store(url)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Workflow spec files (YAML).", show_default=False)],
+) -> None:
+    """Check workflow specs: exit 0 if all are valid, else 1 with every error located."""
+    from warden.policy import Policy
+    from warden.spec import load_spec
+
+    failed = False
+    for file in files:
+        try:
+            loaded = load_spec(file)
+            Policy(loaded)
+        except SpecError as exc:
+            failed = True
+            for issue in exc.issues:
+                err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+            continue
+        out.print(
+            f"[green]ok[/green] {file}: workflow {loaded.spec.name!r} v{loaded.spec.version}, "
+            f"{len(loaded.spec.tools)} tools, {len(loaded.spec.policies)} rules, "
+            f"fingerprint {loaded.fingerprint[:16]}",
+            highlight=False,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    store: StoreOpt = None,
+    tickets: Annotated[int, typer.Option(help="How many helpdesk tickets the agent works.", min=1, max=5000)] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic helpdesk and the scripted agent.")] = 7,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden."""
+    from warden.demo import run_demo
+
+    _guard(lambda: run_demo(store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet))
+
+
+@switch_app.command("on")
+def switch_on(
+    scope: Annotated[Scope, typer.Argument(help="global, tenant, workflow or tool")],
+    target: Annotated[str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")] = None,
+    by: Annotated[str, typer.Option("--by", help="Who is flipping the switch.")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the ledger).")] = "",
+    store: StoreOpt = None,
+) -> None:
+    """Activate a kill switch: the next matching call in every process is denied."""
+    _set_switch(scope, target, True, by, reason, store)
+
+
+@switch_app.command("off")
+def switch_off(
+    scope: Annotated[Scope, typer.Argument(help="global, tenant, workflow or tool")],
+    target: Annotated[str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")] = None,
+    by: Annotated[str, typer.Option("--by", help="Who is flipping the switch.")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the ledger).")] = "",
+    store: StoreOpt = None,
+) -> None:
+    """Release a kill switch."""
+    _set_switch(scope, target, False, by, reason, store)
+
+
+def _set_switch(scope: Scope, target: str | None, active: bool, by: str, reason: str, store: str | None) -> None:
+    def body() -> None:
+        st = _store(store, must_exist=False)
+        ledger = LedgerWriter(st)
+        sw = SwitchBoard(st, ledger).set(scope, target, active=active, by=by, reason=reason)
+        ledger.flush()
+        state = "[red]ON[/red]" if active else "[green]off[/green]"
+        out.print(f"kill switch {sw.scope.value} {sw.target!r} is {state} (by {sw.set_by}: {sw.reason})")
+
+    _guard(body)
+
+
+@switch_app.command("list")
+def switch_list(store: StoreOpt = None) -> None:
+    """List every switch and its state."""
+
+    def body() -> None:
+        st = _store(store)
+        table = Table("scope", "target", "state", "set by", "at (UTC)", "reason")
+        for sw in SwitchBoard(st, LedgerWriter(st)).list():
+            table.add_row(
+                sw.scope.value, sw.target, "[red]ON[/red]" if sw.active else "off",
+                sw.set_by, f"{sw.set_at:%Y-%m-%d %H:%M:%S}", sw.reason,
+            )
+        out.print(table)
+
+    _guard(body)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    store: StoreOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's streams.")] = None,
+) -> None:
+    """Recompute the hash chain; exit 1 naming the first bad event if anything was altered."""
+
+    def body() -> None:
+        report = verify(_store(store), tenant=tenant)
+        if report.ok:
+            out.print(f"[green]ledger verified[/green]: {report.events} events in {report.streams} streams, chain intact")
+            return
+        err.print(f"[red]ledger tampered[/red]: {len(report.problems)} problem(s); first: {report.first}", highlight=False)
+        for problem in report.problems[1:10]:
+            err.print(f"  also: {problem}", highlight=False)
+        raise typer.Exit(1)
+
+    _guard(body)
+
+
+@ledger_app.command("show")
+def ledger_show(
+    run_id: Annotated[str, typer.Argument(help="The run to show (from the demo summary or `ledger export`).")],
+    store: StoreOpt = None,
+) -> None:
+    """Print one run's timeline."""
+
+    def body() -> None:
+        events = list(iter_events(_store(store), run_id=run_id))
+        if not events:
+            raise WardenError(f"no events for run {run_id!r}")
+        table = Table("seq", "time (UTC)", "event", "detail", title=f"run {run_id} (tenant {events[0].tenant})")
+        for ev in events:
+            table.add_row(str(ev.seq), ev.ts[11:23], ev.type, _summarize(ev.type, ev.payload))
+        out.print(table)
+
+    _guard(body)
+
+
+def _summarize(kind: str, p: dict[str, Any]) -> str:
+    def short(value: Any, n: int = 70) -> str:
+        text = str(value)
+        return text if len(text) <= n else text[: n - 3] + "..."
+
+    match kind:
+        case "run_started":
+            return f"{p['workflow']} v{p['version']} agent={p['agent']} tier={p['tier']} task={short(p['task'], 40)}"
+        case "action_requested":
+            return f"{p['tool']}({short(p['args'], 60)})"
+        case "decision":
+            return f"{p['effect']} rules={p['rules']}" + (f" window={p['window']}" if p.get("window") else "")
+        case "facts":
+            return short(p.get("error") or p["facts"])
+        case "executed":
+            return f"ok {short(p['result'], 60)}" + (" (replayed)" if p.get("replayed") else "")
+        case "denied" | "failed":
+            return f"{p['kind']}: {short('; '.join(p.get('reasons') or [p.get('detail', '')]), 80)}"
+        case "approval_requested":
+            return f"{p['approval_id']} → {p['role']}: {short('; '.join(p['reasons']), 60)}"
+        case "approval_decided":
+            return f"{p['approval_id']} {p['decision']} by {p['approver']}: {short(p['rationale'], 50)}"
+        case "intent":
+            return f"{p['tool']} key={p['idempotency_key'][:12]}"
+        case "run_finished":
+            return f"{p['outcome']} after {p['steps']} steps" + (f" ({p['stopped']})" if p.get("stopped") else "")
+    return short(p)
+
+
+@ledger_app.command("export")
+def ledger_export(
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+    store: StoreOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's events.")] = None,
+) -> None:
+    """Write every event as JSON lines."""
+
+    def body() -> None:
+        st = _store(store)
+        if output is None:
+            export_jsonl(st, sys.stdout, tenant=tenant)
+            return
+        with output.open("w", encoding="utf-8") as fh:
+            n = export_jsonl(st, fh, tenant=tenant)
+        err.print(f"wrote {n} events to {output}")
+
+    _guard(body)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,444 @@
+"""The SDK: a ``Gateway`` built from a workflow spec, runs, and governed calls.
+
+    gateway = Gateway.from_spec("workflow.yaml", tools=[lookup_order, issue_refund])
+    async with gateway.run(tenant="acme", agent="refund-bot", task="ticket 42") as run:
+        result = await run.call("issue_refund", {"order_id": "o1", "amount": 20})
+
+``gateway.sync()`` gives the same API without ``async``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from warden.approvals import ApprovalQueue, ApprovalRecord
+from warden.errors import NotFoundError, UsageError
+from warden.ledger import LedgerWriter, VerifyReport, verify
+from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
+from warden.pipeline._services import utc_now
+from warden.pipeline._stages import PolicyStage, plain, wait_for_decision
+from warden.policy import Policy, Windows
+from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
+from warden.spec import LoadedSpec, Tier, load_spec
+from warden.store import Store, default_store_url
+from warden.store._tables import runs
+from warden.tools import SchemaViolation, ToolRegistry
+
+ToolsArg = Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]]
+
+
+class Gateway:
+    """One workflow, its tools, and the store its runs are recorded in."""
+
+    def __init__(
+        self,
+        loaded: LoadedSpec,
+        tools: ToolsArg,
+        *,
+        store: Store | str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        switch_refresh_s: float = 0.25,
+    ) -> None:
+        registry = ToolRegistry.build(loaded, tools)
+        policy = Policy(loaded)
+        self.store = store if isinstance(store, Store) else Store(store or default_store_url())
+        ledger = LedgerWriter(self.store)
+        self.svc = Services(
+            loaded=loaded,
+            registry=registry,
+            policy=policy,
+            store=self.store,
+            ledger=ledger,
+            switches=SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
+            approvals=ApprovalQueue(self.store, ledger),
+            windows=Windows(self.store, loaded.spec.windows),
+            clock=clock,
+        )
+        self.pipeline = Pipeline(self.svc)
+
+    @classmethod
+    def from_spec(
+        cls,
+        path: str | Path,
+        *,
+        tools: ToolsArg,
+        store: Store | str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        switch_refresh_s: float = 0.25,
+    ) -> Gateway:
+        return cls(load_spec(path), tools, store=store, clock=clock, switch_refresh_s=switch_refresh_s)
+
+    # -- components -----------------------------------------------------------------
+
+    @property
+    def spec(self) -> LoadedSpec:
+        return self.svc.loaded
+
+    @property
+    def switches(self) -> SwitchBoard:
+        return self.svc.switches
+
+    @property
+    def approvals(self) -> ApprovalQueue:
+        return self.svc.approvals
+
+    @property
+    def ledger(self) -> LedgerWriter:
+        return self.svc.ledger
+
+    def flush(self) -> None:
+        self.svc.ledger.flush()
+
+    def verify_ledger(self) -> VerifyReport:
+        self.flush()
+        return verify(self.store)
+
+    def close(self) -> None:
+        self.flush()
+        self.store.dispose()
+
+    def sync(self) -> SyncGateway:
+        return SyncGateway(self)
+
+    # -- runs -------------------------------------------------------------------------
+
+    def _principal(self, agent: str) -> frozenset[str]:
+        agents = self.svc.loaded.spec.agents
+        if agents and agent not in agents:
+            raise UsageError(
+                f"agent {agent!r} is not declared in the spec's agents ({', '.join(sorted(agents))})"
+            )
+        return frozenset(agents[agent].scopes) if agent in agents else frozenset()
+
+    def open_run(
+        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+    ) -> Run:
+        if not tenant or not agent:
+            raise UsageError("a run needs a tenant and an agent")
+        spec = self.svc.loaded.spec
+        allowed: frozenset[str] | None = None
+        if task_type is not None:
+            found = [t for t in spec.task_types if t.name == task_type]
+            if not found:
+                raise UsageError(f"unknown task type {task_type!r}")
+            allowed = frozenset(found[0].allowed_tools) or None
+        scopes = self._principal(agent)
+        state = RunState(
+            run_id="run_" + uuid.uuid4().hex[:24],
+            tenant=tenant,
+            workflow=spec.name,
+            agent=agent,
+            scopes=scopes,
+            tier=spec.tier,
+            task=task,
+            task_type=task_type,
+            allowed_tools=allowed,
+            principal={"agent": agent, "scopes": sorted(scopes)},
+        )
+        now = self.svc.clock()
+        with self.svc.ledger.transaction() as conn:
+            conn.execute(insert(runs).values(
+                run_id=state.run_id, tenant=tenant, workflow=spec.name,
+                workflow_version=spec.version, spec_fingerprint=self.svc.loaded.fingerprint,
+                agent=agent, task=task, task_type=task_type, tier=spec.tier.value,
+                status="running", started_at=now,
+            ))
+            self.svc.record(state.run_id, tenant, "run_started", {
+                "workflow": spec.name, "version": spec.version,
+                "spec_fingerprint": self.svc.loaded.fingerprint,
+                "policy_fingerprint": self.svc.policy.fingerprint,
+                "agent": agent, "scopes": sorted(scopes), "task": task, "task_type": task_type,
+                "tier": spec.tier.value,
+            })
+        return Run(self, state)
+
+    @asynccontextmanager
+    async def run(
+        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+    ) -> AsyncIterator[Run]:
+        run = self.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        try:
+            yield run
+        except BaseException:
+            run.finish("error")
+            raise
+        else:
+            run.finish("completed")
+
+    def _load_run(self, run_id: str) -> RunState:
+        with self.store.read() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        agents = self.svc.loaded.spec.agents
+        scopes = frozenset(agents[row["agent"]].scopes) if row["agent"] in agents else frozenset()
+        return RunState(
+            run_id=run_id, tenant=row["tenant"], workflow=row["workflow"], agent=row["agent"],
+            scopes=scopes, tier=Tier(row["tier"]), task=row["task"], task_type=row["task_type"],
+            principal={"agent": row["agent"], "scopes": sorted(scopes)},
+        )
+
+    # -- approvals --------------------------------------------------------------------
+
+    async def approve(
+        self,
+        approval_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        args: dict[str, Any] | None = None,
+    ) -> ApprovalRecord:
+        """Approve a pending action, or approve it with edited ``args``.
+
+        Edited args are re-validated against the tool's schema and re-evaluated against the
+        policy (facts and windows included) before the approval is recorded; if the policy
+        denies the edited action, the approval stays pending and ``UsageError`` says why.
+        """
+        record = self._pending(approval_id, approver)
+        if args is None:
+            return self._decide(record, "approved", approver, rationale, record.args, None)
+        tool = self.svc.registry.get(record.tool)
+        if tool is None:
+            raise UsageError(f"tool {record.tool!r} is no longer bound")
+        try:
+            kwargs = tool.input.validate(args) if tool.input else args
+        except SchemaViolation as exc:
+            raise UsageError(f"edited args do not fit {record.tool!r}: {exc}") from None
+        call = Call(self._load_run(record.run_id), record.tool, args, record.action_id)
+        call.tool, call.kwargs, call.args = tool, kwargs, plain(kwargs)
+        # Release this action's own window entries so it is not counted against itself;
+        # the policy stage records them again, with the edited args, if it does not deny.
+        with self.svc.ledger.transaction() as conn:
+            self.svc.windows.void(conn, record.action_id)
+        denied = await PolicyStage(self.svc)(call)
+        if denied is not None:
+            original = Call(call.run, record.tool, record.args, record.action_id)
+            original.tool, original.args = tool, record.args
+            await PolicyStage(self.svc)(original)
+            reasons = denied.reasons if isinstance(denied, Denied) else ()
+            raise UsageError("the edited action is denied by policy: " + "; ".join(reasons))
+        assert call.decision is not None
+        return self._decide(
+            record, "approved", approver, rationale, call.args, call.decision.to_json()
+        )
+
+    async def reject(self, approval_id: str, *, approver: str, rationale: str) -> ApprovalRecord:
+        record = self._pending(approval_id, approver)
+        return self._decide(record, "rejected", approver, rationale, record.args, None)
+
+    def _pending(self, approval_id: str, approver: str) -> ApprovalRecord:
+        if not approver.strip():
+            raise UsageError("a decision needs the approver's identity")
+        record = self.svc.approvals.get(approval_id)
+        if record.state != "pending":
+            raise UsageError(f"approval {approval_id} is {record.state}, not pending")
+        if approver == record.requested_by:
+            raise UsageError(f"{approver!r} requested this action and cannot approve it")
+        return record
+
+    def _decide(
+        self,
+        record: ApprovalRecord,
+        state: str,
+        approver: str,
+        rationale: str,
+        args: dict[str, Any],
+        decision: dict[str, Any] | None,
+    ) -> ApprovalRecord:
+        now = self.svc.clock()
+        with self.svc.ledger.transaction() as conn:
+            won = self.svc.approvals.transition(
+                conn, record.approval_id, "pending", state=state, decided_by=approver,
+                decided_at=now, rationale=rationale, args=args,
+            )
+            if not won:
+                raise UsageError(f"approval {record.approval_id} was decided by someone else first")
+            payload: dict[str, Any] = {
+                "approval_id": record.approval_id, "action_id": record.action_id,
+                "decision": "edited" if args != record.args else state,
+                "approver": approver, "rationale": rationale,
+            }
+            if args != record.args:
+                payload.update(args=args, policy=decision)
+            self.svc.record(record.run_id, record.tenant, "approval_decided", payload)
+            if state == "rejected":
+                self.svc.windows.void(conn, record.action_id)
+                self.svc.record(record.run_id, record.tenant, "denied", {
+                    "action_id": record.action_id, "kind": FailureKind.APPROVAL_REJECTED.value,
+                    "reasons": [rationale], "rules": [],
+                })
+        return self.svc.approvals.get(record.approval_id)
+
+    def expire_overdue(self) -> list[ApprovalRecord]:
+        """Apply the workflow's timeout fallback to approvals past their deadline."""
+        esc = self.svc.loaded.spec.escalation
+        now = self.svc.clock()
+        changed = []
+        for record in self.svc.approvals.overdue(now):
+            with self.svc.ledger.transaction() as conn:
+                nxt = record.escalation_level + 1
+                if esc.on_timeout == "escalate" and nxt < len(esc.approver_roles):
+                    won = self.svc.approvals.transition(
+                        conn, record.approval_id, "pending", role=esc.approver_roles[nxt],
+                        escalation_level=nxt, deadline=now + esc.sla,
+                    )
+                    if won:
+                        self.svc.record(record.run_id, record.tenant, "approval_escalated", {
+                            "approval_id": record.approval_id, "action_id": record.action_id,
+                            "from_role": record.role, "to_role": esc.approver_roles[nxt],
+                            "deadline": now + esc.sla,
+                        })
+                else:
+                    won = self.svc.approvals.transition(
+                        conn, record.approval_id, "pending", state="expired", decided_at=now,
+                        decided_by="warden", rationale=f"no decision by {record.deadline:%Y-%m-%d %H:%M}Z",
+                    )
+                    if won:
+                        self.svc.windows.void(conn, record.action_id)
+                        self.svc.record(record.run_id, record.tenant, "approval_expired", {
+                            "approval_id": record.approval_id, "action_id": record.action_id,
+                        })
+                        self.svc.record(record.run_id, record.tenant, "denied", {
+                            "action_id": record.action_id, "kind": FailureKind.APPROVAL_TIMEOUT.value,
+                            "reasons": ["approval deadline passed"], "rules": [],
+                        })
+            if won:
+                changed.append(self.svc.approvals.get(record.approval_id))
+        return changed
+
+    async def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
+        """Execute an approved action exactly once, in this process or any other.
+
+        Safe to call from several processes at once, and again after a restart: one caller
+        executes, the others get its result (``replayed=True``) or ``Pending``.
+        """
+        record = self.svc.approvals.get(approval_id)
+        run = self._load_run(record.run_id)
+        call = Call(run, record.tool, record.args, record.action_id)
+        call.tool = self.svc.registry.get(record.tool)
+        if call.tool is None:
+            return Failed(FailureKind.UNKNOWN_TOOL, f"tool {record.tool!r} is no longer bound", record.action_id)
+        call.approval_id = approval_id
+        pending = Pending(approval_id, record.action_id, record.role, record.deadline, tuple(record.reasons))
+        outcome = await wait_for_decision(self.svc, call, pending, max(wait, 0.0), 0.05)
+        if outcome is not None:
+            return outcome
+        call.started = time.perf_counter()
+        return await self.pipeline.act_on(call)
+
+
+class Run:
+    """An open run: ``await run.call(tool, args)`` is the governed call."""
+
+    def __init__(self, gateway: Gateway, state: RunState) -> None:
+        self._gateway = gateway
+        self.state = state
+        self.closed = False
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    async def call(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Result:
+        """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``."""
+        if self.closed:
+            raise UsageError(f"run {self.run_id} is finished")
+        state = self.state
+        call = Call(
+            state, tool, {} if args is None else args, f"{state.run_id}.{state.steps + 1}",
+            given_key=idempotency_key, wait_s=wait,
+        )
+        return await self._gateway.pipeline.call(call)
+
+    def finish(self, outcome: str = "completed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        gw = self._gateway
+        with gw.svc.ledger.transaction() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == self.run_id).values(
+                status="finished", outcome=outcome, finished_at=gw.svc.clock()))
+            gw.svc.record(self.run_id, self.state.tenant, "run_finished", {
+                "outcome": outcome, "steps": self.state.steps,
+                "stopped": self.state.stopped,
+            })
+
+
+class SyncGateway:
+    """The same API without ``async``, on a private event loop."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._runner = asyncio.Runner()
+
+    @contextmanager
+    def run(self, *, tenant: str, agent: str, task: str, task_type: str | None = None) -> Iterator[SyncRun]:
+        run = self.gateway.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        try:
+            yield SyncRun(run, self._runner)
+        except BaseException:
+            run.finish("error")
+            raise
+        else:
+            run.finish("completed")
+
+    def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
+        return self._runner.run(self.gateway.execute_approved(approval_id, wait=wait))
+
+    def approve(
+        self, approval_id: str, *, approver: str, rationale: str, args: dict[str, Any] | None = None
+    ) -> ApprovalRecord:
+        return self._runner.run(
+            self.gateway.approve(approval_id, approver=approver, rationale=rationale, args=args)
+        )
+
+    def reject(self, approval_id: str, *, approver: str, rationale: str) -> ApprovalRecord:
+        return self._runner.run(
+            self.gateway.reject(approval_id, approver=approver, rationale=rationale)
+        )
+
+    def close(self) -> None:
+        self._runner.close()
+        self.gateway.close()
+
+
+class SyncRun:
+    def __init__(self, run: Run, runner: asyncio.Runner) -> None:
+        self.run = run
+        self._runner = runner
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def call(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Result:
+        return self._runner.run(self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait))
+
+    def finish(self, outcome: str = "completed") -> None:
+        self.run.finish(outcome)
+
+
+__all__ = ["Allowed", "Denied", "Gateway", "Run", "SyncGateway", "SyncRun"]

@@ -1,0 +1,179 @@
+"""Appending to the ledger.
+
+Events are buffered in process and written in batches (group commit): a read call pays
+for building its events, not for a database round trip. A batch is written in one
+transaction that locks each stream's head, so writers in other processes chain onto each
+other instead of forking. Anything that must be durable *now* — the intent of a write
+before its side effect — is written through ``transaction()``, which flushes the buffer in
+the same transaction as the caller's own statements.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from warden.ledger._canonical import canonical_json
+from warden.ledger._chain import GENESIS, event_hash
+from warden.store import Store
+from warden.store._tables import ledger_events, ledger_heads, utc_text
+
+
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    stream: str
+    tenant: str
+    run_id: str | None
+    ts: str
+    type: str
+    payload: dict[str, Any]
+
+
+class LedgerWriter:
+    """Buffers events and writes them, chained, in order."""
+
+    def __init__(self, store: Store, *, batch_size: int = 256, max_age_s: float = 0.2) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._max_age_s = max_age_s
+        self._buffer: list[_Buffered] = []
+        self._oldest = 0.0
+        self._buffer_lock = threading.Lock()
+        # Held from taking the buffer until its transaction commits, so batches from one
+        # process reach the database in the order they were appended.
+        self._write_lock = threading.RLock()
+        # Inside transaction() the buffer is written at commit; an append there must not
+        # open a second write transaction (on SQLite it would wait for its own lock).
+        self._local = threading.local()
+        _LIVE_WRITERS.add(self)
+
+    def append(
+        self,
+        stream: str,
+        tenant: str,
+        run_id: str | None,
+        type: str,
+        payload: dict[str, Any],
+    ) -> None:
+        event = _Buffered(stream, tenant, run_id, utc_text(datetime.now(UTC)), type, payload)
+        with self._buffer_lock:
+            if not self._buffer:
+                self._oldest = time.monotonic()
+            self._buffer.append(event)
+            due = (
+                len(self._buffer) >= self._batch_size
+                or time.monotonic() - self._oldest >= self._max_age_s
+            )
+        if due and not getattr(self._local, "in_tx", False):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered so far, durably."""
+        with self._write_lock:
+            if not self._buffer:
+                return
+            with self._store.write() as conn:
+                self._write_buffer(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction whose commit also makes every buffered event durable."""
+        with self._write_lock, self._store.write() as conn:
+            outer = getattr(self._local, "in_tx", False)
+            self._local.in_tx = True
+            try:
+                yield conn
+                self._write_buffer(conn)
+            finally:
+                self._local.in_tx = outer
+
+    def _write_buffer(self, conn: Connection) -> None:
+        with self._buffer_lock:
+            events, self._buffer = self._buffer, []
+        if not events:
+            return
+        try:
+            write_events(self._store, conn, events)
+        except BaseException:
+            # Nothing was committed: keep the events, in order, for the next attempt.
+            with self._buffer_lock:
+                self._buffer[:0] = events
+            raise
+
+
+
+_LIVE_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Buffered events of a process that exits normally are not lost."""
+    for writer in list(_LIVE_WRITERS):
+        try:
+            writer.flush()
+        except Exception:
+            # Interpreter shutdown: there is no caller left to report to.
+            pass
+
+
+def write_events(store: Store, conn: Connection, events: list[_Buffered]) -> None:
+    """Chain ``events`` onto their streams' heads inside ``conn``'s transaction."""
+    streams: dict[str, list[_Buffered]] = {}
+    for event in events:
+        streams.setdefault(event.stream, []).append(event)
+    store.lock(conn, *(f"ledger:{s}" for s in streams))
+    rows: list[dict[str, Any]] = []
+    for stream, stream_events in streams.items():
+        head = conn.execute(
+            select(ledger_heads.c.seq, ledger_heads.c.hash).where(ledger_heads.c.stream == stream)
+        ).first()
+        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+        for ev in stream_events:
+            seq += 1
+            payload = canonical_json(ev.payload)
+            digest = event_hash(
+                stream=stream,
+                seq=seq,
+                tenant=ev.tenant,
+                run_id=ev.run_id,
+                ts=ev.ts,
+                type=ev.type,
+                payload=payload,
+                prev_hash=prev,
+            )
+            rows.append(
+                {
+                    "stream": stream,
+                    "seq": seq,
+                    "tenant": ev.tenant,
+                    "run_id": ev.run_id,
+                    "ts": ev.ts,
+                    "type": ev.type,
+                    "payload": payload,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+        if head:
+            conn.execute(
+                update(ledger_heads)
+                .where(ledger_heads.c.stream == stream)
+                .values(seq=seq, hash=prev)
+            )
+        else:
+            conn.execute(
+                insert(ledger_heads).values(
+                    stream=stream, tenant=stream_events[0].tenant, seq=seq, hash=prev
+                )
+            )
+    conn.execute(insert(ledger_events), rows)

@@ -1,0 +1,71 @@
+"""The state a governed call carries through the pipeline, and the run it belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from warden.policy import Decision, ProvenanceTracker
+from warden.spec import Tier
+from warden.tools import ToolDef
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the gateway remembers about one open run, in the process that runs it."""
+
+    run_id: str
+    tenant: str
+    workflow: str
+    agent: str
+    scopes: frozenset[str]
+    tier: Tier
+    task: str
+    task_type: str | None = None
+    allowed_tools: frozenset[str] | None = None
+    steps: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    last_tool: str | None = None
+    last_args: Any = None
+    repeats: int = 0
+    stopped: str | None = None
+    provenance: ProvenanceTracker = field(default_factory=ProvenanceTracker)
+    principal: dict[str, Any] = field(default_factory=dict)
+
+    def context(self) -> dict[str, Any]:
+        """The ``run`` value rules see."""
+        return {
+            "id": self.run_id,
+            "step": self.steps,
+            "tier": self.tier.value,
+            "task_type": self.task_type,
+            "counts": self.counts,
+        }
+
+
+@dataclass(slots=True)
+class Call:
+    """One proposed action on its way through the stages."""
+
+    run: RunState
+    tool_name: str
+    raw_args: Any
+    action_id: str
+    given_key: str | None = None
+    wait_s: float | None = None
+    tool: ToolDef | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    decision: Decision | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    windows_recorded: bool = False
+    approval_id: str | None = None
+    intent_recorded: bool = False
+    effect_possible: bool = False
+    attempts: int = 0
+    output: Any = None
+    started: float = 0.0

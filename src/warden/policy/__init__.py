@@ -1,0 +1,21 @@
+"""Policy as code: CEL rules compiled once, windows, facts and provenance."""
+
+from warden.policy._engine import (
+    CONTEXT_ROOTS,
+    CompiledRule,
+    Decision,
+    Policy,
+    ToolPolicy,
+)
+from warden.policy._provenance import ProvenanceTracker
+from warden.policy._windows import Windows
+
+__all__ = [
+    "CONTEXT_ROOTS",
+    "CompiledRule",
+    "Decision",
+    "Policy",
+    "ProvenanceTracker",
+    "ToolPolicy",
+    "Windows",
+]

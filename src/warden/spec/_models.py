@@ -1,0 +1,189 @@
+"""The workflow spec as typed models: what a YAML file may say, and nothing else.
+
+Every model forbids unknown keys, so a misspelt key is an error with its line, not a
+setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    raise ValueError("a duration such as 500ms, 30s, 15m, 24h or 7d")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$", max_length=120)]
+
+
+class Tier(StrEnum):
+    READ_ONLY = "read_only"
+    DRAFT = "draft"
+    APPROVE = "approve"
+    AUTONOMOUS = "autonomous"
+
+
+class EffectClass(StrEnum):
+    """What a tool does to the world; drives the safe defaults."""
+
+    READ = "read"
+    WRITE = "write"
+    DELETE = "delete"
+    MONEY = "money"
+    EXTERNAL_MESSAGE = "external_message"
+    IDENTITY = "identity"
+    PRODUCTION = "production"
+
+    @property
+    def is_write(self) -> bool:
+        return self is not EffectClass.READ
+
+
+class Effect(StrEnum):
+    """A policy decision, in increasing order of restriction."""
+
+    ALLOW = "allow"
+    REQUIRE_APPROVAL = "require_approval"
+    ESCALATE = "escalate"
+    DENY = "deny"
+
+    @property
+    def rank(self) -> int:
+        return _EFFECT_RANK[self]
+
+
+_EFFECT_RANK = {
+    Effect.ALLOW: 0,
+    Effect.REQUIRE_APPROVAL: 1,
+    Effect.ESCALATE: 2,
+    Effect.DENY: 3,
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySpec(_Model):
+    max_attempts: int = Field(1, ge=1, le=20)
+    backoff: Duration = timedelta(milliseconds=100)
+    max_backoff: Duration = timedelta(seconds=5)
+
+
+class CircuitSpec(_Model):
+    failure_threshold: int = Field(5, ge=1)
+    reset_after: Duration = timedelta(seconds=30)
+
+
+class ToolSpec(_Model):
+    """Governance attributes of a tool; fields left out keep the implementation's values."""
+
+    description: str | None = None
+    effect: EffectClass | None = None
+    idempotent: bool | None = None
+    timeout: Duration | None = None
+    retry: RetrySpec | None = None
+    circuit: CircuitSpec | None = None
+    untrusted_output: bool | None = None
+    scope: str | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class TaskType(_Model):
+    name: Identifier
+    description: str | None = None
+    success: str
+    allowed_tools: list[str] = Field(default_factory=list)
+    refuse_when: list[str] = Field(default_factory=list)
+
+
+class Rule(_Model):
+    name: Identifier
+    when: str = Field(min_length=1)
+    effect: Effect
+    reason: str = Field(min_length=1)
+    approvers: str | None = None
+    risk: float = Field(0.0, ge=0.0, le=1.0)
+    tools: list[str] | None = None
+
+
+class FactSpec(_Model):
+    """A read-only lookup the gateway runs before deciding (``facts.<name>`` in rules)."""
+
+    tool: str
+    args: dict[str, str] = Field(description="argument name -> CEL expression over the action")
+
+
+class WindowSpec(_Model):
+    """An aggregate over the tenant's recorded actions (``window.<name>`` in rules)."""
+
+    tool: str
+    aggregate: Literal["count", "sum"] = "count"
+    field: str | None = None
+    group_by: str | None = None
+    period: Duration
+
+    @model_validator(mode="after")
+    def _sum_needs_field(self) -> WindowSpec:
+        if self.aggregate == "sum" and not self.field:
+            raise ValueError("aggregate 'sum' needs 'field' (the argument to add up)")
+        return self
+
+
+class Limits(_Model):
+    max_steps: int = Field(100, ge=1)
+    max_retries_per_tool: int = Field(3, ge=0)
+    max_identical_calls: int = Field(3, ge=2)
+
+
+class Escalation(_Model):
+    approver_roles: list[str] = Field(default_factory=lambda: ["approver"], min_length=1)
+    sla: Duration = timedelta(hours=24)
+    on_timeout: Literal["deny", "escalate"] = "deny"
+
+
+class SLO(_Model):
+    success_rate: float | None = Field(None, ge=0, le=1)
+    p95_latency_ms: float | None = Field(None, gt=0)
+    escalation_rate_max: float | None = Field(None, ge=0, le=1)
+    cost_per_task_usd: float | None = Field(None, ge=0)
+
+
+class AgentSpec(_Model):
+    scopes: list[str] = Field(default_factory=list)
+    description: str | None = None
+
+
+class WorkflowSpec(_Model):
+    name: Identifier
+    version: str
+    description: str = ""
+    owner: str
+    tier: Tier = Tier.APPROVE
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
+    task_types: list[TaskType] = Field(default_factory=list)
+    tools: dict[str, ToolSpec] = Field(default_factory=dict)
+    facts: dict[str, FactSpec] = Field(default_factory=dict)
+    windows: dict[str, WindowSpec] = Field(default_factory=dict)
+    policies: list[Rule] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    escalation: Escalation = Field(default_factory=Escalation)
+    slo: SLO = Field(default_factory=SLO)

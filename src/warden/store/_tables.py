@@ -1,0 +1,173 @@
+"""The tables every Warden process shares.
+
+Written on SQLAlchemy Core (no ORM) so the same statements run on SQLite and PostgreSQL.
+Times are stored as fixed-width ISO-8601 UTC text (see ``UTCDateTime``) so that they compare
+correctly as strings on both backends; window entries use integer epoch microseconds because
+they are summed and range-scanned on the hot path.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utc_text(value: datetime) -> str:
+    """Fixed-width UTC text for a timezone-aware datetime."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: Warden stores only timezone-aware UTC times")
+    return value.astimezone(UTC).strftime(_FMT)
+
+
+def parse_utc_text(value: str) -> datetime:
+    return datetime.strptime(value, _FMT).replace(tzinfo=UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime stored as sortable text on every backend."""
+
+    impl = String(27)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        return None if value is None else utc_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else parse_utc_text(value)
+
+
+metadata = MetaData()
+
+ledger_events = Table(
+    "ledger_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("stream", String(80), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tenant", String(120), nullable=False),
+    Column("run_id", String(40), nullable=True),
+    Column("ts", String(27), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("stream", "seq", name="uq_ledger_stream_seq"),
+    Index("ix_ledger_tenant_ts", "tenant", "ts"),
+)
+
+# The last (seq, hash) of each stream. Appends lock this row, so concurrent writers in
+# different processes chain onto each other instead of forking the chain, and `verify`
+# compares it with the events to detect a truncated tail.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("stream", String(80), primary_key=True),
+    Column("tenant", String(120), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("tenant", String(120), nullable=False),
+    Column("workflow", String(120), nullable=False),
+    Column("workflow_version", String(40), nullable=False),
+    Column("spec_fingerprint", String(64), nullable=False),
+    Column("agent", String(120), nullable=False),
+    Column("task", Text, nullable=False),
+    Column("task_type", String(120), nullable=True),
+    Column("tier", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("outcome", String(40), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index("ix_runs_tenant_started", "tenant", "started_at"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("approval_id", String(40), primary_key=True),
+    Column("tenant", String(120), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("action_id", String(40), nullable=False),
+    Column("workflow", String(120), nullable=False),
+    Column("tool", String(120), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("rules", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("risk", Float, nullable=False),
+    Column("role", String(120), nullable=False),
+    Column("escalation_level", Integer, nullable=False, default=0),
+    Column("requested_by", String(120), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("deadline", UTCDateTime(), nullable=False),
+    Column("decided_by", String(120), nullable=True),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    Column("rationale", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Index("ix_approvals_state_deadline", "state", "deadline"),
+    Index("ix_approvals_tenant_state", "tenant", "state"),
+)
+
+switches = Table(
+    "switches",
+    metadata,
+    Column("scope", String(20), primary_key=True),
+    Column("target", String(120), primary_key=True),
+    Column("active", Boolean, nullable=False),
+    Column("set_by", String(120), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("set_at", UTCDateTime(), nullable=False),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("tenant", String(120), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("action_id", String(40), nullable=False),
+    Column("tool", String(120), nullable=False),
+    Column("state", String(12), nullable=False),  # started | done | failed
+    Column("result", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+window_entries = Table(
+    "window_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant", String(120), nullable=False),
+    Column("window_name", String(120), nullable=False),
+    Column("group_key", String(200), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("action_id", String(40), nullable=False),
+    Column("void", Boolean, nullable=False, default=False),
+    Index("ix_window_lookup", "tenant", "window_name", "group_key", "ts_us"),
+    Index("ix_window_action", "action_id"),
+)

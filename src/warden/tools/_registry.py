@@ -1,0 +1,230 @@
+"""Tools: typed Python functions registered with a decorator, or declared in the spec.
+
+A ``ToolDef`` is everything the gateway knows about a tool: how to validate its input and
+output, what it does to the world, and how to execute it safely.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar, get_type_hints, overload
+
+from pydantic import ConfigDict, create_model
+
+from warden.errors import SpecError, SpecIssue, UsageError
+from warden.spec import CircuitSpec, EffectClass, LoadedSpec, RetrySpec, ToolSpec
+from warden.tools._schema import AdapterValidator, JsonSchemaValidator, ModelValidator, Validator
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ATTR = "__warden_tool__"
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    name: str
+    fn: Callable[..., Any] | None
+    effect: EffectClass
+    idempotent: bool
+    timeout_s: float
+    retry: RetrySpec
+    circuit: CircuitSpec
+    untrusted_output: bool
+    scope: str | None
+    description: str
+    input: Validator | None
+    output: Validator | None
+
+    @property
+    def is_async(self) -> bool:
+        return self.fn is not None and inspect.iscoroutinefunction(self.fn)
+
+    def with_spec(self, spec: ToolSpec) -> ToolDef:
+        """Spec attributes override the implementation's; unset ones are kept."""
+        changes: dict[str, Any] = {}
+        for field, target in (
+            ("effect", "effect"),
+            ("idempotent", "idempotent"),
+            ("untrusted_output", "untrusted_output"),
+            ("scope", "scope"),
+            ("description", "description"),
+            ("retry", "retry"),
+            ("circuit", "circuit"),
+        ):
+            value = getattr(spec, field)
+            if value is not None:
+                changes[target] = value
+        if spec.timeout is not None:
+            changes["timeout_s"] = spec.timeout.total_seconds()
+        if spec.input_schema is not None:
+            changes["input"] = JsonSchemaValidator(spec.input_schema)
+        if spec.output_schema is not None:
+            changes["output"] = JsonSchemaValidator(spec.output_schema)
+        if spec.effect is not None and spec.idempotent is None and "idempotent" not in changes:
+            changes["idempotent"] = spec.effect is EffectClass.READ
+        return replace(self, **changes)
+
+    def bind(self, fn: Callable[..., Any]) -> ToolDef:
+        return replace(self, fn=fn)
+
+
+def _input_model(fn: Callable[..., Any], name: str) -> ModelValidator:
+    hints = get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise UsageError(f"tool {name!r}: *args/**kwargs cannot be described by a schema")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    model = create_model(  # type: ignore[call-overload]
+        f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return ModelValidator(model)
+
+
+def _output_validator(fn: Callable[..., Any]) -> AdapterValidator | None:
+    hints = get_type_hints(fn, include_extras=True)
+    annotation = hints.get("return", Any)
+    if annotation is Any or annotation is type(None):
+        return None
+    return AdapterValidator(annotation)
+
+
+def make_tool(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    effect: EffectClass | str = EffectClass.READ,
+    idempotent: bool | None = None,
+    timeout: float | timedelta = 30.0,
+    retry: RetrySpec | None = None,
+    circuit: CircuitSpec | None = None,
+    untrusted_output: bool = False,
+    scope: str | None = None,
+    description: str | None = None,
+) -> ToolDef:
+    tool_name = name or fn.__name__
+    effect_class = EffectClass(effect)
+    return ToolDef(
+        name=tool_name,
+        fn=fn,
+        effect=effect_class,
+        idempotent=(effect_class is EffectClass.READ) if idempotent is None else idempotent,
+        timeout_s=timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout),
+        retry=retry or RetrySpec(),
+        circuit=circuit or CircuitSpec(),
+        untrusted_output=untrusted_output,
+        scope=scope,
+        description=description or inspect.getdoc(fn) or "",
+        input=_input_model(fn, tool_name),
+        output=_output_validator(fn),
+    )
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    effect: EffectClass | str = EffectClass.READ,
+    idempotent: bool | None = None,
+    timeout: float | timedelta = 30.0,
+    retry: RetrySpec | None = None,
+    circuit: CircuitSpec | None = None,
+    untrusted_output: bool = False,
+    scope: str | None = None,
+    description: str | None = None,
+) -> Callable[[F], F]: ...
+def tool(fn: Any = None, /, **options: Any) -> Any:
+    """Register a typed function as a tool: input schema from its parameters' type hints,
+    output schema from its return annotation. The function stays callable as before.
+
+    ``effect`` is the side-effect class (read, write, delete, money, external_message,
+    identity, production); reads default to idempotent, everything else not.
+    """
+
+    def wrap(f: F) -> F:
+        setattr(f, _ATTR, make_tool(f, **options))
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def tool_def_of(obj: Any) -> ToolDef | None:
+    found = getattr(obj, _ATTR, None)
+    return found if isinstance(found, ToolDef) else None
+
+
+class ToolRegistry:
+    """The tools one gateway can call, by name, after the spec's overrides."""
+
+    def __init__(self, tools: Mapping[str, ToolDef]) -> None:
+        self._tools = dict(tools)
+
+    def get(self, name: str) -> ToolDef | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    @classmethod
+    def build(
+        cls,
+        loaded: LoadedSpec,
+        implementations: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]],
+    ) -> ToolRegistry:
+        """Join the spec's tool declarations with their implementations.
+
+        Every tool the spec declares needs an implementation, and every implementation
+        must be declared in the spec: the spec is the complete list of what the agent can do.
+        """
+        impls: dict[str, Callable[..., Any]] = {}
+        if isinstance(implementations, Mapping):
+            impls.update(implementations)
+        else:
+            for fn in implementations:
+                found = tool_def_of(fn)
+                impls[found.name if found else getattr(fn, "__name__", repr(fn))] = fn
+        issues: list[SpecIssue] = []
+        tools: dict[str, ToolDef] = {}
+        for name, declared in loaded.spec.tools.items():
+            fn = impls.get(name)
+            if fn is None:
+                issues.append(
+                    loaded.issue(("tools", name), "declared tool has no implementation bound")
+                )
+                continue
+            base = tool_def_of(fn)
+            if base is None:
+                base = make_tool(fn, name=name)
+            elif base.fn is not fn:
+                base = base.bind(fn)
+            if base.name != name:
+                base = replace(base, name=name)
+            try:
+                tools[name] = base.with_spec(declared)
+            except Exception as exc:  # a bad JSON Schema in the spec
+                issues.append(loaded.issue(("tools", name), f"invalid schema: {exc}"))
+        for name in sorted(set(impls) - set(loaded.spec.tools)):
+            issues.append(
+                SpecIssue(
+                    loaded.file,
+                    loaded.line_of(("tools",)),
+                    "tools",
+                    f"implementation {name!r} is bound but the spec does not declare it",
+                )
+            )
+        if issues:
+            raise SpecError(issues)
+        return cls(tools)
