@@ -136,7 +136,11 @@ def shop_tools(effects: Effects) -> list[Any]:
 
     @tool
     def get_order(order_id: str) -> dict[str, str]:
-        return {"id": order_id, "customer_id": "c1" if order_id != "o-bob" else "bob", "email": "alice@shop.example"}
+        return {
+            "id": order_id,
+            "customer_id": "c1" if order_id != "o-bob" else "bob",
+            "email": "alice@shop.example",
+        }
 
     @tool(effect="write")
     def save(key: str, value: int) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import Effects, make_gateway
+
 from warden import Allowed, Denied, FailureKind, Gateway, Pending, UsageError
 from warden.ledger import iter_events
 
@@ -67,15 +67,21 @@ async def test_decisions_are_single_use_and_need_another_identity(gateway: Gatew
 async def test_edit_is_revalidated_and_reevaluated(gateway: Gateway, effects: Effects) -> None:
     pending = await _pending_payment(gateway)
     with pytest.raises(UsageError, match="do not fit"):
-        await gateway.approve(pending.approval_id, approver="lead@x", rationale="x", args={"amount": "lots"})
+        await gateway.approve(
+            pending.approval_id, approver="lead@x", rationale="x", args={"amount": "lots"}
+        )
     with pytest.raises(UsageError, match="denied by policy"):
         await gateway.approve(
-            pending.approval_id, approver="lead@x", rationale="x",
+            pending.approval_id,
+            approver="lead@x",
+            rationale="x",
             args={"order_id": "o-bob", "customer_id": "c1", "amount": 50.0},
         )
     assert gateway.approvals.get(pending.approval_id).state == "pending"
     record = await gateway.approve(
-        pending.approval_id, approver="lead@x", rationale="partial refund",
+        pending.approval_id,
+        approver="lead@x",
+        rationale="partial refund",
         args={"order_id": "o1", "customer_id": "c1", "amount": 80.0},
     )
     assert record.state == "approved" and record.args["amount"] == 80.0
@@ -84,7 +90,9 @@ async def test_edit_is_revalidated_and_reevaluated(gateway: Gateway, effects: Ef
     assert effects.paid == [{"order_id": "o1", "amount": 80.0}]
 
 
-async def test_wait_returns_after_a_decision_in_the_meantime(gateway: Gateway, effects: Effects) -> None:
+async def test_wait_returns_after_a_decision_in_the_meantime(
+    gateway: Gateway, effects: Effects
+) -> None:
     import asyncio
 
     async def approver() -> None:
@@ -95,7 +103,9 @@ async def test_wait_returns_after_a_decision_in_the_meantime(gateway: Gateway, e
 
     async with gateway.run(tenant="t", agent="bot", task="wait") as run:
         task = asyncio.create_task(approver())
-        result = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0}, wait=5)
+        result = await run.call(
+            "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0}, wait=5
+        )
         await task
     assert isinstance(result, Allowed) and len(effects.paid) == 1
 
@@ -145,12 +155,16 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_pending_approval_survives_restart_and_executes_once(store_url: str, tmp_path: Path) -> None:
+def test_pending_approval_survives_restart_and_executes_once(
+    store_url: str, tmp_path: Path
+) -> None:
     script = tmp_path / "proc.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), url=store_url))
 
     def proc(*args: str) -> str:
-        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 

@@ -6,12 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from conftest import SPEC, Effects, make_gateway
+
 from warden import Allowed, Denied, Drafted, Failed, FailureKind, Gateway, Pending, UsageError
 from warden.ledger import iter_events
-from warden.testing import FakeTool, ScriptedAgent
 from warden.spec import load_spec_text
+from warden.testing import FakeTool, ScriptedAgent
+
+
+def _with_rule(rule: str) -> str:
+    return SPEC.replace("policies:\n", f"policies:\n  - {rule}\n")
 
 
 async def test_read_write_and_typed_results(gateway: Gateway, effects: Effects) -> None:
@@ -72,7 +76,10 @@ async def test_deletes_are_denied_by_default(gateway: Gateway) -> None:
 
 
 async def test_delete_allowed_by_an_explicit_rule(store_url: str, effects: Effects) -> None:
-    spec = SPEC.replace("policies:\n", "policies:\n  - {name: allow_tmp_delete, when: 'tool.name == \"remove\" && args.key.startsWith(\"tmp\")', effect: allow, reason: temp keys}\n")
+    spec = _with_rule(
+        "{name: allow_tmp, when: 'tool.name == \"remove\" && args.key.startsWith(\"tmp\")', "
+        "effect: allow, reason: temp keys}"
+    )
     gw = make_gateway(store_url, effects, spec)
     async with gw.run(tenant="t", agent="bot", task="delete") as run:
         ok = await run.call("remove", {"key": "tmp1"})
@@ -86,7 +93,9 @@ async def test_delete_allowed_by_an_explicit_rule(store_url: str, effects: Effec
     ("tier", "expected"),
     [("read_only", Denied), ("draft", Drafted), ("approve", Pending), ("autonomous", Allowed)],
 )
-async def test_autonomy_tiers_govern_writes(store_url: str, effects: Effects, tier: str, expected: type) -> None:
+async def test_autonomy_tiers_govern_writes(
+    store_url: str, effects: Effects, tier: str, expected: type
+) -> None:
     gw = make_gateway(store_url, effects, SPEC.replace("tier: autonomous", f"tier: {tier}"))
     async with gw.run(tenant="t", agent="bot", task="tier") as run:
         read = await run.call("get_order", {"order_id": "o1"})
@@ -111,7 +120,9 @@ async def test_facts_are_looked_up_and_recorded(gateway: Gateway, effects: Effec
 
 
 async def test_evaluation_error_fails_closed(store_url: str, effects: Effects) -> None:
-    spec = SPEC.replace("policies:\n", "policies:\n  - {name: fragile, when: 'tool.name == \"save\" && args.value / 0 > 1', effect: allow, reason: never}\n")
+    spec = _with_rule(
+        "{name: fragile, when: 'tool.name == \"save\" && args.value / 0 > 1', effect: allow, reason: never}"
+    )
     gw = make_gateway(store_url, effects, spec)
     async with gw.run(tenant="t", agent="bot", task="fragile") as run:
         result = await run.call("save", {"key": "a", "value": 1})
@@ -121,7 +132,9 @@ async def test_evaluation_error_fails_closed(store_url: str, effects: Effects) -
     assert effects.saved == []
 
 
-async def test_provenance_tags_recipient_from_untrusted_text(gateway: Gateway, effects: Effects) -> None:
+async def test_provenance_tags_recipient_from_untrusted_text(
+    gateway: Gateway, effects: Effects
+) -> None:
     async with gateway.run(tenant="t", agent="bot", task="injection") as run:
         await run.call("get_order", {"order_id": "o1"})  # trusted: alice@shop.example
         await run.call("get_doc", {"doc_id": "d1"})  # untrusted text naming mallory
@@ -200,7 +213,10 @@ async def test_circuit_breaker_opens_after_consecutive_failures(store_url: str) 
         kinds = [(await run.call("down", {"q": str(i)})) for i in range(4)]
     gw.close()
     assert [r.kind for r in kinds if isinstance(r, Failed)] == [
-        FailureKind.TOOL_ERROR, FailureKind.TOOL_ERROR, FailureKind.CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN,
+        FailureKind.TOOL_ERROR,
+        FailureKind.TOOL_ERROR,
+        FailureKind.CIRCUIT_OPEN,
+        FailureKind.CIRCUIT_OPEN,
     ]
     assert down.call_count == 2
 
@@ -218,17 +234,23 @@ async def test_kill_switch_in_process(gateway: Gateway, effects: Effects) -> Non
         assert isinstance(await run.call("save", {"key": "a", "value": 1}), Allowed)
 
 
-async def test_scripted_agent_and_sync_facade(gateway: Gateway, effects: Effects) -> None:
-    sync = gateway.sync()
+def test_scripted_agent_and_sync_facade(gateway: Gateway, effects: Effects) -> None:
     agent = ScriptedAgent([("get_order", {"order_id": "o1"}), ("save", {"key": "s", "value": 3})])
-    with sync.run(tenant="t", agent="bot", task="sync") as run:
+    with gateway.sync() as sync, sync.run(tenant="t", agent="bot", task="sync") as run:
         results = agent.run_sync(run)
     assert [type(r) for r in results] == [Allowed, Allowed]
     assert effects.saved == [{"key": "s", "value": 3}]
 
 
+async def test_sync_facade_inside_an_event_loop_is_a_clear_error(gateway: Gateway) -> None:
+    with gateway.sync().run(tenant="t", agent="bot", task="wrong place") as run:
+        with pytest.raises(UsageError, match="event loop"):
+            run.call("get_order", {"order_id": "o1"})
+
+
 async def test_spec_and_implementations_must_agree(store_url: str, effects: Effects) -> None:
     from conftest import shop_tools
+
     from warden import SpecError
 
     tools: list[Any] = shop_tools(effects)

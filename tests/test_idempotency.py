@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from conftest import Effects
+
 from warden import Allowed, Failed, FailureKind, Gateway
 
 
@@ -25,7 +26,9 @@ async def test_key_holds_across_runs_of_the_tenant(gateway: Gateway, effects: Ef
     assert len(effects.saved) == 1
 
 
-async def test_derived_key_dedupes_identical_writes_in_a_run(gateway: Gateway, effects: Effects) -> None:
+async def test_derived_key_dedupes_identical_writes_in_a_run(
+    gateway: Gateway, effects: Effects
+) -> None:
     async with gateway.run(tenant="t", agent="bot", task="derived") as run:
         await run.call("save", {"key": "a", "value": 1})
         await run.call("get_order", {"order_id": "o1"})
@@ -36,7 +39,9 @@ async def test_derived_key_dedupes_identical_writes_in_a_run(gateway: Gateway, e
     assert effects.saved == [{"key": "a", "value": 1}, {"key": "a", "value": 2}]
 
 
-async def test_concurrent_calls_with_one_key_execute_once(gateway: Gateway, effects: Effects) -> None:
+async def test_concurrent_calls_with_one_key_execute_once(
+    gateway: Gateway, effects: Effects
+) -> None:
     async def one(i: int) -> object:
         async with gateway.run(tenant="t", agent="bot", task=f"race {i}") as run:
             return await run.call("save", {"key": "a", "value": 1}, idempotency_key="shared")

@@ -28,7 +28,9 @@ def _rows(store: Store, run_id: str) -> list[Any]:
     with store.read() as conn:
         return list(
             conn.execute(
-                select(ledger_events).where(ledger_events.c.run_id == run_id).order_by(ledger_events.c.seq)
+                select(ledger_events)
+                .where(ledger_events.c.run_id == run_id)
+                .order_by(ledger_events.c.seq)
             ).mappings()
         )
 
@@ -50,8 +52,11 @@ async def test_edited_payload_is_detected(gateway: Gateway) -> None:
     payload = json.loads(victim["payload"])
     payload["forged"] = True
     with gateway.store.write() as conn:
-        conn.execute(update(ledger_events).where(ledger_events.c.id == victim["id"])
-                     .values(payload=json.dumps(payload)))
+        conn.execute(
+            update(ledger_events)
+            .where(ledger_events.c.id == victim["id"])
+            .values(payload=json.dumps(payload))
+        )
     report = verify(gateway.store)
     assert not report.ok
     assert report.first is not None
@@ -62,7 +67,9 @@ async def test_edited_type_field_is_detected(gateway: Gateway) -> None:
     run_id = await _record_some(gateway)
     victim = _rows(gateway.store, run_id)[3]
     with gateway.store.write() as conn:
-        conn.execute(update(ledger_events).where(ledger_events.c.id == victim["id"]).values(type="denied"))
+        conn.execute(
+            update(ledger_events).where(ledger_events.c.id == victim["id"]).values(type="denied")
+        )
     first = verify(gateway.store).first
     assert first is not None and first.seq == victim["seq"] and first.kind == "edited"
 
@@ -92,7 +99,11 @@ async def test_inserted_event_is_detected(gateway: Gateway) -> None:
     # Forge an event between seq 3 and 4: shift the later ones up by one and slot it in.
     with gateway.store.write() as conn:
         for row in reversed(rows[3:]):
-            conn.execute(update(ledger_events).where(ledger_events.c.id == row["id"]).values(seq=row["seq"] + 1))
+            conn.execute(
+                update(ledger_events)
+                .where(ledger_events.c.id == row["id"])
+                .values(seq=row["seq"] + 1)
+            )
         forged = {k: v for k, v in rows[3].items() if k != "id"}
         forged.update(payload='{"forged":true}')
         conn.execute(insert(ledger_events).values(**forged))
@@ -109,8 +120,12 @@ async def test_reordered_events_are_detected(gateway: Gateway) -> None:
     # Swap the two events' positions in the stream (their sequence numbers).
     with gateway.store.write() as conn:
         conn.execute(update(ledger_events).where(ledger_events.c.id == a["id"]).values(seq=-1))
-        conn.execute(update(ledger_events).where(ledger_events.c.id == b["id"]).values(seq=a["seq"]))
-        conn.execute(update(ledger_events).where(ledger_events.c.id == a["id"]).values(seq=b["seq"]))
+        conn.execute(
+            update(ledger_events).where(ledger_events.c.id == b["id"]).values(seq=a["seq"])
+        )
+        conn.execute(
+            update(ledger_events).where(ledger_events.c.id == a["id"]).values(seq=b["seq"])
+        )
     report = verify(gateway.store)
     assert not report.ok
     first = report.first
@@ -129,7 +144,9 @@ async def test_deleted_stream_is_detected(gateway: Gateway) -> None:
 async def test_forged_head_alone_is_detected(gateway: Gateway) -> None:
     run_id = await _record_some(gateway)
     with gateway.store.write() as conn:
-        conn.execute(update(ledger_heads).where(ledger_heads.c.stream == run_id).values(hash="f" * 64))
+        conn.execute(
+            update(ledger_heads).where(ledger_heads.c.stream == run_id).values(hash="f" * 64)
+        )
     first = verify(gateway.store).first
     assert first is not None and first.kind == "truncated"
 
@@ -146,7 +163,9 @@ async def test_export_writes_every_event_as_json_lines(gateway: Gateway) -> None
 
 
 @pytest.mark.parametrize("batch", [1, 1000])
-async def test_chain_is_the_same_whatever_the_batching(store_url: str, effects: Any, batch: int) -> None:
+async def test_chain_is_the_same_whatever_the_batching(
+    store_url: str, effects: Any, batch: int
+) -> None:
     from conftest import make_gateway
 
     gw = make_gateway(store_url, effects)

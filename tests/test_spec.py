@@ -77,7 +77,7 @@ def test_unknown_identifier_in_a_rule_is_reported_at_load() -> None:
 
 
 def test_undeclared_window_fact_and_tool_are_reported() -> None:
-    text = GOOD.replace('args.n > 3', 'window.w > 1 && facts.f.x == 1')
+    text = GOOD.replace("args.n > 3", "window.w > 1 && facts.f.x == 1")
     issues = _issues(text)
     assert any("window 'w'" in i for i in issues)
     assert any("fact 'f'" in i for i in issues)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from conftest import Effects, make_gateway
+
 from warden.ledger import iter_events
 from warden.pipeline import Scope, SwitchBoard
 
@@ -42,11 +43,15 @@ LOOP = textwrap.dedent(
 )
 
 
-def test_switch_in_another_process_stops_calls_within_a_second(store_url: str, tmp_path: Path) -> None:
+def test_switch_in_another_process_stops_calls_within_a_second(
+    store_url: str, tmp_path: Path
+) -> None:
     make_gateway(store_url, Effects()).close()
     script = tmp_path / "loop.py"
     script.write_text(LOOP.format(tests=str(Path(__file__).parent), url=store_url))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.3)
@@ -73,6 +78,8 @@ def test_switches_are_listed_and_recorded(store_url: str) -> None:
     gw.flush()
     changes = [e.payload for e in iter_events(gw.store) if e.type == "switch_changed"]
     assert [(c["target"], c["active"], c["by"]) for c in changes] == [
-        ("*", True, "a"), ("*", False, "a"), ("shop", True, "b"),
+        ("*", True, "a"),
+        ("*", False, "a"),
+        ("shop", True, "b"),
     ]
     gw.close()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import Effects, make_gateway
+
 from warden import Allowed, Denied, Gateway
 
 N = 10
@@ -21,7 +22,9 @@ N = 10
 def _pay(gateway: Gateway, i: int, customer: str = "c1") -> object:
     async def go() -> object:
         async with gateway.run(tenant="t", agent="bot", task=f"pay {i}") as run:
-            return await run.call("pay", {"order_id": "o1", "customer_id": customer, "amount": 10.0 + i})
+            return await run.call(
+                "pay", {"order_id": "o1", "customer_id": customer, "amount": 10.0 + i}
+            )
 
     return asyncio.run(go())
 
@@ -100,8 +103,12 @@ def test_processes_racing_the_window_allow_exactly_three(store_url: str, tmp_pat
     script.write_text(WORKER.format(tests=str(Path(__file__).parent), url=store_url))
     start = time.time() + 4.0  # every process imports and connects, then all go at once
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(i), str(start)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(i), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(8)
     ]
     outs = []

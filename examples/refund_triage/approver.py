@@ -15,7 +15,9 @@ RULE = (
 )
 
 
-def decide(tool: str, args: dict[str, Any], evidence: dict[str, Any], customer_email: str | None) -> tuple[bool, str]:
+def decide(
+    tool: str, args: dict[str, Any], evidence: dict[str, Any], customer_email: str | None
+) -> tuple[bool, str]:
     if tool == "issue_refund":
         order = evidence.get("facts", {}).get("order", {})
         if args["amount"] > 500:

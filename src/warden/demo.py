@@ -102,12 +102,20 @@ async def _work(
 ) -> list[Any]:
     outcomes: list[Any] = []
     pending: list[tuple[str, str]] = []  # (approval id, ticket id)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, disable=not show, transient=True) as bar:
         task = bar.add_task("working tickets", total=len(plans))
         for i, plan in enumerate(plans, 1):
             async with gateway.run(
-                tenant=tenant, agent="refund-bot", task=f"ticket {plan.ticket_id}", task_type="refund_request"
+                tenant=tenant,
+                agent="refund-bot",
+                task=f"ticket {plan.ticket_id}",
+                task_type="refund_request",
             ) as run:
                 outcome = await agent_mod.work_ticket(run, plan.ticket_id, plan.kind)
             outcomes.append(outcome)
@@ -136,7 +144,9 @@ async def _approver_pass(
             await gateway.reject(approval_id, approver="lead@support.example", rationale=why)
 
 
-def _summarize(store: Store, tenant: str, outcomes: list[Any], effects: dict[str, int]) -> dict[str, Any]:
+def _summarize(
+    store: Store, tenant: str, outcomes: list[Any], effects: dict[str, int]
+) -> dict[str, Any]:
     decisions: Counter[str] = Counter()
     terminal: Counter[str] = Counter()
     blocks: Counter[str] = Counter()
@@ -172,11 +182,15 @@ def _summarize(store: Store, tenant: str, outcomes: list[Any], effects: dict[str
             case "approval_escalated":
                 approvals["escalated"] += 1
     report = verify(store, tenant=tenant)
-    injection = next((o.run_id for o in outcomes if o.kind == "injection_message"), outcomes[0].run_id)
+    injection = next(
+        (o.run_id for o in outcomes if o.kind == "injection_message"), outcomes[0].run_id
+    )
     return {
         "tenant": tenant,
         "tickets": len(outcomes),
-        "actions": sum(terminal.values()) + approvals["requested"] - approvals["executed after approval"]
+        "actions": sum(terminal.values())
+        + approvals["requested"]
+        - approvals["executed after approval"]
         - approvals["rejected"],
         "decisions": dict(decisions),
         "outcomes": dict(terminal),
@@ -205,9 +219,13 @@ def _print_summary(console: Console, s: dict[str, Any], url: str) -> None:
     console.print(table("Failures and refusals by kind", s["failures"], "kind"))
     console.print(table("Effects in the helpdesk", s["effects"], "table"))
     if s["verified"]:
-        console.print(f"[green]ledger verified[/green]: {s['events']} events for tenant {s['tenant']}, chain intact")
+        console.print(
+            f"[green]ledger verified[/green]: {s['events']} events for tenant {s['tenant']}, chain intact"
+        )
     else:
         console.print(f"[red]ledger verification FAILED[/red]: {s['verify_problem']}")
     store_opt = "" if url == default_store_url() else f" --store {url}"
-    console.print(f"Explore a run:  warden ledger show {s['explore_run']}{store_opt}", highlight=False)
+    console.print(
+        f"Explore a run:  warden ledger show {s['explore_run']}{store_opt}", highlight=False
+    )
     console.print(f"Verify it all:  warden ledger verify{store_opt}", highlight=False)

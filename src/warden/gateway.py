@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 
@@ -75,7 +75,9 @@ class Gateway:
         clock: Callable[[], datetime] = utc_now,
         switch_refresh_s: float = 0.25,
     ) -> Gateway:
-        return cls(load_spec(path), tools, store=store, clock=clock, switch_refresh_s=switch_refresh_s)
+        return cls(
+            load_spec(path), tools, store=store, clock=clock, switch_refresh_s=switch_refresh_s
+        )
 
     # -- components -----------------------------------------------------------------
 
@@ -119,9 +121,7 @@ class Gateway:
             )
         return frozenset(agents[agent].scopes) if agent in agents else frozenset()
 
-    def open_run(
-        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
-    ) -> Run:
+    def open_run(self, *, tenant: str, agent: str, task: str, task_type: str | None = None) -> Run:
         if not tenant or not agent:
             raise UsageError("a run needs a tenant and an agent")
         spec = self.svc.loaded.spec
@@ -146,19 +146,37 @@ class Gateway:
         )
         now = self.svc.clock()
         with self.svc.ledger.transaction() as conn:
-            conn.execute(insert(runs).values(
-                run_id=state.run_id, tenant=tenant, workflow=spec.name,
-                workflow_version=spec.version, spec_fingerprint=self.svc.loaded.fingerprint,
-                agent=agent, task=task, task_type=task_type, tier=spec.tier.value,
-                status="running", started_at=now,
-            ))
-            self.svc.record(state.run_id, tenant, "run_started", {
-                "workflow": spec.name, "version": spec.version,
-                "spec_fingerprint": self.svc.loaded.fingerprint,
-                "policy_fingerprint": self.svc.policy.fingerprint,
-                "agent": agent, "scopes": sorted(scopes), "task": task, "task_type": task_type,
-                "tier": spec.tier.value,
-            })
+            conn.execute(
+                insert(runs).values(
+                    run_id=state.run_id,
+                    tenant=tenant,
+                    workflow=spec.name,
+                    workflow_version=spec.version,
+                    spec_fingerprint=self.svc.loaded.fingerprint,
+                    agent=agent,
+                    task=task,
+                    task_type=task_type,
+                    tier=spec.tier.value,
+                    status="running",
+                    started_at=now,
+                )
+            )
+            self.svc.record(
+                state.run_id,
+                tenant,
+                "run_started",
+                {
+                    "workflow": spec.name,
+                    "version": spec.version,
+                    "spec_fingerprint": self.svc.loaded.fingerprint,
+                    "policy_fingerprint": self.svc.policy.fingerprint,
+                    "agent": agent,
+                    "scopes": sorted(scopes),
+                    "task": task,
+                    "task_type": task_type,
+                    "tier": spec.tier.value,
+                },
+            )
         return Run(self, state)
 
     @asynccontextmanager
@@ -182,8 +200,14 @@ class Gateway:
         agents = self.svc.loaded.spec.agents
         scopes = frozenset(agents[row["agent"]].scopes) if row["agent"] in agents else frozenset()
         return RunState(
-            run_id=run_id, tenant=row["tenant"], workflow=row["workflow"], agent=row["agent"],
-            scopes=scopes, tier=Tier(row["tier"]), task=row["task"], task_type=row["task_type"],
+            run_id=run_id,
+            tenant=row["tenant"],
+            workflow=row["workflow"],
+            agent=row["agent"],
+            scopes=scopes,
+            tier=Tier(row["tier"]),
+            task=row["task"],
+            task_type=row["task_type"],
             principal={"agent": row["agent"], "scopes": sorted(scopes)},
         )
 
@@ -257,25 +281,40 @@ class Gateway:
         now = self.svc.clock()
         with self.svc.ledger.transaction() as conn:
             won = self.svc.approvals.transition(
-                conn, record.approval_id, "pending", state=state, decided_by=approver,
-                decided_at=now, rationale=rationale, args=args,
+                conn,
+                record.approval_id,
+                "pending",
+                state=state,
+                decided_by=approver,
+                decided_at=now,
+                rationale=rationale,
+                args=args,
             )
             if not won:
                 raise UsageError(f"approval {record.approval_id} was decided by someone else first")
             payload: dict[str, Any] = {
-                "approval_id": record.approval_id, "action_id": record.action_id,
+                "approval_id": record.approval_id,
+                "action_id": record.action_id,
                 "decision": "edited" if args != record.args else state,
-                "approver": approver, "rationale": rationale,
+                "approver": approver,
+                "rationale": rationale,
             }
             if args != record.args:
                 payload.update(args=args, policy=decision)
             self.svc.record(record.run_id, record.tenant, "approval_decided", payload)
             if state == "rejected":
                 self.svc.windows.void(conn, record.action_id)
-                self.svc.record(record.run_id, record.tenant, "denied", {
-                    "action_id": record.action_id, "kind": FailureKind.APPROVAL_REJECTED.value,
-                    "reasons": [rationale], "rules": [],
-                })
+                self.svc.record(
+                    record.run_id,
+                    record.tenant,
+                    "denied",
+                    {
+                        "action_id": record.action_id,
+                        "kind": FailureKind.APPROVAL_REJECTED.value,
+                        "reasons": [rationale],
+                        "rules": [],
+                    },
+                )
         return self.svc.approvals.get(record.approval_id)
 
     def expire_overdue(self) -> list[ApprovalRecord]:
@@ -283,34 +322,64 @@ class Gateway:
         esc = self.svc.loaded.spec.escalation
         now = self.svc.clock()
         changed = []
-        for record in self.svc.approvals.overdue(now):
+        overdue: list[ApprovalRecord] = self.svc.approvals.overdue(now)
+        for record in overdue:
             with self.svc.ledger.transaction() as conn:
                 nxt = record.escalation_level + 1
                 if esc.on_timeout == "escalate" and nxt < len(esc.approver_roles):
                     won = self.svc.approvals.transition(
-                        conn, record.approval_id, "pending", role=esc.approver_roles[nxt],
-                        escalation_level=nxt, deadline=now + esc.sla,
+                        conn,
+                        record.approval_id,
+                        "pending",
+                        role=esc.approver_roles[nxt],
+                        escalation_level=nxt,
+                        deadline=now + esc.sla,
                     )
                     if won:
-                        self.svc.record(record.run_id, record.tenant, "approval_escalated", {
-                            "approval_id": record.approval_id, "action_id": record.action_id,
-                            "from_role": record.role, "to_role": esc.approver_roles[nxt],
-                            "deadline": now + esc.sla,
-                        })
+                        self.svc.record(
+                            record.run_id,
+                            record.tenant,
+                            "approval_escalated",
+                            {
+                                "approval_id": record.approval_id,
+                                "action_id": record.action_id,
+                                "from_role": record.role,
+                                "to_role": esc.approver_roles[nxt],
+                                "deadline": now + esc.sla,
+                            },
+                        )
                 else:
                     won = self.svc.approvals.transition(
-                        conn, record.approval_id, "pending", state="expired", decided_at=now,
-                        decided_by="warden", rationale=f"no decision by {record.deadline:%Y-%m-%d %H:%M}Z",
+                        conn,
+                        record.approval_id,
+                        "pending",
+                        state="expired",
+                        decided_at=now,
+                        decided_by="warden",
+                        rationale=f"no decision by {record.deadline:%Y-%m-%d %H:%M}Z",
                     )
                     if won:
                         self.svc.windows.void(conn, record.action_id)
-                        self.svc.record(record.run_id, record.tenant, "approval_expired", {
-                            "approval_id": record.approval_id, "action_id": record.action_id,
-                        })
-                        self.svc.record(record.run_id, record.tenant, "denied", {
-                            "action_id": record.action_id, "kind": FailureKind.APPROVAL_TIMEOUT.value,
-                            "reasons": ["approval deadline passed"], "rules": [],
-                        })
+                        self.svc.record(
+                            record.run_id,
+                            record.tenant,
+                            "approval_expired",
+                            {
+                                "approval_id": record.approval_id,
+                                "action_id": record.action_id,
+                            },
+                        )
+                        self.svc.record(
+                            record.run_id,
+                            record.tenant,
+                            "denied",
+                            {
+                                "action_id": record.action_id,
+                                "kind": FailureKind.APPROVAL_TIMEOUT.value,
+                                "reasons": ["approval deadline passed"],
+                                "rules": [],
+                            },
+                        )
             if won:
                 changed.append(self.svc.approvals.get(record.approval_id))
         return changed
@@ -326,9 +395,15 @@ class Gateway:
         call = Call(run, record.tool, record.args, record.action_id)
         call.tool = self.svc.registry.get(record.tool)
         if call.tool is None:
-            return Failed(FailureKind.UNKNOWN_TOOL, f"tool {record.tool!r} is no longer bound", record.action_id)
+            return Failed(
+                FailureKind.UNKNOWN_TOOL,
+                f"tool {record.tool!r} is no longer bound",
+                record.action_id,
+            )
         call.approval_id = approval_id
-        pending = Pending(approval_id, record.action_id, record.role, record.deadline, tuple(record.reasons))
+        pending = Pending(
+            approval_id, record.action_id, record.role, record.deadline, tuple(record.reasons)
+        )
         outcome = await wait_for_decision(self.svc, call, pending, max(wait, 0.0), 0.05)
         if outcome is not None:
             return outcome
@@ -361,8 +436,12 @@ class Run:
             raise UsageError(f"run {self.run_id} is finished")
         state = self.state
         call = Call(
-            state, tool, {} if args is None else args, f"{state.run_id}.{state.steps + 1}",
-            given_key=idempotency_key, wait_s=wait,
+            state,
+            tool,
+            {} if args is None else args,
+            f"{state.run_id}.{state.steps + 1}",
+            given_key=idempotency_key,
+            wait_s=wait,
         )
         return await self._gateway.pipeline.call(call)
 
@@ -372,12 +451,36 @@ class Run:
         self.closed = True
         gw = self._gateway
         with gw.svc.ledger.transaction() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == self.run_id).values(
-                status="finished", outcome=outcome, finished_at=gw.svc.clock()))
-            gw.svc.record(self.run_id, self.state.tenant, "run_finished", {
-                "outcome": outcome, "steps": self.state.steps,
-                "stopped": self.state.stopped,
-            })
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == self.run_id)
+                .values(status="finished", outcome=outcome, finished_at=gw.svc.clock())
+            )
+            gw.svc.record(
+                self.run_id,
+                self.state.tenant,
+                "run_finished",
+                {
+                    "outcome": outcome,
+                    "steps": self.state.steps,
+                    "stopped": self.state.stopped,
+                },
+            )
+
+
+T = TypeVar("T")
+
+
+def _run_sync(runner: asyncio.Runner, coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return runner.run(coro)
+    coro.close()
+    raise UsageError(
+        "the sync facade was called inside a running event loop; use the async API "
+        "(await gateway.run(...) / await run.call(...)) there"
+    )
 
 
 class SyncGateway:
@@ -388,7 +491,9 @@ class SyncGateway:
         self._runner = asyncio.Runner()
 
     @contextmanager
-    def run(self, *, tenant: str, agent: str, task: str, task_type: str | None = None) -> Iterator[SyncRun]:
+    def run(
+        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+    ) -> Iterator[SyncRun]:
         run = self.gateway.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
         try:
             yield SyncRun(run, self._runner)
@@ -399,23 +504,30 @@ class SyncGateway:
             run.finish("completed")
 
     def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
-        return self._runner.run(self.gateway.execute_approved(approval_id, wait=wait))
+        return _run_sync(self._runner, self.gateway.execute_approved(approval_id, wait=wait))
 
     def approve(
         self, approval_id: str, *, approver: str, rationale: str, args: dict[str, Any] | None = None
     ) -> ApprovalRecord:
-        return self._runner.run(
-            self.gateway.approve(approval_id, approver=approver, rationale=rationale, args=args)
+        return _run_sync(
+            self._runner,
+            self.gateway.approve(approval_id, approver=approver, rationale=rationale, args=args),
         )
 
     def reject(self, approval_id: str, *, approver: str, rationale: str) -> ApprovalRecord:
-        return self._runner.run(
-            self.gateway.reject(approval_id, approver=approver, rationale=rationale)
+        return _run_sync(
+            self._runner, self.gateway.reject(approval_id, approver=approver, rationale=rationale)
         )
 
     def close(self) -> None:
         self._runner.close()
         self.gateway.close()
+
+    def __enter__(self) -> SyncGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SyncRun:
@@ -435,7 +547,9 @@ class SyncRun:
         idempotency_key: str | None = None,
         wait: float | None = None,
     ) -> Result:
-        return self._runner.run(self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait))
+        return _run_sync(
+            self._runner, self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait)
+        )
 
     def finish(self, outcome: str = "completed") -> None:
         self.run.finish(outcome)

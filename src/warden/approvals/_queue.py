@@ -10,6 +10,7 @@ States: pending → approved → executing → executed | failed
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,9 +96,11 @@ class ApprovalQueue:
 
     def get(self, approval_id: str) -> ApprovalRecord:
         with self._store.read() as conn:
-            row = conn.execute(
-                select(approvals).where(approvals.c.approval_id == approval_id)
-            ).mappings().first()
+            row = (
+                conn.execute(select(approvals).where(approvals.c.approval_id == approval_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFoundError(f"no approval {approval_id!r}")
         return _record(row)
@@ -120,7 +123,7 @@ class ApprovalQueue:
         with self._store.read() as conn:
             return [_record(r) for r in conn.execute(query).mappings()]
 
-    def overdue(self, now: datetime) -> list[ApprovalRecord]:
+    def overdue(self, now: datetime) -> builtins.list[ApprovalRecord]:
         with self._store.read() as conn:
             rows = conn.execute(
                 select(approvals).where(approvals.c.state == "pending", approvals.c.deadline < now)

@@ -26,8 +26,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-switch_app = typer.Typer(help="Kill switches: stop calls at global, tenant, workflow or tool scope.", no_args_is_help=True)
-ledger_app = typer.Typer(help="The tamper-evident ledger: verify, show a run, export.", no_args_is_help=True)
+switch_app = typer.Typer(
+    help="Kill switches: stop calls at global, tenant, workflow or tool scope.",
+    no_args_is_help=True,
+)
+ledger_app = typer.Typer(
+    help="The tamper-evident ledger: verify, show a run, export.", no_args_is_help=True
+)
 app.add_typer(switch_app, name="switch")
 app.add_typer(ledger_app, name="ledger")
 
@@ -36,7 +41,10 @@ err = Console(stderr=True)
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]"),
+    typer.Option(
+        "--store",
+        help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]",
+    ),
 ]
 
 T = TypeVar("T")
@@ -66,20 +74,31 @@ def _store(url: str | None, *, must_exist: bool = True) -> Store:
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Workflow spec files (YAML).", show_default=False)],
+    files: Annotated[
+        list[Path], typer.Argument(help="Workflow spec files (YAML).", show_default=False)
+    ],
 ) -> None:
     """Check workflow specs: exit 0 if all are valid, else 1 with every error located."""
     from warden.policy import Policy
+    from warden.policy._engine import raw_condition_issues
     from warden.spec import load_spec
 
     failed = False
     for file in files:
+        loaded = None
         try:
             loaded = load_spec(file)
             Policy(loaded)
         except SpecError as exc:
             failed = True
-            for issue in exc.issues:
+            issues = list(exc.issues)
+            if loaded is None and file.exists():
+                # The spec failed before its rules were compiled: report their errors too.
+                seen = {str(i) for i in issues}
+                extra = raw_condition_issues(file.read_text(encoding="utf-8"), str(file))
+                issues += [i for i in extra if str(i) not in seen]
+                issues.sort(key=lambda i: i.line or 0)
+            for issue in issues:
                 err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
             continue
         out.print(
@@ -95,20 +114,30 @@ def validate(
 @app.command()
 def demo(
     store: StoreOpt = None,
-    tickets: Annotated[int, typer.Option(help="How many helpdesk tickets the agent works.", min=1, max=5000)] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic helpdesk and the scripted agent.")] = 7,
+    tickets: Annotated[
+        int, typer.Option(help="How many helpdesk tickets the agent works.", min=1, max=5000)
+    ] = 200,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the synthetic helpdesk and the scripted agent.")
+    ] = 7,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden."""
     from warden.demo import run_demo
 
-    _guard(lambda: run_demo(store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet))
+    _guard(
+        lambda: run_demo(
+            store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet
+        )
+    )
 
 
 @switch_app.command("on")
 def switch_on(
     scope: Annotated[Scope, typer.Argument(help="global, tenant, workflow or tool")],
-    target: Annotated[str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")] = None,
+    target: Annotated[
+        str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")
+    ] = None,
     by: Annotated[str, typer.Option("--by", help="Who is flipping the switch.")] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the ledger).")] = "",
     store: StoreOpt = None,
@@ -120,7 +149,9 @@ def switch_on(
 @switch_app.command("off")
 def switch_off(
     scope: Annotated[Scope, typer.Argument(help="global, tenant, workflow or tool")],
-    target: Annotated[str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")] = None,
+    target: Annotated[
+        str | None, typer.Argument(help="The tenant, workflow or tool name (not for global).")
+    ] = None,
     by: Annotated[str, typer.Option("--by", help="Who is flipping the switch.")] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the ledger).")] = "",
     store: StoreOpt = None,
@@ -129,14 +160,18 @@ def switch_off(
     _set_switch(scope, target, False, by, reason, store)
 
 
-def _set_switch(scope: Scope, target: str | None, active: bool, by: str, reason: str, store: str | None) -> None:
+def _set_switch(
+    scope: Scope, target: str | None, active: bool, by: str, reason: str, store: str | None
+) -> None:
     def body() -> None:
         st = _store(store, must_exist=False)
         ledger = LedgerWriter(st)
         sw = SwitchBoard(st, ledger).set(scope, target, active=active, by=by, reason=reason)
         ledger.flush()
         state = "[red]ON[/red]" if active else "[green]off[/green]"
-        out.print(f"kill switch {sw.scope.value} {sw.target!r} is {state} (by {sw.set_by}: {sw.reason})")
+        out.print(
+            f"kill switch {sw.scope.value} {sw.target!r} is {state} (by {sw.set_by}: {sw.reason})"
+        )
 
     _guard(body)
 
@@ -150,8 +185,12 @@ def switch_list(store: StoreOpt = None) -> None:
         table = Table("scope", "target", "state", "set by", "at (UTC)", "reason")
         for sw in SwitchBoard(st, LedgerWriter(st)).list():
             table.add_row(
-                sw.scope.value, sw.target, "[red]ON[/red]" if sw.active else "off",
-                sw.set_by, f"{sw.set_at:%Y-%m-%d %H:%M:%S}", sw.reason,
+                sw.scope.value,
+                sw.target,
+                "[red]ON[/red]" if sw.active else "off",
+                sw.set_by,
+                f"{sw.set_at:%Y-%m-%d %H:%M:%S}",
+                sw.reason,
             )
         out.print(table)
 
@@ -168,9 +207,14 @@ def ledger_verify(
     def body() -> None:
         report = verify(_store(store), tenant=tenant)
         if report.ok:
-            out.print(f"[green]ledger verified[/green]: {report.events} events in {report.streams} streams, chain intact")
+            out.print(
+                f"[green]ledger verified[/green]: {report.events} events in {report.streams} streams, chain intact"
+            )
             return
-        err.print(f"[red]ledger tampered[/red]: {len(report.problems)} problem(s); first: {report.first}", highlight=False)
+        err.print(
+            f"[red]ledger tampered[/red]: {len(report.problems)} problem(s); first: {report.first}",
+            highlight=False,
+        )
         for problem in report.problems[1:10]:
             err.print(f"  also: {problem}", highlight=False)
         raise typer.Exit(1)
@@ -180,7 +224,9 @@ def ledger_verify(
 
 @ledger_app.command("show")
 def ledger_show(
-    run_id: Annotated[str, typer.Argument(help="The run to show (from the demo summary or `ledger export`).")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run to show (from the demo summary or `ledger export`).")
+    ],
     store: StoreOpt = None,
 ) -> None:
     """Print one run's timeline."""
@@ -189,7 +235,13 @@ def ledger_show(
         events = list(iter_events(_store(store), run_id=run_id))
         if not events:
             raise WardenError(f"no events for run {run_id!r}")
-        table = Table("seq", "time (UTC)", "event", "detail", title=f"run {run_id} (tenant {events[0].tenant})")
+        table = Table(
+            "seq",
+            "time (UTC)",
+            "event",
+            "detail",
+            title=f"run {run_id} (tenant {events[0].tenant})",
+        )
         for ev in events:
             table.add_row(str(ev.seq), ev.ts[11:23], ev.type, _summarize(ev.type, ev.payload))
         out.print(table)
@@ -208,7 +260,9 @@ def _summarize(kind: str, p: dict[str, Any]) -> str:
         case "action_requested":
             return f"{p['tool']}({short(p['args'], 60)})"
         case "decision":
-            return f"{p['effect']} rules={p['rules']}" + (f" window={p['window']}" if p.get("window") else "")
+            return f"{p['effect']} rules={p['rules']}" + (
+                f" window={p['window']}" if p.get("window") else ""
+            )
         case "facts":
             return short(p.get("error") or p["facts"])
         case "executed":
@@ -222,13 +276,17 @@ def _summarize(kind: str, p: dict[str, Any]) -> str:
         case "intent":
             return f"{p['tool']} key={p['idempotency_key'][:12]}"
         case "run_finished":
-            return f"{p['outcome']} after {p['steps']} steps" + (f" ({p['stopped']})" if p.get("stopped") else "")
+            return f"{p['outcome']} after {p['steps']} steps" + (
+                f" ({p['stopped']})" if p.get("stopped") else ""
+            )
     return short(p)
 
 
 @ledger_app.command("export")
 def ledger_export(
-    output: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
+    ] = None,
     store: StoreOpt = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's events.")] = None,
 ) -> None:

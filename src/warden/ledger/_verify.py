@@ -64,7 +64,13 @@ def verify(store: Store, *, tenant: str | None = None, max_problems: int = 100) 
                 break
     for stream in sorted(set(heads) - seen):
         problems.append(
-            Problem(stream, None, None, "deleted", "the stream's head is recorded but all its events are gone")
+            Problem(
+                stream,
+                None,
+                None,
+                "deleted",
+                "the stream's head is recorded but all its events are gone",
+            )
         )
     return VerifyReport(n_events, len(heads | dict.fromkeys(seen, (0, ""))), tuple(problems))
 
@@ -94,7 +100,13 @@ def _check_stream(
         row_id = int(row["id"])
         if row_id < prev_id:
             problems.append(
-                Problem(stream, seq, row_id, "reordered", "stored out of order relative to its predecessor")
+                Problem(
+                    stream,
+                    seq,
+                    row_id,
+                    "reordered",
+                    "stored out of order relative to its predecessor",
+                )
             )
         prev_id = row_id
         if seq != expected_seq:
@@ -115,8 +127,13 @@ def _check_stream(
         )
         if row["prev_hash"] != prev_hash:
             problems.append(
-                Problem(stream, seq, row_id, "inserted" if recomputed == row["hash"] else "edited",
-                        "its previous-hash does not match the event before it")
+                Problem(
+                    stream,
+                    seq,
+                    row_id,
+                    "inserted" if recomputed == row["hash"] else "edited",
+                    "its previous-hash does not match the event before it",
+                )
             )
         elif recomputed != row["hash"]:
             problems.append(
@@ -126,11 +143,22 @@ def _check_stream(
         expected_seq += 1
     if head is None:
         problems.append(
-            Problem(stream, None, None, "inserted", "events exist for a stream that has no recorded head")
+            Problem(
+                stream,
+                None,
+                None,
+                "inserted",
+                "events exist for a stream that has no recorded head",
+            )
         )
     elif head != (expected_seq - 1, prev_hash):
         problems.append(
-            Problem(stream, head[0], None, "truncated",
-                    f"the head records seq {head[0]}, the events end at seq {expected_seq - 1}")
+            Problem(
+                stream,
+                head[0],
+                None,
+                "truncated",
+                f"the head records seq {head[0]}, the events end at seq {expected_seq - 1}",
+            )
         )
     return problems

@@ -110,7 +110,6 @@ class LedgerWriter:
             raise
 
 
-
 _LIVE_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
 
 

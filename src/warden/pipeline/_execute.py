@@ -87,7 +87,11 @@ async def execute(
             kind, detail = FailureKind.TIMEOUT, f"no answer within {tool.timeout_s:g}s"
             retryable = tool.idempotent
         except ToolError as exc:
-            kind, detail, retryable = FailureKind.TOOL_ERROR, str(exc), exc.retryable or tool.idempotent
+            kind, detail, retryable = (
+                FailureKind.TOOL_ERROR,
+                str(exc),
+                exc.retryable or tool.idempotent,
+            )
         except Exception as exc:
             kind, detail = FailureKind.TOOL_ERROR, f"{type(exc).__name__}: {exc}"
             retryable = tool.idempotent
@@ -99,12 +103,20 @@ async def execute(
             if retryable and attempts < max_attempts:
                 kind = FailureKind.RETRIES_EXHAUSTED
                 detail += " (the run's retry cap is reached)"
-            return ExecOutcome(False, kind=kind, detail=detail, attempts=attempts, effect_possible=effect_possible)
+            return ExecOutcome(
+                False, kind=kind, detail=detail, attempts=attempts, effect_possible=effect_possible
+            )
         if not breaker.allow():
             return ExecOutcome(
-                False, kind=FailureKind.CIRCUIT_OPEN, detail=detail, attempts=attempts,
+                False,
+                kind=FailureKind.CIRCUIT_OPEN,
+                detail=detail,
+                attempts=attempts,
                 effect_possible=effect_possible,
             )
-        cap = min(tool.retry.max_backoff.total_seconds(), tool.retry.backoff.total_seconds() * 2 ** (attempts - 1))
+        cap = min(
+            tool.retry.max_backoff.total_seconds(),
+            tool.retry.backoff.total_seconds() * 2 ** (attempts - 1),
+        )
         # "Equal jitter": at least half the backoff, so retries spread without collapsing to 0.
         await asyncio.sleep(cap / 2 + random.uniform(0, cap / 2))

@@ -65,13 +65,20 @@ class Pipeline:
         run.steps += 1
         run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
         call.started = time.perf_counter()
-        self.svc.record(run.run_id, run.tenant, "action_requested", {
-            "action_id": call.action_id,
-            "tool": call.tool_name,
-            "args": call.raw_args if isinstance(call.raw_args, dict) else to_jsonable(call.raw_args),
-            "step": run.steps,
-            "idempotency_key": call.given_key,
-        })
+        self.svc.record(
+            run.run_id,
+            run.tenant,
+            "action_requested",
+            {
+                "action_id": call.action_id,
+                "tool": call.tool_name,
+                "args": call.raw_args
+                if isinstance(call.raw_args, dict)
+                else to_jsonable(call.raw_args),
+                "step": run.steps,
+                "idempotency_key": call.given_key,
+            },
+        )
         for stage in self.decide:
             result = await stage(call)
             if result is not None:
@@ -94,21 +101,31 @@ class Pipeline:
         match result:
             case Allowed():
                 kind = "executed"
-                payload.update(result=result.result, attempts=call.attempts, ms=ms, replayed=result.replayed)
+                payload.update(
+                    result=result.result, attempts=call.attempts, ms=ms, replayed=result.replayed
+                )
             case Drafted():
                 kind = "drafted"
                 payload.update(tool=result.tool, args=result.args)
             case Denied():
                 kind = "denied"
-                payload.update(kind=result.kind.value, reasons=list(result.reasons), rules=list(result.rules))
+                payload.update(
+                    kind=result.kind.value, reasons=list(result.reasons), rules=list(result.rules)
+                )
             case Failed():
                 kind = "failed"
-                payload.update(kind=result.kind.value, detail=result.detail,
-                               errors=[e.to_json() for e in result.errors], attempts=call.attempts)
+                payload.update(
+                    kind=result.kind.value,
+                    detail=result.detail,
+                    errors=[e.to_json() for e in result.errors],
+                    attempts=call.attempts,
+                )
             case Pending():
                 return result  # approval_requested is already on the ledger
-        release_window = call.windows_recorded and not isinstance(result, Allowed) and not (
-            isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN
+        release_window = (
+            call.windows_recorded
+            and not isinstance(result, Allowed)
+            and not (isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN)
         )
         settle_key = call.intent_recorded and not (isinstance(result, Allowed) and result.replayed)
         if not (release_window or settle_key or call.approval_id):
@@ -122,8 +139,11 @@ class Pipeline:
             if settle_key:
                 where = (idempotency.c.tenant == run.tenant) & (idempotency.c.key == call.key)
                 if isinstance(result, Allowed):
-                    conn.execute(update(idempotency).where(where).values(
-                        state="done", result=canonical_json(result.result)))
+                    conn.execute(
+                        update(idempotency)
+                        .where(where)
+                        .values(state="done", result=canonical_json(result.result))
+                    )
                 elif isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN:
                     conn.execute(update(idempotency).where(where).values(state="unknown"))
                 else:
@@ -132,7 +152,10 @@ class Pipeline:
             if call.approval_id:
                 state = "executed" if isinstance(result, Allowed) else "failed"
                 svc.approvals.transition(
-                    conn, call.approval_id, "executing", state=state,
+                    conn,
+                    call.approval_id,
+                    "executing",
+                    state=state,
                     result=result.result if isinstance(result, Allowed) else payload,
                 )
         return result

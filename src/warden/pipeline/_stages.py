@@ -98,8 +98,10 @@ class ToolStage:
         if tool is None:
             return Denied(
                 FailureKind.UNKNOWN_TOOL,
-                (f"no tool {call.tool_name!r} in workflow {self.svc.workflow!r}; "
-                 f"available: {', '.join(self.svc.registry.names())}",),
+                (
+                    f"no tool {call.tool_name!r} in workflow {self.svc.workflow!r}; "
+                    f"available: {', '.join(self.svc.registry.names())}",
+                ),
                 call.action_id,
             )
         call.tool = tool
@@ -177,7 +179,9 @@ class ReplayStage:
 
 def replay_result(call: Call, state: str, result: str | None, first_action: str) -> Result:
     if state == "done":
-        return Allowed(None if result is None else json.loads(result), call.action_id, replayed=True)
+        return Allowed(
+            None if result is None else json.loads(result), call.action_id, replayed=True
+        )
     if state == "started":
         return Failed(
             FailureKind.IN_PROGRESS,
@@ -224,7 +228,9 @@ class PolicyStage:
             with svc.ledger.transaction() as conn:
                 svc.store.lock(
                     conn,
-                    *svc.windows.lock_keys(run.tenant, {*tool_policy.windows, *recorded}, call.args),
+                    *svc.windows.lock_keys(
+                        run.tenant, {*tool_policy.windows, *recorded}, call.args
+                    ),
                 )
                 call.windows.update(
                     svc.windows.compute(conn, run.tenant, tool_policy.windows, call.args, now)
@@ -240,7 +246,9 @@ class PolicyStage:
             self._record(call)
         decision = call.decision
         if decision.effect is Effect.DENY:
-            return Denied(FailureKind.POLICY_BLOCK, decision.reasons, call.action_id, decision.rules)
+            return Denied(
+                FailureKind.POLICY_BLOCK, decision.reasons, call.action_id, decision.rules
+            )
         return None
 
     def _record(self, call: Call) -> None:
@@ -262,16 +270,31 @@ class PolicyStage:
             tool = svc.registry.get(fact.tool)
             assert tool is not None
             try:
-                fact_args = {k: e.evaluate(activation) for k, e in svc.policy.fact_args[name].items()}
+                fact_args = {
+                    k: e.evaluate(activation) for k, e in svc.policy.fact_args[name].items()
+                }
                 kwargs = tool.input.validate(fact_args) if tool.input else fact_args
                 value = await invoke(tool, kwargs)
-                call.facts[name] = tool.output.validate(value) if tool.output else to_jsonable(value)
+                call.facts[name] = (
+                    tool.output.validate(value) if tool.output else to_jsonable(value)
+                )
             except (CelError, SchemaViolation, TimeoutError, Exception) as exc:
                 detail = f"fact {name!r} ({fact.tool}) could not be looked up: {type(exc).__name__}: {exc}"
-                svc.record(call.run.run_id, call.run.tenant, "facts",
-                           {"action_id": call.action_id, "facts": call.facts, "error": detail})
-                return Denied(FailureKind.FACT_ERROR, (detail + "; failing closed",), call.action_id)
-        svc.record(call.run.run_id, call.run.tenant, "facts", {"action_id": call.action_id, "facts": call.facts})
+                svc.record(
+                    call.run.run_id,
+                    call.run.tenant,
+                    "facts",
+                    {"action_id": call.action_id, "facts": call.facts, "error": detail},
+                )
+                return Denied(
+                    FailureKind.FACT_ERROR, (detail + "; failing closed",), call.action_id
+                )
+        svc.record(
+            call.run.run_id,
+            call.run.tenant,
+            "facts",
+            {"action_id": call.action_id, "facts": call.facts},
+        )
         return None
 
 
@@ -318,10 +341,19 @@ class ApprovalStage:
                 created_at=now,
                 deadline=deadline,
             )
-            svc.record(run.run_id, run.tenant, "approval_requested", {
-                "action_id": call.action_id, "approval_id": approval_id, "role": role,
-                "deadline": deadline, "reasons": list(decision.reasons), "risk": decision.risk,
-            })
+            svc.record(
+                run.run_id,
+                run.tenant,
+                "approval_requested",
+                {
+                    "action_id": call.action_id,
+                    "approval_id": approval_id,
+                    "role": role,
+                    "deadline": deadline,
+                    "reasons": list(decision.reasons),
+                    "risk": decision.risk,
+                },
+            )
         call.approval_id = approval_id
         pending = Pending(approval_id, call.action_id, role, deadline, decision.reasons)
         if not call.wait_s:
@@ -343,15 +375,21 @@ async def wait_for_decision(
         record = svc.approvals.get(pending.approval_id)
         if record.state == "approved":
             with svc.ledger.transaction() as conn:
-                won = svc.approvals.transition(conn, record.approval_id, "approved", state="executing")
+                won = svc.approvals.transition(
+                    conn, record.approval_id, "approved", state="executing"
+                )
             if won:
                 adopt_approved_args(call, record.args, record.idempotency_key)
                 return None
             continue  # someone else claimed it in between; read the new state
         if record.state == "rejected":
-            return Denied(FailureKind.APPROVAL_REJECTED, (record.rationale or "rejected",), call.action_id)
+            return Denied(
+                FailureKind.APPROVAL_REJECTED, (record.rationale or "rejected",), call.action_id
+            )
         if record.state == "expired":
-            return Denied(FailureKind.APPROVAL_TIMEOUT, (record.rationale or "expired",), call.action_id)
+            return Denied(
+                FailureKind.APPROVAL_TIMEOUT, (record.rationale or "expired",), call.action_id
+            )
         if record.state == "executed":
             return Allowed(record.result, call.action_id, replayed=True)
         if loop.time() >= until:
@@ -394,22 +432,38 @@ class IntentStage:
             return None
         call.key = call.key or call.given_key or derive_key(run.run_id, tool.name, call.args)
         with svc.ledger.transaction() as conn:
-            claimed = insert_if_absent(conn, idempotency, {
-                "tenant": run.tenant, "key": call.key, "run_id": run.run_id,
-                "action_id": call.action_id, "tool": tool.name, "state": "started",
-                "result": None, "created_at": svc.clock(),
-            })
+            claimed = insert_if_absent(
+                conn,
+                idempotency,
+                {
+                    "tenant": run.tenant,
+                    "key": call.key,
+                    "run_id": run.run_id,
+                    "action_id": call.action_id,
+                    "tool": tool.name,
+                    "state": "started",
+                    "result": None,
+                    "created_at": svc.clock(),
+                },
+            )
             if not claimed:
                 row = conn.execute(
-                    select(idempotency.c.state, idempotency.c.result, idempotency.c.action_id).where(
-                        idempotency.c.tenant == run.tenant, idempotency.c.key == call.key
-                    )
+                    select(
+                        idempotency.c.state, idempotency.c.result, idempotency.c.action_id
+                    ).where(idempotency.c.tenant == run.tenant, idempotency.c.key == call.key)
                 ).one()
                 return replay_result(call, row.state, row.result, row.action_id)
-            svc.record(run.run_id, run.tenant, "intent", {
-                "action_id": call.action_id, "tool": tool.name, "args": call.args,
-                "idempotency_key": call.key,
-            })
+            svc.record(
+                run.run_id,
+                run.tenant,
+                "intent",
+                {
+                    "action_id": call.action_id,
+                    "tool": tool.name,
+                    "args": call.args,
+                    "idempotency_key": call.key,
+                },
+            )
         call.intent_recorded = True
         return None
 
@@ -447,7 +501,9 @@ class VerifyStage:
         try:
             result = tool.output.validate(call.output) if tool.output else to_jsonable(call.output)
         except SchemaViolation as exc:
-            return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, str(exc), call.action_id, tuple(exc.errors))
+            return Failed(
+                FailureKind.OUTPUT_SCHEMA_ERROR, str(exc), call.action_id, tuple(exc.errors)
+            )
         call.run.provenance.observe(tool.name, result, untrusted=tool.untrusted_output)
         return Allowed(result, call.action_id)
 

@@ -41,7 +41,9 @@ class Switch:
     set_at: datetime
 
     def describe(self) -> str:
-        where = "everything" if self.scope is Scope.GLOBAL else f"{self.scope.value} {self.target!r}"
+        where = (
+            "everything" if self.scope is Scope.GLOBAL else f"{self.scope.value} {self.target!r}"
+        )
         return f"kill switch on {where}, set by {self.set_by} at {self.set_at:%Y-%m-%d %H:%M:%S}Z: {self.reason}"
 
 
@@ -54,7 +56,9 @@ class SwitchBoard:
         self._loaded_at = -1e9
         self._lock = threading.Lock()
 
-    def set(self, scope: Scope | str, target: str | None, *, active: bool, by: str, reason: str) -> Switch:
+    def set(
+        self, scope: Scope | str, target: str | None, *, active: bool, by: str, reason: str
+    ) -> Switch:
         scope = Scope(scope)
         if scope is Scope.GLOBAL:
             target = "*"
@@ -70,7 +74,9 @@ class SwitchBoard:
             "set_at": switch.set_at,
         }
         with self._ledger.transaction() as conn:
-            if not insert_if_absent(conn, switches, {"scope": scope.value, "target": target, **values}):
+            if not insert_if_absent(
+                conn, switches, {"scope": scope.value, "target": target, **values}
+            ):
                 conn.execute(
                     update(switches)
                     .where(switches.c.scope == scope.value, switches.c.target == target)
@@ -81,16 +87,31 @@ class SwitchBoard:
                 target if scope is Scope.TENANT else "*",
                 None,
                 "switch_changed",
-                {"scope": scope.value, "target": target, "active": active, "by": by, "reason": reason},
+                {
+                    "scope": scope.value,
+                    "target": target,
+                    "active": active,
+                    "by": by,
+                    "reason": reason,
+                },
             )
         self._loaded_at = -1e9  # this process sees its own change at once
         return switch
 
     def list(self) -> list[Switch]:
         with self._store.read() as conn:
-            rows = conn.execute(select(switches).order_by(switches.c.scope, switches.c.target)).mappings()
+            rows = conn.execute(
+                select(switches).order_by(switches.c.scope, switches.c.target)
+            ).mappings()
             return [
-                Switch(Scope(r["scope"]), r["target"], r["active"], r["set_by"], r["reason"], r["set_at"])
+                Switch(
+                    Scope(r["scope"]),
+                    r["target"],
+                    r["active"],
+                    r["set_by"],
+                    r["reason"],
+                    r["set_at"],
+                )
                 for r in rows
             ]
 

@@ -16,6 +16,7 @@ from warden.errors import CelCompileError, CelError, CelSyntaxError, SpecError, 
 from warden.ledger._canonical import canonical_json
 from warden.policy.cel import CompiledExpression, compile_expression
 from warden.spec import Effect, EffectClass, LoadedSpec, Tier, format_path
+from warden.spec._loader import content_line, parse_yaml
 
 #: The identifiers a rule may use. Documented in docs/policies.md.
 CONTEXT_ROOTS = frozenset(
@@ -89,7 +90,7 @@ class Policy:
             try:
                 expr = compile_expression(rule.when, roots=CONTEXT_ROOTS)
             except (CelSyntaxError, CelCompileError) as exc:
-                issues.append(_cel_issue(loaded, path, exc))
+                issues.append(_cel_issue(loaded.file, loaded.content_line_of(path), path, exc))
                 continue
             facts = _names_under(expr, "facts")
             windows = _names_under(expr, "window")
@@ -102,7 +103,9 @@ class Policy:
                         loaded.issue(
                             path,
                             f"uses {kind} {missing!r}, which is not declared",
-                            expected=f"one of {sorted(declared)}" if declared else f"a declared {kind}",
+                            expected=f"one of {sorted(declared)}"
+                            if declared
+                            else f"a declared {kind}",
                             found=repr(missing),
                         )
                     )
@@ -132,7 +135,10 @@ class Policy:
                 try:
                     compiled_args[arg] = compile_expression(source, roots=FACT_ARG_ROOTS)
                 except (CelSyntaxError, CelCompileError) as exc:
-                    issues.append(_cel_issue(loaded, ("facts", fname, "args", arg), exc))
+                    fpath = ("facts", fname, "args", arg)
+                    issues.append(
+                        _cel_issue(loaded.file, loaded.content_line_of(fpath), fpath, exc)
+                    )
             self.fact_args[fname] = compiled_args
         if issues:
             raise SpecError(issues)
@@ -178,7 +184,10 @@ class Policy:
             return Decision(
                 Effect.DENY,
                 tuple(name for name, _ in errors),
-                tuple(f"rule {name!r} could not be evaluated ({err}); failing closed" for name, err in errors),
+                tuple(
+                    f"rule {name!r} could not be evaluated ({err}); failing closed"
+                    for name, err in errors
+                ),
                 1.0,
                 None,
                 self.fingerprint,
@@ -205,12 +214,38 @@ class Policy:
         for rule in matched:
             risk = 1 - (1 - risk) * (1 - rule.risk)
         return Decision(
-            effect, tuple(rules), tuple(reasons), round(risk, 4), approvers, self.fingerprint,
+            effect,
+            tuple(rules),
+            tuple(reasons),
+            round(risk, 4),
+            approvers,
+            self.fingerprint,
             tuple(r.name for r in matched),
         )
 
 
-def _default(effect_class: EffectClass, tier: Tier, allowed_by_rule: bool) -> tuple[Effect, str, str]:
+def raw_condition_issues(text: str, file: str) -> list[SpecIssue]:
+    """CEL errors of a spec that failed validation elsewhere, so one run reports them all."""
+    try:
+        data, lines = parse_yaml(text, file)
+    except SpecError:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("policies"), list):
+        return []
+    issues = []
+    for i, rule in enumerate(data["policies"]):
+        if isinstance(rule, dict) and isinstance(rule.get("when"), str):
+            try:
+                compile_expression(rule["when"], roots=CONTEXT_ROOTS)
+            except (CelSyntaxError, CelCompileError) as exc:
+                path = ("policies", i, "when")
+                issues.append(_cel_issue(file, content_line(lines, path), path, exc))
+    return issues
+
+
+def _default(
+    effect_class: EffectClass, tier: Tier, allowed_by_rule: bool
+) -> tuple[Effect, str, str]:
     if effect_class is EffectClass.READ:
         return Effect.ALLOW, "", ""
     if effect_class is EffectClass.DELETE and not allowed_by_rule:
@@ -218,7 +253,11 @@ def _default(effect_class: EffectClass, tier: Tier, allowed_by_rule: bool) -> tu
     if tier is Tier.READ_ONLY:
         return Effect.DENY, "default:tier", "the workflow is read_only: writes are denied"
     if tier is Tier.APPROVE:
-        return Effect.REQUIRE_APPROVAL, "default:tier", "the workflow's tier requires approval for writes"
+        return (
+            Effect.REQUIRE_APPROVAL,
+            "default:tier",
+            "the workflow's tier requires approval for writes",
+        )
     # draft writes are allowed by policy and then not executed by the execute stage
     return Effect.ALLOW, "", ""
 
@@ -228,11 +267,10 @@ def _names_under(expr: CompiledExpression, root: str) -> frozenset[str]:
 
 
 def _cel_issue(
-    loaded: LoadedSpec, path: tuple[str | int, ...], exc: CelSyntaxError | CelCompileError
+    file: str, line: int | None, path: tuple[str | int, ...], exc: CelSyntaxError | CelCompileError
 ) -> SpecIssue:
-    line = loaded.content_line_of(path)
     return SpecIssue(
-        loaded.file,
+        file,
         None if line is None else line + exc.line - 1,
         format_path(path),
         f"CEL: {exc.detail} (column {exc.column})",

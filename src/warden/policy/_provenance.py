@@ -56,7 +56,10 @@ class ProvenanceTracker:
         return {"untrusted_args": sorted(sources), "sources": sources}
 
     def snapshot(self) -> dict[str, Any]:
-        return {"untrusted": [list(t) for t in self._untrusted], "trusted": sorted(self._trusted_values)}
+        return {
+            "untrusted": [list(t) for t in self._untrusted],
+            "trusted": sorted(self._trusted_values),
+        }
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> ProvenanceTracker:

@@ -70,7 +70,11 @@ class Windows:
                 values[name] = 0
                 continue
             since = _epoch_us(now - spec.period)
-            agg = func.count() if spec.aggregate == "count" else func.coalesce(func.sum(window_entries.c.value), 0.0)
+            agg = (
+                func.count()
+                if spec.aggregate == "count"
+                else func.coalesce(func.sum(window_entries.c.value), 0.0)
+            )
             row = conn.execute(
                 select(agg).where(
                     and_(

@@ -40,10 +40,15 @@ class LoadedSpec:
 
     def content_line_of(self, path: PathKey) -> int | None:
         """The line where the text of the scalar at ``path`` starts (for CEL error lines)."""
-        return self.lines.get((*path, _CONTENT)) or self.line_of(path)
+        return content_line(self.lines, path)
 
     def issue(self, path: PathKey, message: str, **kw: Any) -> SpecIssue:
         return SpecIssue(self.file, self.line_of(path), format_path(path), message, **kw)
+
+
+def content_line(lines: dict[PathKey, int], path: PathKey) -> int | None:
+    """The line where the text of the scalar at ``path`` starts."""
+    return lines.get((*path, _CONTENT)) or _line_of(lines, path)
 
 
 def format_path(path: PathKey) -> str:
@@ -65,16 +70,30 @@ def _construct(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node)
             if not isinstance(key, str | int | float | bool) or key is None:
                 raise SpecError(
-                    [SpecIssue(file, key_node.start_mark.line + 1, format_path(path), "mapping keys must be plain scalars")]
+                    [
+                        SpecIssue(
+                            file,
+                            key_node.start_mark.line + 1,
+                            format_path(path),
+                            "mapping keys must be plain scalars",
+                        )
+                    ]
                 )
             if isinstance(key, bool | float):
                 key = str(key).lower() if isinstance(key, bool) else str(key)
             if key in out:
                 raise SpecError(
-                    [SpecIssue(file, key_node.start_mark.line + 1, format_path((*path, key)), "duplicate key")]
+                    [
+                        SpecIssue(
+                            file,
+                            key_node.start_mark.line + 1,
+                            format_path((*path, key)),
+                            "duplicate key",
+                        )
+                    ]
                 )
             lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = _construct(value_node, (*path, key), lines, file, loader)
@@ -86,7 +105,7 @@ def _construct(
     # Where the scalar's text begins: a block scalar (| or >) starts on the next line.
     block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
     lines[(*path, _CONTENT)] = node.start_mark.line + 1 + (1 if block else 0)
-    return loader.construct_object(node)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node)
 
 
 def _describe(value: Any) -> str:
@@ -114,7 +133,16 @@ def load_spec_text(text: str, file: str = "<string>") -> LoadedSpec:
     data, lines = parse_yaml(text, file)
     if not isinstance(data, dict):
         raise SpecError(
-            [SpecIssue(file, 1, "", "a workflow spec is a mapping", expected="mapping", found=type(data).__name__)]
+            [
+                SpecIssue(
+                    file,
+                    1,
+                    "",
+                    "a workflow spec is a mapping",
+                    expected="mapping",
+                    found=type(data).__name__,
+                )
+            ]
         )
     try:
         spec = WorkflowSpec.model_validate(data)
@@ -147,7 +175,9 @@ def load_spec(path: str | Path) -> LoadedSpec:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError([SpecIssue(file, None, "", f"cannot read the file: {exc.strerror}")]) from exc
+        raise SpecError(
+            [SpecIssue(file, None, "", f"cannot read the file: {exc.strerror}")]
+        ) from exc
     return load_spec_text(text, file)
 
 
@@ -226,11 +256,17 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
             need_tool(tool_name, ("policies", i, "tools", j))
         if rule.name in seen:
             issues.append(
-                loaded.issue(("policies", i, "name"), f"duplicate rule name (also policies[{seen[rule.name]}])")
+                loaded.issue(
+                    ("policies", i, "name"),
+                    f"duplicate rule name (also policies[{seen[rule.name]}])",
+                )
             )
         seen.setdefault(rule.name, i)
         if rule.approvers is not None and rule.effect not in ("require_approval", "escalate"):
             issues.append(
-                loaded.issue(("policies", i, "approvers"), "approvers only apply to require_approval or escalate")
+                loaded.issue(
+                    ("policies", i, "approvers"),
+                    "approvers only apply to require_approval or escalate",
+                )
             )
     return issues

@@ -59,7 +59,9 @@ metadata = MetaData()
 ledger_events = Table(
     "ledger_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("stream", String(80), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("tenant", String(120), nullable=False),
@@ -160,7 +162,9 @@ idempotency = Table(
 window_entries = Table(
     "window_entries",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("tenant", String(120), nullable=False),
     Column("window_name", String(120), nullable=False),
     Column("group_key", String(200), nullable=False),

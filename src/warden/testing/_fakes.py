@@ -59,10 +59,19 @@ class FakeTool:
             [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in params]
         )
         impl.__annotations__ = dict(params)
-        setattr(impl, _ATTR, make_tool(
-            impl, name=name, effect=effect, idempotent=idempotent,
-            untrusted_output=untrusted_output, scope=scope, timeout=timeout,
-        ))
+        setattr(
+            impl,
+            _ATTR,
+            make_tool(
+                impl,
+                name=name,
+                effect=effect,
+                idempotent=idempotent,
+                untrusted_output=untrusted_output,
+                scope=scope,
+                timeout=timeout,
+            ),
+        )
         self.fn: Callable[..., Any] = impl
 
     @property
@@ -86,10 +95,14 @@ class ScriptedAgent:
 
     async def run(self, run: Run) -> list[Result]:
         for step in self.steps:
-            self.results.append(await run.call(step.tool, step.args, idempotency_key=step.idempotency_key))
+            self.results.append(
+                await run.call(step.tool, step.args, idempotency_key=step.idempotency_key)
+            )
         return self.results
 
     def run_sync(self, run: SyncRun) -> list[Result]:
         for step in self.steps:
-            self.results.append(run.call(step.tool, step.args, idempotency_key=step.idempotency_key))
+            self.results.append(
+                run.call(step.tool, step.args, idempotency_key=step.idempotency_key)
+            )
         return self.results

@@ -80,9 +80,7 @@ def _input_model(fn: Callable[..., Any], name: str) -> ModelValidator:
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
-    model = create_model(  # type: ignore[call-overload]
-        f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
     return ModelValidator(model)
 
 
@@ -115,8 +113,8 @@ def make_tool(
         effect=effect_class,
         idempotent=(effect_class is EffectClass.READ) if idempotent is None else idempotent,
         timeout_s=timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout),
-        retry=retry or RetrySpec(),
-        circuit=circuit or CircuitSpec(),
+        retry=retry or RetrySpec.model_validate({}),
+        circuit=circuit or CircuitSpec.model_validate({}),
         untrusted_output=untrusted_output,
         scope=scope,
         description=description or inspect.getdoc(fn) or "",
@@ -199,17 +197,17 @@ class ToolRegistry:
         issues: list[SpecIssue] = []
         tools: dict[str, ToolDef] = {}
         for name, declared in loaded.spec.tools.items():
-            fn = impls.get(name)
-            if fn is None:
+            bound = impls.get(name)
+            if bound is None:
                 issues.append(
                     loaded.issue(("tools", name), "declared tool has no implementation bound")
                 )
                 continue
-            base = tool_def_of(fn)
+            base = tool_def_of(bound)
             if base is None:
-                base = make_tool(fn, name=name)
-            elif base.fn is not fn:
-                base = base.bind(fn)
+                base = make_tool(bound, name=name)
+            elif base.fn is not bound:
+                base = base.bind(bound)
             if base.name != name:
                 base = replace(base, name=name)
             try:

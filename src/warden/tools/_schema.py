@@ -27,7 +27,12 @@ class FieldError:
     message: str
 
     def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "expected": self.expected, "got": self.got, "message": self.message}
+        return {
+            "path": self.path,
+            "expected": self.expected,
+            "got": self.got,
+            "message": self.message,
+        }
 
 
 class SchemaViolation(Exception):

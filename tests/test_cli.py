@@ -1,0 +1,145 @@
+"""The ``warden`` command, run as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "refund_triage" / "workflow.yaml"
+
+
+def warden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warden", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_validate_ok(tmp_path: Path) -> None:
+    done = warden("validate", str(EXAMPLE), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout and "refund_triage" in done.stdout
+
+
+def test_validate_reports_each_error_with_file_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = (
+        EXAMPLE.read_text()
+        .replace("tier: autonomous", "tier: yolo")
+        .replace("args.amount > 100.0", "args.amount >> 100.0")
+    )
+    broken.write_text(text)
+    done = warden("validate", str(broken), cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    tier_line = text.splitlines().index("tier: yolo") + 1
+    assert any(
+        f"broken.yaml:{tier_line}: tier: invalid value" in ln and "found 'yolo'" in ln
+        for ln in lines
+    )
+    assert any("policies[0].when: CEL:" in ln for ln in lines)
+    assert "Traceback" not in done.stderr
+
+
+def test_validate_missing_file_is_one_line(tmp_path: Path) -> None:
+    done = warden("validate", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert done.returncode == 1 and "cannot read the file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("demo")
+    done = warden("demo", "--tickets", "60", "--quiet", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    (cwd / "demo.out").write_text(done.stdout)
+    return cwd
+
+
+def test_demo_summary_and_verified_ledger(demo_dir: Path) -> None:
+    out = (demo_dir / "demo.out").read_text()
+    for heading in (
+        "Policy decisions",
+        "Blocks by rule",
+        "Approvals",
+        "Failures and refusals by",
+        "ledger verified",
+    ):
+        assert heading in out
+    assert "warden ledger show run_" in out
+    assert (demo_dir / ".warden" / "warden.db").exists()
+
+
+def test_ledger_commands_on_the_demo_store(demo_dir: Path) -> None:
+    verify = warden("ledger", "verify", cwd=demo_dir)
+    assert verify.returncode == 0 and "ledger verified" in verify.stdout
+    run_id = (demo_dir / "demo.out").read_text().split("warden ledger show ")[1].split()[0]
+    show = warden("ledger", "show", run_id, cwd=demo_dir)
+    assert show.returncode == 0, show.stderr
+    assert "run_started" in show.stdout and "run_finished" in show.stdout
+    export = warden("ledger", "export", "--out", "events.jsonl", cwd=demo_dir)
+    assert export.returncode == 0
+    first = json.loads((demo_dir / "events.jsonl").read_text().splitlines()[0])
+    assert first["seq"] >= 1 and len(first["hash"]) == 64
+    missing = warden("ledger", "show", "run_doesnotexist", cwd=demo_dir)
+    assert missing.returncode == 1 and "no events" in missing.stderr
+
+
+def test_ledger_verify_fails_on_tampering(tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    # Work on a copy so the other tests keep a clean demo store.
+    done = warden("demo", "--tickets", "5", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    db = tmp_path / ".warden" / "warden.db"
+    shutil.copy(db, tmp_path / "backup.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE ledger_events SET payload = '{\"forged\":1}' WHERE id = 7")
+    verify = warden("ledger", "verify", cwd=tmp_path)
+    assert verify.returncode == 1
+    assert (
+        "ledger tampered" in verify.stderr and "edited" in verify.stderr and "seq" in verify.stderr
+    )
+
+
+def test_switch_commands(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    on = warden(
+        "switch",
+        "on",
+        "tool",
+        "issue_refund",
+        "--by",
+        "ops@x",
+        "--reason",
+        "incident",
+        "--store",
+        store,
+        cwd=tmp_path,
+    )
+    assert on.returncode == 0, on.stderr and "ON" in on.stdout
+    listed = warden("switch", "list", "--store", store, cwd=tmp_path)
+    assert "issue_refund" in listed.stdout and "incident" in listed.stdout
+    no_reason = warden("switch", "on", "global", "--by", "ops@x", "--store", store, cwd=tmp_path)
+    assert no_reason.returncode == 1 and "reason" in no_reason.stderr
+    bad_scope = warden("switch", "on", "galaxy", "--store", store, cwd=tmp_path)
+    assert bad_scope.returncode == 2
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    done = warden("ledger", "verify", cwd=tmp_path)
+    assert done.returncode == 1 and "no store" in done.stderr and "warden demo" in done.stderr
+
+
+def test_help_describes_the_commands(tmp_path: Path) -> None:
+    done = warden("--help", cwd=tmp_path)
+    for command in ("validate", "demo", "switch", "ledger"):
+        assert command in done.stdout
