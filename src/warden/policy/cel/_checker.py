@@ -1,0 +1,145 @@
+"""Static checks between parsing and compiling: names, functions, macros.
+
+Resolves every identifier (a declared root, a comprehension variable, or a type name such
+as ``int``), expands the macros (``has``, ``all``, ``exists``, ``exists_one``, ``map``,
+``filter``) into dedicated nodes, and rejects unknown functions and wrong argument counts,
+so that a policy with a typo fails when it is loaded rather than when a rule first runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+
+from warden.errors import CelCompileError
+from warden.policy.cel._ast import (
+    Binary,
+    Call,
+    Comprehension,
+    Conditional,
+    Expr,
+    Has,
+    Ident,
+    Index,
+    ListExpr,
+    Literal,
+    MapExpr,
+    Select,
+    Unary,
+)
+from warden.policy.cel._functions import GLOBAL_FUNCTIONS, MEMBER_FUNCTIONS
+from warden.policy.cel._parser import RESERVED, check_int_literal
+from warden.policy.cel._values import TYPE_NAMES, CelType
+
+# Macro name -> accepted argument counts (the first argument is always the variable).
+_MACROS = {"all": {2}, "exists": {2}, "exists_one": {2}, "map": {2, 3}, "filter": {2}}
+
+
+def check(node: Expr, roots: Set[str]) -> Expr:
+    """The resolved tree; raises ``CelCompileError`` at the offending node."""
+    return _Checker(roots).visit(node, frozenset())
+
+
+def _error(message: str, node: Expr) -> CelCompileError:
+    return CelCompileError(message, *node.pos)
+
+
+def _arguments(counts: Set[int]) -> str:
+    ordered = sorted(counts)
+    text = " or ".join(str(n) for n in ordered)
+    return f"{text} argument" if ordered == [1] else f"{text} arguments"
+
+
+class _Checker:
+    def __init__(self, roots: Set[str]) -> None:
+        self.roots = roots
+
+    def visit(self, node: Expr, scope: frozenset[str]) -> Expr:
+        if isinstance(node, Literal):
+            check_int_literal(node)
+            return node
+        if isinstance(node, Ident):
+            return self._ident(node, scope)
+        if isinstance(node, Select):
+            return Select(node.pos, self.visit(node.operand, scope), node.field)
+        if isinstance(node, Index):
+            operand = self.visit(node.operand, scope)
+            return Index(node.pos, operand, self.visit(node.index, scope))
+        if isinstance(node, Call):
+            return self._call(node, scope)
+        if isinstance(node, ListExpr):
+            return ListExpr(node.pos, tuple(self.visit(e, scope) for e in node.elements))
+        if isinstance(node, MapExpr):
+            entries = tuple((self.visit(k, scope), self.visit(v, scope)) for k, v in node.entries)
+            return MapExpr(node.pos, entries)
+        if isinstance(node, Unary):
+            return Unary(node.pos, node.op, self.visit(node.operand, scope))
+        if isinstance(node, Binary):
+            left = self.visit(node.left, scope)
+            return Binary(node.pos, node.op, left, self.visit(node.right, scope))
+        if isinstance(node, Conditional):
+            return Conditional(
+                node.pos,
+                self.visit(node.condition, scope),
+                self.visit(node.then, scope),
+                self.visit(node.otherwise, scope),
+            )
+        # Has and Comprehension only exist after checking; seeing one means a double check.
+        raise _error(f"unexpected node {type(node).__name__}", node)
+
+    def _ident(self, node: Ident, scope: frozenset[str]) -> Expr:
+        if node.name in scope:
+            return Ident(node.pos, node.name, is_var=True)
+        if node.name in self.roots:
+            return node
+        if node.name in TYPE_NAMES:
+            return Literal(node.pos, CelType(node.name))
+        known = ", ".join(sorted(self.roots)) or "none"
+        raise _error(f"undeclared reference to '{node.name}' (roots: {known})", node)
+
+    def _call(self, node: Call, scope: frozenset[str]) -> Expr:
+        name, args = node.function, node.args
+        if node.target is None:
+            if name == "has":
+                return self._has(node, scope)
+            entry = GLOBAL_FUNCTIONS.get(name)
+            if entry is None:
+                if name in MEMBER_FUNCTIONS or name in _MACROS:
+                    raise _error(f"'{name}' must be called as a method: x.{name}(...)", node)
+                raise _error(f"unknown function '{name}'", node)
+            if len(args) not in entry[0]:
+                raise _error(f"{name}() takes {_arguments(entry[0])}, got {len(args)}", node)
+            return Call(node.pos, name, None, tuple(self.visit(a, scope) for a in args))
+        if name in _MACROS:
+            return self._comprehension(node, node.target, scope)
+        entry = MEMBER_FUNCTIONS.get(name)
+        if entry is None:
+            if name in GLOBAL_FUNCTIONS or name == "has":
+                raise _error(f"'{name}' must be called as a function: {name}(...)", node)
+            raise _error(f"unknown method '{name}'", node)
+        if len(args) not in entry[0]:
+            raise _error(f".{name}() takes {_arguments(entry[0])}, got {len(args)}", node)
+        target = self.visit(node.target, scope)
+        return Call(node.pos, name, target, tuple(self.visit(a, scope) for a in args))
+
+    def _has(self, node: Call, scope: frozenset[str]) -> Expr:
+        if len(node.args) != 1:
+            raise _error(f"has() takes 1 argument, got {len(node.args)}", node)
+        (arg,) = node.args
+        if not isinstance(arg, Select):
+            raise _error("has() needs a field selection, as in has(m.field)", arg)
+        return Has(arg.pos, self.visit(arg.operand, scope), arg.field)
+
+    def _comprehension(self, node: Call, target: Expr, scope: frozenset[str]) -> Expr:
+        name, args = node.function, node.args
+        if len(args) not in _MACROS[name]:
+            raise _error(f".{name}() takes {_arguments(_MACROS[name])}, got {len(args)}", node)
+        var = args[0]
+        if not isinstance(var, Ident) or var.name in RESERVED:
+            raise _error(f"the first argument of .{name}() must be a variable name", var)
+        range_ = self.visit(target, scope)
+        inner = scope | {var.name}
+        checked = tuple(self.visit(a, inner) for a in args[1:])
+        if name == "map":
+            predicate = checked[0] if len(checked) == 2 else None
+            return Comprehension(node.pos, name, range_, var.name, predicate, checked[-1])
+        return Comprehension(node.pos, name, range_, var.name, checked[0], None)
