@@ -105,7 +105,7 @@ class Gateway:
         return verify(self.store)
 
     def close(self) -> None:
-        self.flush()
+        self.svc.ledger.flush(durable=True)
         self.store.dispose()
 
     def sync(self) -> SyncGateway:

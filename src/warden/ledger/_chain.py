@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 GENESIS = "0" * 64
 
@@ -19,10 +18,11 @@ def event_hash(
     payload: str,
     prev_hash: str,
 ) -> str:
-    """SHA-256 over every stored field of the event, the payload as its stored text."""
-    material = json.dumps(
-        [stream, seq, tenant, run_id, ts, type, payload, prev_hash],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    """SHA-256 over every stored field of the event, the payload as its stored text.
+
+    Each field is length-prefixed, so no two different events share an input (a plain join
+    would let characters move between neighbouring fields).
+    """
+    fields = (stream, str(seq), tenant, "" if run_id is None else run_id, ts, type, payload, prev_hash)
+    material = "".join(f"{len(f)}:{f}" for f in fields) + ("" if run_id is not None else "~")
     return hashlib.sha256(material.encode()).hexdigest()

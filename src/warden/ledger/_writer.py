@@ -20,12 +20,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
 from warden.ledger._canonical import canonical_json
 from warden.ledger._chain import GENESIS, event_hash
 from warden.store import Store
-from warden.store._tables import ledger_events, ledger_heads, utc_text
+from warden.store import _fast as fast
+
+
+def _now_text() -> str:
+    # Same text as store._tables.utc_text, ~3x faster than strftime on this hot path.
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ class LedgerWriter:
         type: str,
         payload: dict[str, Any],
     ) -> None:
-        event = _Buffered(stream, tenant, run_id, utc_text(datetime.now(UTC)), type, payload)
+        event = _Buffered(stream, tenant, run_id, _now_text(), type, payload)
         with self._buffer_lock:
             if not self._buffer:
                 self._oldest = time.monotonic()
@@ -76,18 +81,18 @@ class LedgerWriter:
         if due and not getattr(self._local, "in_tx", False):
             self.flush()
 
-    def flush(self) -> None:
-        """Write everything buffered so far, durably."""
+    def flush(self, *, durable: bool = False) -> None:
+        """Write everything buffered so far (fsynced only if ``durable``)."""
         with self._write_lock:
             if not self._buffer:
                 return
-            with self._store.write() as conn:
+            with self._store.write(durable=durable) as conn:
                 self._write_buffer(conn)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A write transaction whose commit also makes every buffered event durable."""
-        with self._write_lock, self._store.write() as conn:
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction whose commit also writes every buffered event."""
+        with self._write_lock, self._store.write(durable=durable) as conn:
             outer = getattr(self._local, "in_tx", False)
             self._local.in_tx = True
             try:
@@ -124,18 +129,25 @@ def _flush_at_exit() -> None:
             pass
 
 
+_HEAD = "SELECT seq, hash FROM ledger_heads WHERE stream = ?"
+_HEAD_UPDATE = "UPDATE ledger_heads SET seq = ?, hash = ? WHERE stream = ?"
+_HEAD_INSERT = "INSERT INTO ledger_heads (stream, tenant, seq, hash) VALUES (?, ?, ?, ?)"
+_EVENT_INSERT = (
+    "INSERT INTO ledger_events (stream, seq, tenant, run_id, ts, type, payload, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def write_events(store: Store, conn: Connection, events: list[_Buffered]) -> None:
     """Chain ``events`` onto their streams' heads inside ``conn``'s transaction."""
     streams: dict[str, list[_Buffered]] = {}
     for event in events:
         streams.setdefault(event.stream, []).append(event)
     store.lock(conn, *(f"ledger:{s}" for s in streams))
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for stream, stream_events in streams.items():
-        head = conn.execute(
-            select(ledger_heads.c.seq, ledger_heads.c.hash).where(ledger_heads.c.stream == stream)
-        ).first()
-        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+        head = fast.fetch_one(conn, _HEAD, (stream,))
+        seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
         for ev in stream_events:
             seq += 1
             payload = canonical_json(ev.payload)
@@ -149,30 +161,10 @@ def write_events(store: Store, conn: Connection, events: list[_Buffered]) -> Non
                 payload=payload,
                 prev_hash=prev,
             )
-            rows.append(
-                {
-                    "stream": stream,
-                    "seq": seq,
-                    "tenant": ev.tenant,
-                    "run_id": ev.run_id,
-                    "ts": ev.ts,
-                    "type": ev.type,
-                    "payload": payload,
-                    "prev_hash": prev,
-                    "hash": digest,
-                }
-            )
+            rows.append((stream, seq, ev.tenant, ev.run_id, ev.ts, ev.type, payload, prev, digest))
             prev = digest
         if head:
-            conn.execute(
-                update(ledger_heads)
-                .where(ledger_heads.c.stream == stream)
-                .values(seq=seq, hash=prev)
-            )
+            fast.execute(conn, _HEAD_UPDATE, (seq, prev, stream)).close()
         else:
-            conn.execute(
-                insert(ledger_heads).values(
-                    stream=stream, tenant=stream_events[0].tenant, seq=seq, hash=prev
-                )
-            )
-    conn.execute(insert(ledger_events), rows)
+            fast.execute(conn, _HEAD_INSERT, (stream, stream_events[0].tenant, seq, prev)).close()
+    fast.execute_many(conn, _EVENT_INSERT, rows)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import update
-
 from warden.ledger import to_jsonable
-from warden.ledger._canonical import canonical_json
+from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline._stages import (
@@ -34,7 +32,6 @@ from warden.pipeline._stages import (
     VerifyStage,
 )
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
-from warden.store._tables import idempotency
 
 # Failures after which the tool may have had its effect: its key stays claimed.
 _EFFECT_UNKNOWN = {FailureKind.TIMEOUT, FailureKind.OUTPUT_SCHEMA_ERROR}
@@ -132,23 +129,20 @@ class Pipeline:
             svc.record(run.run_id, run.tenant, kind, payload)
             return result
         # Writes: the outcome, the idempotency record and the approval state commit together.
-        with svc.ledger.transaction() as conn:
+        # Not fsynced: the intent already is, so a power cut here leaves a visible "intent
+        # without outcome" and a key still "started" (repeats are refused, not re-run).
+        with svc.ledger.transaction(durable=False) as conn:
             svc.record(run.run_id, run.tenant, kind, payload)
             if release_window:
                 svc.windows.void(conn, call.action_id)
             if settle_key:
-                where = (idempotency.c.tenant == run.tenant) & (idempotency.c.key == call.key)
+                assert call.key is not None
                 if isinstance(result, Allowed):
-                    conn.execute(
-                        update(idempotency)
-                        .where(where)
-                        .values(state="done", result=canonical_json(result.result))
-                    )
+                    idem.settle_done(conn, run.tenant, call.key, result.result)
                 elif isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN:
-                    conn.execute(update(idempotency).where(where).values(state="unknown"))
+                    idem.settle_unknown(conn, run.tenant, call.key)
                 else:
-                    # The tool did not act: free the key so a corrected retry can run.
-                    conn.execute(idempotency.delete().where(where))
+                    idem.release(conn, run.tenant, call.key)
             if call.approval_id:
                 state = "executed" if isinstance(result, Allowed) else "failed"
                 svc.approvals.transition(

@@ -8,23 +8,19 @@ stop the call or ``None`` to let it go on. Stages never call each other; only
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select
-
 from warden.errors import CelError
-from warden.ledger import canonical_json, to_jsonable
+from warden.ledger import to_jsonable
+from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
 from warden.pipeline._execute import ExecOutcome, execute, invoke
 from warden.pipeline._services import Services
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
 from warden.spec import Effect, Tier
-from warden.store._ops import insert_if_absent
-from warden.store._tables import idempotency
 from warden.tools import SchemaViolation
 
 
@@ -152,10 +148,6 @@ class SchemaStage:
         return None
 
 
-def derive_key(run_id: str, tool: str, args: Any) -> str:
-    return hashlib.sha256(f"{run_id}\x00{tool}\x00{canonical_json(args)}".encode()).hexdigest()
-
-
 class ReplayStage:
     """A write repeated with the same idempotency key returns the first result."""
 
@@ -167,17 +159,14 @@ class ReplayStage:
         assert tool is not None
         if not tool.effect.is_write:
             return None
-        call.key = call.given_key or derive_key(call.run.run_id, tool.name, call.args)
+        call.key = call.given_key or idem.derive_key(call.run.run_id, tool.name, call.args)
         with self.svc.store.read() as conn:
-            row = conn.execute(
-                select(idempotency.c.state, idempotency.c.result, idempotency.c.action_id).where(
-                    idempotency.c.tenant == call.run.tenant, idempotency.c.key == call.key
-                )
-            ).first()
-        return None if row is None else replay_result(call, row.state, row.result, row.action_id)
+            found = idem.lookup(conn, call.run.tenant, call.key)
+        return None if found is None else replay_result(call, found)
 
 
-def replay_result(call: Call, state: str, result: str | None, first_action: str) -> Result:
+def replay_result(call: Call, found: idem.KeyRecord) -> Result:
+    state, result, first_action = found.state, found.result, found.action_id
     if state == "done":
         return Allowed(
             None if result is None else json.loads(result), call.action_id, replayed=True
@@ -318,7 +307,7 @@ class ApprovalStage:
         now = svc.clock()
         deadline = now + svc.loaded.spec.escalation.sla
         approval_id = "apr_" + uuid.uuid4().hex[:20]
-        key = call.key or derive_key(run.run_id, tool.name, call.args)
+        key = call.key or idem.derive_key(run.run_id, tool.name, call.args)
         evidence = {"facts": call.facts, "window": call.windows, "provenance": call.provenance}
         with svc.ledger.transaction() as conn:
             svc.approvals.create(
@@ -430,29 +419,16 @@ class IntentStage:
         assert tool is not None
         if not tool.effect.is_write:
             return None
-        call.key = call.key or call.given_key or derive_key(run.run_id, tool.name, call.args)
+        call.key = call.key or call.given_key or idem.derive_key(run.run_id, tool.name, call.args)
         with svc.ledger.transaction() as conn:
-            claimed = insert_if_absent(
-                conn,
-                idempotency,
-                {
-                    "tenant": run.tenant,
-                    "key": call.key,
-                    "run_id": run.run_id,
-                    "action_id": call.action_id,
-                    "tool": tool.name,
-                    "state": "started",
-                    "result": None,
-                    "created_at": svc.clock(),
-                },
+            claimed = idem.claim(
+                conn, tenant=run.tenant, key=call.key, run_id=run.run_id,
+                action_id=call.action_id, tool=tool.name, now=svc.clock(),
             )
             if not claimed:
-                row = conn.execute(
-                    select(
-                        idempotency.c.state, idempotency.c.result, idempotency.c.action_id
-                    ).where(idempotency.c.tenant == run.tenant, idempotency.c.key == call.key)
-                ).one()
-                return replay_result(call, row.state, row.result, row.action_id)
+                found = idem.lookup(conn, run.tenant, call.key)
+                assert found is not None
+                return replay_result(call, found)
             svc.record(
                 run.run_id,
                 run.tenant,

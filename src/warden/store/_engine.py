@@ -1,7 +1,10 @@
 """Engines and transactions for the embedded SQLite default and for PostgreSQL.
 
-SQLite runs in WAL mode with ``synchronous=FULL``: a committed write-intent is on disk
-before the side effect it guards runs (measured here: ~0.3 ms per commit). Write
+SQLite runs in WAL mode. Transactions that must survive a power cut before anything else
+happens — a write's intent, an approval decision — commit with ``synchronous=FULL`` (an
+fsync, ~0.3 ms here). Records whose loss a crash would make visible anyway — a batch of
+read events, the outcome after an intent — commit with ``synchronous=NORMAL``: in WAL mode
+they reach the disk with the next FULL commit or checkpoint, in order. Write
 transactions on SQLite use ``BEGIN IMMEDIATE`` so that the database write lock is taken
 at the start: two processes racing a window rule serialize on it instead of both reading
 the old count.
@@ -42,8 +45,17 @@ def _sqlite_connect_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("warden_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("warden_write", False):
+            # synchronous is per connection and cannot change inside a transaction.
+            sync = "FULL" if options.get("warden_durable", True) else "NORMAL"
+            info = conn.connection.info
+            if info.get("warden_sync") != sync:
+                conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                info["warden_sync"] = sync
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
 
 
 class Store:
@@ -75,9 +87,14 @@ class Store:
             raise StoreError(f"cannot reach store {self.url!r}: {exc.orig}") from exc
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction that holds the locks it needs until commit."""
-        with self.engine.connect().execution_options(warden_write=True) as conn, conn.begin():
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction that holds the locks it needs until commit.
+
+        ``durable=False`` lets SQLite skip the fsync (see the module docstring); PostgreSQL
+        commits are always durable.
+        """
+        conn = self.engine.connect().execution_options(warden_write=True, warden_durable=durable)
+        with conn, conn.begin():
             yield conn
 
     @contextmanager

