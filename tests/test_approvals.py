@@ -173,3 +173,47 @@ def test_pending_approval_survives_restart_and_executes_once(
     again = proc("execute", approval_id)  # process 3: tries again
     assert first == '{"allowed": true, "replayed": false, "paid": 1}'
     assert again == '{"allowed": true, "replayed": true, "paid": 0}'
+
+
+async def test_approval_requests_are_bounded_per_run(store_url: str, effects: Effects) -> None:
+    spec_text = __import__("conftest").SPEC.replace(
+        "on_timeout: escalate", "on_timeout: escalate\n  max_requests_per_run: 2"
+    )
+    gw = make_gateway(store_url, effects, spec_text)
+    async with gw.run(tenant="t", agent="bot", task="flood") as run:
+        results = [
+            await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 200.0 + i})
+            for i in range(3)
+        ]
+    gw.close()
+    assert [type(r) for r in results] == [Pending, Pending, Denied]
+    assert isinstance(results[2], Denied) and results[2].kind is FailureKind.APPROVAL_LIMIT
+    assert "max_requests_per_run" in results[2].reasons[0]
+
+
+async def test_approval_requests_are_bounded_per_end_user(store_url: str, effects: Effects) -> None:
+    spec_text = __import__("conftest").SPEC.replace(
+        "on_timeout: escalate", "on_timeout: escalate\n  max_requests_per_end_user_per_day: 2"
+    )
+    gw = make_gateway(store_url, effects, spec_text)
+    results = []
+    for i in range(3):  # one approval per run, three runs for the same end user
+        run = gw.open_run(tenant="t", agent="bot", task=f"user run {i}", end_user="mallory")
+        results.append(
+            await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0 + i})
+        )
+        run.finish()
+    other = gw.open_run(tenant="t", agent="bot", task="someone else", end_user="alice")
+    alice = await other.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 150.0})
+    gw.close()
+    assert [type(r) for r in results] == [Pending, Pending, Denied]
+    assert isinstance(alice, Pending)
+
+
+async def test_approver_who_opened_the_run_cannot_decide(gateway: Gateway) -> None:
+    run = gateway.open_run(tenant="t", agent="bot", task="sod", opened_by="key:alice")
+    pending = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 999.0})
+    assert isinstance(pending, Pending)
+    with pytest.raises(UsageError, match="cannot approve"):
+        await gateway.approve(pending.approval_id, approver="key:alice", rationale="mine")
+    await gateway.approve(pending.approval_id, approver="key:bob", rationale="four eyes")

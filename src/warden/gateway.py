@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -22,7 +23,7 @@ from sqlalchemy import insert, select, update
 
 from warden.approvals import ApprovalQueue, ApprovalRecord
 from warden.errors import NotFoundError, UsageError
-from warden.ledger import LedgerWriter, VerifyReport, verify
+from warden.ledger import LedgerWriter, VerifyReport, canonical_json, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._services import utc_now
 from warden.pipeline._stages import PolicyStage, plain, wait_for_decision
@@ -30,6 +31,7 @@ from warden.policy import Policy, Windows
 from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
+from warden.store import _fast as fast
 from warden.store._tables import runs
 from warden.tools import SchemaViolation, ToolRegistry
 
@@ -121,16 +123,30 @@ class Gateway:
             )
         return frozenset(agents[agent].scopes) if agent in agents else frozenset()
 
-    def open_run(self, *, tenant: str, agent: str, task: str, task_type: str | None = None) -> Run:
+    def _allowed_tools(self, task_type: str | None) -> frozenset[str] | None:
+        if task_type is None:
+            return None
+        found = [t for t in self.svc.loaded.spec.task_types if t.name == task_type]
+        if not found:
+            raise UsageError(f"unknown task type {task_type!r}")
+        return frozenset(found[0].allowed_tools) or None
+
+    def open_run(
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        task: str,
+        task_type: str | None = None,
+        end_user: str | None = None,
+        opened_by: str | None = None,
+    ) -> Run:
+        """Open a run. ``end_user``: on whose behalf (bounds approval requests per person);
+        ``opened_by``: the caller's identity (it may not approve the run's actions)."""
         if not tenant or not agent:
             raise UsageError("a run needs a tenant and an agent")
         spec = self.svc.loaded.spec
-        allowed: frozenset[str] | None = None
-        if task_type is not None:
-            found = [t for t in spec.task_types if t.name == task_type]
-            if not found:
-                raise UsageError(f"unknown task type {task_type!r}")
-            allowed = frozenset(found[0].allowed_tools) or None
+        allowed = self._allowed_tools(task_type)
         scopes = self._principal(agent)
         state = RunState(
             run_id="run_" + uuid.uuid4().hex[:24],
@@ -142,6 +158,8 @@ class Gateway:
             task=task,
             task_type=task_type,
             allowed_tools=allowed,
+            end_user=end_user,
+            opened_by=opened_by,
             principal={"agent": agent, "scopes": sorted(scopes)},
         )
         now = self.svc.clock()
@@ -156,6 +174,8 @@ class Gateway:
                     agent=agent,
                     task=task,
                     task_type=task_type,
+                    end_user=end_user,
+                    opened_by=opened_by,
                     tier=spec.tier.value,
                     status="running",
                     started_at=now,
@@ -195,11 +215,11 @@ class Gateway:
     def _load_run(self, run_id: str) -> RunState:
         with self.store.read() as conn:
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
-        if row is None:
-            raise NotFoundError(f"no run {run_id!r}")
+        if row is None or row["workflow"] != self.svc.workflow:
+            raise NotFoundError(f"no run {run_id!r} in workflow {self.svc.workflow!r}")
         agents = self.svc.loaded.spec.agents
         scopes = frozenset(agents[row["agent"]].scopes) if row["agent"] in agents else frozenset()
-        return RunState(
+        state = RunState(
             run_id=run_id,
             tenant=row["tenant"],
             workflow=row["workflow"],
@@ -208,8 +228,27 @@ class Gateway:
             tier=Tier(row["tier"]),
             task=row["task"],
             task_type=row["task_type"],
+            allowed_tools=self._allowed_tools(row["task_type"]),
+            end_user=row["end_user"],
+            opened_by=row["opened_by"],
             principal={"agent": row["agent"], "scopes": sorted(scopes)},
         )
+        if row["state"]:
+            state.restore(json.loads(row["state"]))
+        if row["status"] != "running":
+            state.stopped = state.stopped or f"the run is {row['status']}"
+        return state
+
+    def resume_run(self, run_id: str) -> Run:
+        """A run opened earlier, possibly by another process, with its counters restored.
+
+        The server uses this so that consecutive calls of one run may reach any replica; call
+        ``run.save()`` after each call.
+        """
+        state = self._load_run(run_id)
+        run = Run(self, state)
+        run.closed = state.stopped is not None and state.stopped.startswith("the run is ")
+        return run
 
     # -- approvals --------------------------------------------------------------------
 
@@ -445,6 +484,16 @@ class Run:
         )
         return await self._gateway.pipeline.call(call)
 
+    def save(self) -> None:
+        """Persist the run's counters (steps, repeats, provenance) for the next process."""
+        gw = self._gateway
+        with gw.store.write(durable=False) as conn:
+            fast.execute(
+                conn,
+                "UPDATE runs SET state = ? WHERE run_id = ?",
+                (canonical_json(self.state.counters()), self.run_id),
+            ).close()
+
     def finish(self, outcome: str = "completed") -> None:
         if self.closed:
             return
@@ -455,6 +504,11 @@ class Run:
                 update(runs)
                 .where(runs.c.run_id == self.run_id)
                 .values(status="finished", outcome=outcome, finished_at=gw.svc.clock())
+            )
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == self.run_id)
+                .values(state=canonical_json(self.state.counters()))
             )
             gw.svc.record(
                 self.run_id,

@@ -31,6 +31,7 @@ class FailureKind(StrEnum):
     SCOPE_DENIED = "scope_denied"
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_TIMEOUT = "approval_timeout"
+    APPROVAL_LIMIT = "approval_limit"
     UNKNOWN_TOOL = "unknown_tool"
     CIRCUIT_OPEN = "circuit_open"
     KILLED = "killed"

@@ -23,6 +23,8 @@ class RunState:
     task: str
     task_type: str | None = None
     allowed_tools: frozenset[str] | None = None
+    end_user: str | None = None
+    opened_by: str | None = None
     steps: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -32,6 +34,34 @@ class RunState:
     stopped: str | None = None
     provenance: ProvenanceTracker = field(default_factory=ProvenanceTracker)
     principal: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def requested_by(self) -> str:
+        """Who an approval is requested by: the key that opened the run, else the agent."""
+        return self.opened_by or self.agent
+
+    def counters(self) -> dict[str, Any]:
+        """What must survive between calls when a run's calls reach different processes."""
+        return {
+            "steps": self.steps,
+            "retries": self.retries,
+            "counts": self.counts,
+            "last_tool": self.last_tool,
+            "last_args": self.last_args,
+            "repeats": self.repeats,
+            "stopped": self.stopped,
+            "provenance": self.provenance.snapshot(),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.steps = int(data.get("steps", 0))
+        self.retries = dict(data.get("retries", {}))
+        self.counts = dict(data.get("counts", {}))
+        self.last_tool = data.get("last_tool")
+        self.last_args = data.get("last_args")
+        self.repeats = int(data.get("repeats", 0))
+        self.stopped = data.get("stopped")
+        self.provenance = ProvenanceTracker.restore(data.get("provenance", {}))
 
     def context(self) -> dict[str, Any]:
         """The ``run`` value rules see."""

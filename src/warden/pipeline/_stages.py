@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from warden.pipeline._execute import ExecOutcome, execute, invoke
 from warden.pipeline._services import Services
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
 from warden.spec import Effect, Tier
+from warden.store import _fast as fast
+from warden.store._tables import utc_text
 from warden.tools import SchemaViolation
 
 
@@ -310,6 +313,9 @@ class ApprovalStage:
         key = call.key or idem.derive_key(run.run_id, tool.name, call.args)
         evidence = {"facts": call.facts, "window": call.windows, "provenance": call.provenance}
         with svc.ledger.transaction() as conn:
+            refused = self._over_limit(conn, call, now)
+            if refused is not None:
+                return Denied(FailureKind.APPROVAL_LIMIT, (refused,), call.action_id)
             svc.approvals.create(
                 conn,
                 approval_id=approval_id,
@@ -326,7 +332,7 @@ class ApprovalStage:
                 risk=decision.risk,
                 role=role,
                 escalation_level=level,
-                requested_by=run.agent,
+                requested_by=run.requested_by,
                 created_at=now,
                 deadline=deadline,
             )
@@ -348,6 +354,30 @@ class ApprovalStage:
         if not call.wait_s:
             return pending
         return await wait_for_decision(svc, call, pending, call.wait_s, self.POLL_S)
+
+
+    def _over_limit(self, conn: Any, call: Call, now: Any) -> str | None:
+        esc = self.svc.loaded.spec.escalation
+        store = self.svc.store
+        store.lock(conn, f"approvals:{call.run.run_id}", f"approvals-user:{call.run.end_user}")
+        per_run = fast.fetch_one(conn, "SELECT count(*) FROM approvals WHERE run_id = ?", (call.run.run_id,))
+        if per_run is not None and per_run[0] >= esc.max_requests_per_run:
+            return f"this run already asked for {per_run[0]} approvals (max_requests_per_run)"
+        if call.run.end_user is None:
+            return None
+        since = utc_text(now - timedelta(days=1))
+        per_user = fast.fetch_one(
+            conn,
+            "SELECT count(*) FROM approvals a JOIN runs r ON r.run_id = a.run_id"
+            " WHERE r.end_user = ? AND r.tenant = ? AND a.created_at >= ?",
+            (call.run.end_user, call.run.tenant, since),
+        )
+        if per_user is not None and per_user[0] >= esc.max_requests_per_end_user_per_day:
+            return (
+                f"end user {call.run.end_user!r} caused {per_user[0]} approval requests in 24 h "
+                "(max_requests_per_end_user_per_day)"
+            )
+        return None
 
 
 async def wait_for_decision(

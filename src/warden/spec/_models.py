@@ -158,6 +158,9 @@ class Escalation(_Model):
     approver_roles: list[str] = Field(default_factory=lambda: ["approver"], min_length=1)
     sla: Duration = timedelta(hours=24)
     on_timeout: Literal["deny", "escalate"] = "deny"
+    #: An agent (or a user steering it) cannot flood the queue: past these, requests are denied.
+    max_requests_per_run: int = Field(10, ge=1)
+    max_requests_per_end_user_per_day: int = Field(50, ge=1)
 
 
 class SLO(_Model):

@@ -98,11 +98,16 @@ runs = Table(
     Column("agent", String(120), nullable=False),
     Column("task", Text, nullable=False),
     Column("task_type", String(120), nullable=True),
+    Column("end_user", String(200), nullable=True),
+    Column("opened_by", String(120), nullable=True),
     Column("tier", String(20), nullable=False),
     Column("status", String(20), nullable=False),
     Column("outcome", String(40), nullable=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
+    # The run's counters (steps, repeats, provenance) when runs are served over HTTP, where
+    # consecutive calls of one run may reach different replicas.
+    Column("state", Text, nullable=True),
     Index("ix_runs_tenant_started", "tenant", "started_at"),
 )
 
@@ -174,4 +179,62 @@ window_entries = Table(
     Column("void", Boolean, nullable=False, default=False),
     Index("ix_window_lookup", "tenant", "window_name", "group_key", "ts_us"),
     Index("ix_window_action", "action_id"),
+)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(120), nullable=False),
+    Column("role", String(20), nullable=False),  # admin | approver | agent | auditor
+    Column("tenant", String(120), nullable=False),  # a tenant, or "*" (admins only)
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(120), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+# Fixed-window request counters, incremented atomically in the store so that a key's rate
+# limit holds across replicas.
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+# Notifications to deliver (transactional outbox): written in the same transaction as the
+# event they announce, delivered by whichever replica leases them first.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant", String(120), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_outbox_due", "state", "next_attempt_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_deliveries_outbox", "outbox_id"),
 )
