@@ -15,6 +15,8 @@ from warden import Gateway
 from warden.spec import load_spec_text
 from warden.store import Store, metadata
 
+pytest_plugins = ["_stack"]
+
 PG_ADMIN_URL = os.environ.get(
     "WARDEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -82,6 +84,7 @@ tools:
   pay: {effect: money, scope: pay}
   message: {effect: external_message, scope: msg}
   remove: {effect: delete, scope: del}
+  nap: {effect: read, scope: read}
 facts:
   order:
     tool: get_order
@@ -161,7 +164,13 @@ def shop_tools(effects: Effects) -> list[Any]:
     def remove(key: str) -> dict[str, str]:
         return {"removed": key}
 
-    return [get_doc, get_order, save, pay, message, remove]
+    async def nap(seconds: float) -> dict[str, float]:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+    return [get_doc, get_order, save, pay, message, remove, tool(nap)]
 
 
 @pytest.fixture

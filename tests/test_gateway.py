@@ -77,7 +77,7 @@ async def test_deletes_are_denied_by_default(gateway: Gateway) -> None:
 
 async def test_delete_allowed_by_an_explicit_rule(store_url: str, effects: Effects) -> None:
     spec = _with_rule(
-        "{name: allow_tmp, when: 'tool.name == \"remove\" && args.key.startsWith(\"tmp\")', "
+        '{name: allow_tmp, when: \'tool.name == "remove" && args.key.startsWith("tmp")\', '
         "effect: allow, reason: temp keys}"
     )
     gw = make_gateway(store_url, effects, spec)

@@ -229,3 +229,22 @@ def _print_summary(console: Console, s: dict[str, Any], url: str) -> None:
         f"Explore a run:  warden ledger show {s['explore_run']}{store_opt}", highlight=False
     )
     console.print(f"Verify it all:  warden ledger verify{store_opt}", highlight=False)
+
+
+def serve_tools() -> list[Any]:
+    """Tool factory for ``warden serve`` with no ``--spec``: the demo helpdesk's tools.
+
+    The helpdesk is seeded once under ./.warden/ and reused by every worker process.
+    """
+    directory = example_dir()
+    helpdesk_mod = _load("helpdesk", directory)
+    path = Path(".warden") / "helpdesk.db"
+    if not path.exists():
+        tmp = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
+        helpdesk_mod.seed(tmp, 200, 7)
+        try:
+            tmp.rename(path)  # atomic: concurrent workers never see a half-seeded file
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    tools: list[Any] = helpdesk_mod.Helpdesk(path).tools()
+    return tools

@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import insert, select, update
 
+from warden import notify
 from warden.approvals import ApprovalQueue, ApprovalRecord
 from warden.errors import NotFoundError, UsageError
 from warden.ledger import LedgerWriter, VerifyReport, canonical_json, verify
@@ -29,11 +30,15 @@ from warden.pipeline._services import utc_now
 from warden.pipeline._stages import PolicyStage, plain, wait_for_decision
 from warden.policy import Policy, Windows
 from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
+from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
 from warden.store import _fast as fast
 from warden.store._tables import runs
 from warden.tools import SchemaViolation, ToolRegistry
+
+if TYPE_CHECKING:
+    from warden.remote import RemoteGateway
 
 ToolsArg = Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]]
 
@@ -49,6 +54,7 @@ class Gateway:
         store: Store | str | None = None,
         clock: Callable[[], datetime] = utc_now,
         switch_refresh_s: float = 0.25,
+        secrets: SecretResolver | None = None,
     ) -> None:
         registry = ToolRegistry.build(loaded, tools)
         policy = Policy(loaded)
@@ -64,6 +70,7 @@ class Gateway:
             approvals=ApprovalQueue(self.store, ledger),
             windows=Windows(self.store, loaded.spec.windows),
             clock=clock,
+            secrets=secrets or SecretResolver(),
         )
         self.pipeline = Pipeline(self.svc)
 
@@ -76,10 +83,25 @@ class Gateway:
         store: Store | str | None = None,
         clock: Callable[[], datetime] = utc_now,
         switch_refresh_s: float = 0.25,
+        secrets: SecretResolver | None = None,
     ) -> Gateway:
         return cls(
-            load_spec(path), tools, store=store, clock=clock, switch_refresh_s=switch_refresh_s
+            load_spec(path),
+            tools,
+            store=store,
+            clock=clock,
+            switch_refresh_s=switch_refresh_s,
+            secrets=secrets,
         )
+
+    @staticmethod
+    def connect(
+        url: str, *, api_key: str, workflow: str | None = None, tenant: str | None = None
+    ) -> RemoteGateway:
+        """A client of ``warden serve`` with the same run/call API and typed results."""
+        from warden.remote import RemoteGateway
+
+        return RemoteGateway(url, api_key=api_key, workflow=workflow, tenant=tenant)
 
     # -- components -----------------------------------------------------------------
 
@@ -107,7 +129,7 @@ class Gateway:
         return verify(self.store)
 
     def close(self) -> None:
-        self.svc.ledger.flush(durable=True)
+        self.svc.ledger.close()
         self.store.dispose()
 
     def sync(self) -> SyncGateway:
@@ -375,6 +397,7 @@ class Gateway:
                         deadline=now + esc.sla,
                     )
                     if won:
+                        _sla_breach(conn, record, now, f"escalated to {esc.approver_roles[nxt]}")
                         self.svc.record(
                             record.run_id,
                             record.tenant,
@@ -398,6 +421,7 @@ class Gateway:
                         rationale=f"no decision by {record.deadline:%Y-%m-%d %H:%M}Z",
                     )
                     if won:
+                        _sla_breach(conn, record, now, "expired: the action is denied")
                         self.svc.windows.void(conn, record.action_id)
                         self.svc.record(
                             record.run_id,
@@ -448,6 +472,24 @@ class Gateway:
             return outcome
         call.started = time.perf_counter()
         return await self.pipeline.act_on(call)
+
+
+def _sla_breach(conn: Any, record: ApprovalRecord, now: datetime, outcome: str) -> None:
+    notify.enqueue(
+        conn,
+        tenant=record.tenant,
+        kind="sla_breach",
+        now=now,
+        payload={
+            "approval_id": record.approval_id,
+            "workflow": record.workflow,
+            "run_id": record.run_id,
+            "tool": record.tool,
+            "role": record.role,
+            "deadline": record.deadline.isoformat(),
+            "outcome": outcome,
+        },
+    )
 
 
 class Run:

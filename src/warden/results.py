@@ -39,6 +39,7 @@ class FailureKind(StrEnum):
     MAX_STEPS = "max_steps"
     RETRIES_EXHAUSTED = "retries_exhausted"
     FACT_ERROR = "fact_error"
+    CREDENTIAL_ERROR = "credential_error"
     IN_PROGRESS = "in_progress"
     OUTCOME_UNKNOWN = "outcome_unknown"
 

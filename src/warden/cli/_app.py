@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from warden.cli import _serve
+from warden.cli._db import db_app
 from warden.errors import SpecError, WardenError
 from warden.ledger import LedgerWriter, export_jsonl, iter_events, verify
 from warden.pipeline import Scope, SwitchBoard
@@ -35,6 +37,10 @@ ledger_app = typer.Typer(
 )
 app.add_typer(switch_app, name="switch")
 app.add_typer(ledger_app, name="ledger")
+app.command("serve")(_serve.serve)
+app.add_typer(_serve.keys_app, name="keys")
+app.add_typer(_serve.approvals_app, name="approvals")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)

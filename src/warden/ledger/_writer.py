@@ -11,6 +11,7 @@ the same transaction as the caller's own statements.
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 import weakref
@@ -51,7 +52,6 @@ class LedgerWriter:
         self._batch_size = batch_size
         self._max_age_s = max_age_s
         self._buffer: list[_Buffered] = []
-        self._oldest = 0.0
         self._buffer_lock = threading.Lock()
         # Held from taking the buffer until its transaction commits, so batches from one
         # process reach the database in the order they were appended.
@@ -59,6 +59,11 @@ class LedgerWriter:
         # Inside transaction() the buffer is written at commit; an append there must not
         # open a second write transaction (on SQLite it would wait for its own lock).
         self._local = threading.local()
+        # A background thread writes full or aged batches, so no governed call pays for a
+        # whole batch (measured: a 256-event batch took ~2.3 ms inline, the p99 of reads).
+        self._due = threading.Event()
+        self._closed = False
+        self._flusher: threading.Thread | None = None
         _LIVE_WRITERS.add(self)
 
     def append(
@@ -71,15 +76,35 @@ class LedgerWriter:
     ) -> None:
         event = _Buffered(stream, tenant, run_id, _now_text(), type, payload)
         with self._buffer_lock:
-            if not self._buffer:
-                self._oldest = time.monotonic()
             self._buffer.append(event)
-            due = (
-                len(self._buffer) >= self._batch_size
-                or time.monotonic() - self._oldest >= self._max_age_s
+            size = len(self._buffer)
+        if self._flusher is None:
+            self._start_flusher()
+        if size >= self._batch_size:
+            self._due.set()
+            if size >= 8 * self._batch_size and not getattr(self._local, "in_tx", False):
+                # The flusher cannot keep up (or the store is down): push back on callers
+                # rather than let the buffer grow without bound.
+                self.flush()
+
+    def _start_flusher(self) -> None:
+        with self._buffer_lock:
+            if self._flusher is not None:
+                return
+            ref = weakref.ref(self)
+            due, max_age = self._due, self._max_age_s
+            self._flusher = threading.Thread(
+                target=_flush_loop, args=(ref, due, max_age), name="warden-ledger-flush", daemon=True
             )
-        if due and not getattr(self._local, "in_tx", False):
-            self.flush()
+            self._flusher.start()
+
+    def close(self) -> None:
+        """Stop the background flusher and write what is left, durably."""
+        self._closed = True
+        self._due.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(10)
+        self.flush(durable=True)
 
     def flush(self, *, durable: bool = False) -> None:
         """Write everything buffered so far (fsynced only if ``durable``)."""
@@ -116,6 +141,28 @@ class LedgerWriter:
 
 
 _LIVE_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
+log = logging.getLogger("warden.ledger")
+
+
+def _flush_loop(ref: weakref.ref[LedgerWriter], due: threading.Event, max_age_s: float) -> None:
+    """Write batches when one is full or every ``max_age_s``; holds the writer weakly so
+    an abandoned writer can still be collected."""
+    failures = 0
+    while True:
+        due.wait(max_age_s)
+        due.clear()
+        writer = ref()
+        if writer is None or writer._closed:
+            return
+        try:
+            writer.flush()
+            failures = 0
+        except Exception:
+            # The events stay buffered, in order; try again, backing off.
+            failures += 1
+            log.exception("ledger flush failed (attempt %d); events kept for the next try", failures)
+            time.sleep(min(5.0, 0.1 * 2**failures))
+        del writer
 
 
 @atexit.register

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warden.policy import Decision, ProvenanceTracker
+from warden.secrets import Redactor
 from warden.spec import Tier
 from warden.tools import ToolDef
 
@@ -98,4 +99,6 @@ class Call:
     effect_possible: bool = False
     attempts: int = 0
     output: Any = None
+    #: minted credential values of this call, scrubbed from its output and errors
+    redactor: Redactor | None = None
     started: float = 0.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from warden.ledger import canonical_json
 from warden.store import _fast as fast
@@ -42,6 +42,12 @@ def derive_key(run_id: str, tool: str, args: Any) -> str:
 
 def lookup(conn: Connection, tenant: str, key: str) -> KeyRecord | None:
     row = fast.fetch_one(conn, _LOOKUP, (tenant, key))
+    return None if row is None else KeyRecord(row[0], row[1], row[2])
+
+
+def peek(engine: Engine, tenant: str, key: str) -> KeyRecord | None:
+    """``lookup`` outside a transaction, for the cheap pre-check before deciding."""
+    row = fast.query_one(engine, _LOOKUP, (tenant, key))
     return None if row is None else KeyRecord(row[0], row[1], row[2])
 
 

@@ -12,6 +12,7 @@ from warden.ledger import LedgerWriter
 from warden.pipeline._execute import CircuitBreaker
 from warden.pipeline._switches import SwitchBoard
 from warden.policy import Policy, Windows
+from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec
 from warden.store import Store
 from warden.tools import ToolDef, ToolRegistry
@@ -32,6 +33,7 @@ class Services:
     approvals: ApprovalQueue
     windows: Windows
     clock: Callable[[], datetime] = utc_now
+    secrets: SecretResolver = field(default_factory=SecretResolver)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     tool_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from warden import notify
 from warden.errors import CelError
 from warden.ledger import to_jsonable
 from warden.pipeline import _idempotency as idem
@@ -21,6 +22,7 @@ from warden.pipeline._call import Call
 from warden.pipeline._execute import ExecOutcome, execute, invoke
 from warden.pipeline._services import Services
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
+from warden.secrets import Redactor, SecretError
 from warden.spec import Effect, Tier
 from warden.store import _fast as fast
 from warden.store._tables import utc_text
@@ -163,8 +165,7 @@ class ReplayStage:
         if not tool.effect.is_write:
             return None
         call.key = call.given_key or idem.derive_key(call.run.run_id, tool.name, call.args)
-        with self.svc.store.read() as conn:
-            found = idem.lookup(conn, call.run.tenant, call.key)
+        found = idem.peek(self.svc.store.engine, call.run.tenant, call.key)
         return None if found is None else replay_result(call, found)
 
 
@@ -349,18 +350,37 @@ class ApprovalStage:
                     "risk": decision.risk,
                 },
             )
+            # The notification commits with the approval, or not at all (outbox).
+            notify.enqueue(
+                conn,
+                tenant=run.tenant,
+                kind="approval_requested",
+                now=now,
+                payload={
+                    "approval_id": approval_id,
+                    "workflow": svc.workflow,
+                    "run_id": run.run_id,
+                    "tool": tool.name,
+                    "args": call.args,
+                    "role": role,
+                    "deadline": utc_text(deadline),
+                    "risk": decision.risk,
+                    "reasons": list(decision.reasons),
+                },
+            )
         call.approval_id = approval_id
         pending = Pending(approval_id, call.action_id, role, deadline, decision.reasons)
         if not call.wait_s:
             return pending
         return await wait_for_decision(svc, call, pending, call.wait_s, self.POLL_S)
 
-
     def _over_limit(self, conn: Any, call: Call, now: Any) -> str | None:
         esc = self.svc.loaded.spec.escalation
         store = self.svc.store
         store.lock(conn, f"approvals:{call.run.run_id}", f"approvals-user:{call.run.end_user}")
-        per_run = fast.fetch_one(conn, "SELECT count(*) FROM approvals WHERE run_id = ?", (call.run.run_id,))
+        per_run = fast.fetch_one(
+            conn, "SELECT count(*) FROM approvals WHERE run_id = ?", (call.run.run_id,)
+        )
         if per_run is not None and per_run[0] >= esc.max_requests_per_run:
             return f"this run already asked for {per_run[0]} approvals (max_requests_per_run)"
         if call.run.end_user is None:
@@ -452,8 +472,13 @@ class IntentStage:
         call.key = call.key or call.given_key or idem.derive_key(run.run_id, tool.name, call.args)
         with svc.ledger.transaction() as conn:
             claimed = idem.claim(
-                conn, tenant=run.tenant, key=call.key, run_id=run.run_id,
-                action_id=call.action_id, tool=tool.name, now=svc.clock(),
+                conn,
+                tenant=run.tenant,
+                key=call.key,
+                run_id=run.run_id,
+                action_id=call.action_id,
+                tool=tool.name,
+                now=svc.clock(),
             )
             if not claimed:
                 found = idem.lookup(conn, run.tenant, call.key)
@@ -483,14 +508,28 @@ class ExecuteStage:
         assert tool is not None
         used = run.retries.get(tool.name, 0)
         budget = max(0, svc.loaded.spec.limits.max_retries_per_tool - used)
-        outcome: ExecOutcome = await execute(tool, call.kwargs, svc.breakers[tool.name], budget)
+        kwargs = call.kwargs
+        if tool.credential_param and tool.credential:
+            # Minted here, for this call only: the agent never sees it, the ledger never
+            # records it, and anything the tool echoes back is scrubbed.
+            try:
+                secret = svc.secrets.mint(
+                    tool.credential, ttl=timedelta(seconds=max(60.0, tool.timeout_s * 2))
+                )
+            except SecretError as exc:
+                return Failed(FailureKind.CREDENTIAL_ERROR, str(exc), call.action_id)
+            call.redactor = Redactor()
+            call.redactor.add(secret)
+            kwargs = {**kwargs, tool.credential_param: secret}
+        outcome: ExecOutcome = await execute(tool, kwargs, svc.breakers[tool.name], budget)
         if outcome.attempts > 1:
             run.retries[tool.name] = used + outcome.attempts - 1
         call.attempts = outcome.attempts
         call.effect_possible = outcome.effect_possible
         if not outcome.ok:
             assert outcome.kind is not None
-            return Failed(outcome.kind, outcome.detail, call.action_id)
+            detail = call.redactor.redact_text(outcome.detail) if call.redactor else outcome.detail
+            return Failed(outcome.kind, detail, call.action_id)
         call.output = outcome.value
         return None
 
@@ -507,9 +546,12 @@ class VerifyStage:
         try:
             result = tool.output.validate(call.output) if tool.output else to_jsonable(call.output)
         except SchemaViolation as exc:
-            return Failed(
-                FailureKind.OUTPUT_SCHEMA_ERROR, str(exc), call.action_id, tuple(exc.errors)
-            )
+            if call.redactor:  # field errors could quote the credential: keep only the text
+                detail = call.redactor.redact_text(str(exc))
+                return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, detail, call.action_id)
+            return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, str(exc), call.action_id, tuple(exc.errors))
+        if call.redactor:
+            result = call.redactor.redact(result)
         call.run.provenance.observe(tool.name, result, untrusted=tool.untrusted_output)
         return Allowed(result, call.action_id)
 

@@ -103,6 +103,9 @@ class ToolSpec(_Model):
     circuit: CircuitSpec | None = None
     untrusted_output: bool | None = None
     scope: str | None = None
+    #: secret reference (env:NAME, file:NAME, hmac:NAME) minted per call for the tool's
+    #: ``Secret``-typed parameter; never shown to the agent or recorded
+    credential: str | None = Field(default=None, pattern=r"^(env|file|hmac):[A-Za-z0-9_.\-]+$")
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
 

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
 from warden.errors import StoreError
-from warden.store._tables import metadata
+from warden.store import _fast as fast
 
 
 def default_store_url() -> str:
@@ -70,21 +70,38 @@ class Store:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            # No pre-ping: it costs a round trip per checkout on the hot path; a dead
+            # connection fails one request (503) and is dropped from the pool.
+            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         try:
             self.engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open store {url!r}: {exc}") from exc
+            from warden.store._migrate import display_url
+
+            raise StoreError(f"cannot open store {display_url(url)}: {exc}") from exc
         if self.is_sqlite:
             _sqlite_connect_hooks(self.engine)
-        if create:
-            self.create_schema()
+        if create:  # else leave the schema alone (see check_schema)
+            try:
+                self.create_schema()
+            except BaseException:
+                self.engine.dispose()
+                raise
 
     def create_schema(self) -> None:
-        try:
-            metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise StoreError(f"cannot reach store {self.url!r}: {exc.orig}") from exc
+        """Migrate the schema to the newest revision (creating it in an empty database).
+
+        Cheap when the store is already current; safe when several processes do it at once.
+        """
+        from warden.store._migrate import upgrade
+
+        upgrade(self)
+
+    def check_schema(self) -> None:
+        """Raise ``StoreError`` (naming the fix) unless the schema is at the newest revision."""
+        from warden.store._migrate import check_current
+
+        check_current(self)
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Connection]:
@@ -111,10 +128,7 @@ class Store:
         if self.is_sqlite:
             return
         for key in sorted(set(keys)):
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"),
-                {"k": zlib.crc32(key.encode()) - 2**31},
-            )
+            fast.execute(conn, "SELECT pg_advisory_xact_lock(?)", (zlib.crc32(key.encode()) - 2**31,)).close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, get_type_hints, overload
 from pydantic import ConfigDict, create_model
 
 from warden.errors import SpecError, SpecIssue, UsageError
+from warden.secrets import Secret
 from warden.spec import CircuitSpec, EffectClass, LoadedSpec, RetrySpec, ToolSpec
 from warden.tools._schema import AdapterValidator, JsonSchemaValidator, ModelValidator, Validator
 
@@ -37,6 +38,10 @@ class ToolDef:
     description: str
     input: Validator | None
     output: Validator | None
+    #: the parameter that receives a per-call ``Secret`` (not part of the input schema)
+    credential_param: str | None = None
+    #: the secret reference minted for it (from the spec's ``credential``)
+    credential: str | None = None
 
     def __post_init__(self) -> None:
         # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
@@ -59,6 +64,8 @@ class ToolDef:
             value = getattr(spec, attr)
             if value is not None:
                 changes[target] = value
+        if spec.credential is not None:
+            changes["credential"] = spec.credential
         if spec.timeout is not None:
             changes["timeout_s"] = spec.timeout.total_seconds()
         if spec.input_schema is not None:
@@ -73,10 +80,19 @@ class ToolDef:
         return replace(self, fn=fn)
 
 
+def _credential_param(fn: Callable[..., Any]) -> str | None:
+    hints = get_type_hints(fn)
+    found = [name for name, hint in hints.items() if hint is Secret and name != "return"]
+    return found[0] if found else None
+
+
 def _input_model(fn: Callable[..., Any], name: str) -> ModelValidator:
     hints = get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
+    credential = _credential_param(fn)
     for param in inspect.signature(fn).parameters.values():
+        if param.name == credential:
+            continue  # supplied by the gateway at execution, never by the agent
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise UsageError(f"tool {name!r}: *args/**kwargs cannot be described by a schema")
         annotation = hints.get(param.name, Any)
@@ -122,6 +138,7 @@ def make_tool(
         description=description or inspect.getdoc(fn) or "",
         input=_input_model(fn, tool_name),
         output=_output_validator(fn),
+        credential_param=_credential_param(fn),
     )
 
 
@@ -216,6 +233,13 @@ class ToolRegistry:
                 tools[name] = base.with_spec(declared)
             except Exception as exc:  # a bad JSON Schema in the spec
                 issues.append(loaded.issue(("tools", name), f"invalid schema: {exc}"))
+                continue
+            if tools[name].credential_param and not tools[name].credential:
+                issues.append(loaded.issue(
+                    ("tools", name),
+                    f"the implementation takes a Secret ({tools[name].credential_param!r}); "
+                    "set 'credential: env:NAME' (or file:/hmac:) for it",
+                ))
         for name in sorted(set(impls) - set(loaded.spec.tools)):
             issues.append(
                 SpecIssue(

@@ -1,0 +1,323 @@
+"""``warden serve``, ``warden keys`` and ``warden approvals``."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from warden.errors import UsageError, WardenError
+
+out = Console()
+err = Console(stderr=True)
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+approvals_app = typer.Typer(
+    help="Work the approval queue through the server's API (WARDEN_URL, WARDEN_API_KEY).",
+    no_args_is_help=True,
+)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]",
+    ),
+]
+UrlOpt = Annotated[str, typer.Option("--url", envvar="WARDEN_URL", help="The server's base URL.")]
+KeyOpt = Annotated[
+    str, typer.Option("--api-key", envvar="WARDEN_API_KEY", help="An approver (or admin) key.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    store: StoreOpt = None,
+    spec: Annotated[
+        list[str] | None, typer.Option("--spec", help="Workflow spec file (repeat for more).")
+    ] = None,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Tool factory module:function or file.py:function, one per --spec, same order.",
+        ),
+    ] = None,
+    key_rate_limit: Annotated[
+        int, typer.Option(help="Requests per second per API key, across replicas (0: off).")
+    ] = 0,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            help="Upgrade the schema at start-up (default only for the embedded SQLite store)."
+        ),
+    ] = False,
+    webhooks: Annotated[
+        str | None, typer.Option(help="YAML/JSON file of webhook targets (url, secret, events).")
+    ] = None,
+    secrets_file: Annotated[
+        str | None, typer.Option(help="YAML/JSON file for file: secret references (mode 600).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve the /v1 control-plane API (OpenAPI at /docs and /openapi.json).
+
+    With no --spec, serves the refund-triage demo workflow on its seeded helpdesk.
+    """
+    import uvicorn
+
+    from warden.store import Store, default_store_url
+
+    url = store or default_store_url()
+    auto = migrate or (store is None and "WARDEN_STORE" not in os.environ)
+    env = {
+        "WARDEN_STORE": url,
+        "WARDEN_SPECS": json.dumps(spec or []),
+        "WARDEN_TOOLS": json.dumps(tools or []),
+        "WARDEN_KEY_RATE_LIMIT": str(key_rate_limit),
+        "WARDEN_AUTO_MIGRATE": "true" if auto else "false",
+    }
+    if webhooks:
+        env["WARDEN_WEBHOOKS_FILE"] = webhooks
+    if secrets_file:
+        env["WARDEN_SECRETS_FILE"] = secrets_file
+    os.environ.update(env)
+    try:
+        from warden.server import ServerSettings
+        from warden.server._state import ServerState
+
+        # Fail fast, with one line, on what every worker would fail on.
+        probe = ServerState(ServerSettings())
+        names = ", ".join(sorted(probe.gateways))
+        has_keys = bool(probe.keys.list())
+        probe.close()
+    except WardenError as exc:
+        raise _fail(str(exc)) from None
+    out.print(
+        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
+        highlight=False,
+    )
+    if not has_keys:
+        out.print(
+            "no API keys yet: create one with `warden keys create --role admin --name me --tenant '*'`"
+        )
+    del Store
+    uvicorn.run(
+        "warden.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _mask(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _parse_duration(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    from warden.spec._models import _parse_duration as parse
+
+    try:
+        value: timedelta = parse(text)
+    except ValueError:
+        raise UsageError(f"--expires {text!r}: use a duration such as 12h, 30d") from None
+    return value
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, approver, agent or auditor.")],
+    name: Annotated[
+        str, typer.Option(help="Who or what uses the key (shown in the ledger as key:NAME).")
+    ],
+    tenant: Annotated[
+        str, typer.Option(help="The tenant the key acts for; '*' (admins only) for all.")
+    ],
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30d (default: no expiry).")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Create an API key. The key is printed once and stored only as a hash."""
+    from warden.auth import KeyStore, Role
+    from warden.store import Store, default_store_url
+
+    try:
+        if role not in {r.value for r in Role}:
+            raise UsageError(f"--role {role!r}: use admin, approver, agent or auditor")
+        keys = KeyStore(Store(store or default_store_url()))
+        info, key = keys.create(
+            name=name,
+            role=role,
+            tenant=tenant,
+            created_by="cli",
+            expires_in=_parse_duration(expires),
+        )
+    except WardenError as exc:
+        raise _fail(str(exc)) from None
+    out.print(
+        f"created {info.role.value} key {info.key_id} for tenant {info.tenant!r} ({info.name})"
+    )
+    out.print("store it now, it is not shown again:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOpt = None) -> None:
+    """List keys (never their secrets)."""
+    from warden.auth import KeyStore
+    from warden.store import Store, default_store_url
+
+    table = Table("key id", "name", "role", "tenant", "created", "expires", "state")
+    for k in KeyStore(Store(store or default_store_url())).list():
+        state = "revoked" if k.revoked_at else ("active" if k.active else "expired")
+        table.add_row(
+            k.key_id,
+            k.name,
+            k.role.value,
+            k.tenant,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "-",
+            state,
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (from `warden keys list`).")],
+    store: StoreOpt = None,
+) -> None:
+    """Revoke a key; every replica refuses it within a few seconds."""
+    from warden.auth import KeyStore
+    from warden.store import Store, default_store_url
+
+    try:
+        info = KeyStore(Store(store or default_store_url())).revoke(key_id)
+    except WardenError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"revoked key {info.key_id} ({info.name})")
+
+
+def _api(url: str, key: str, method: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        response = httpx.request(
+            method,
+            url.rstrip("/") + path,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=65,
+            **kw,
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            detail = body.get("detail") or body.get("title")
+        except ValueError:
+            detail = response.text[:200]
+        raise _fail(f"{response.status_code}: {detail}")
+    return response.json()
+
+
+@approvals_app.command("list")
+def approvals_list(
+    url: UrlOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = "",
+    state: Annotated[
+        str, typer.Option(help="pending, approved, rejected, expired, executed, ...")
+    ] = "pending",
+    role: Annotated[str | None, typer.Option(help="Only this approver role.")] = None,
+) -> None:
+    """The queue: deadline, risk, why the policy asked."""
+    params = {"state": state, **({"role": role} if role else {})}
+    items = _api(url, api_key, "GET", "/v1/approvals", params=params)["items"]
+    table = Table(title=f"{len(items)} {state} approval(s); `warden approvals show ID` for the full action")
+    table.add_column("approval", no_wrap=True)
+    table.add_column("tenant")
+    table.add_column("tool")
+    table.add_column("role")
+    table.add_column("risk")
+    table.add_column("deadline (UTC)", no_wrap=True)
+    table.add_column("why")
+    for a in items:
+        table.add_row(
+            a["approval_id"],
+            a["tenant"],
+            a["tool"],
+            a["role"],
+            f"{a['risk']:.2f}",
+            a["deadline"][5:16].replace("T", " "),
+            "; ".join(a["reasons"])[:80],
+        )
+    out.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(
+    approval_id: str, url: UrlOpt = "http://127.0.0.1:8000", api_key: KeyOpt = ""
+) -> None:
+    """Everything about one approval: the exact action, evidence, reasons."""
+    out.print_json(data=_api(url, api_key, "GET", f"/v1/approvals/{approval_id}"))
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    rationale: Annotated[str, typer.Option(help="Why (recorded on the ledger).")],
+    args: Annotated[
+        str | None, typer.Option(help="Edited args as JSON (re-validated, re-evaluated).")
+    ] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = "",
+) -> None:
+    """Approve (optionally with edited args)."""
+    body: dict[str, Any] = {"decision": "approve", "rationale": rationale}
+    if args is not None:
+        try:
+            body["args"] = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"--args is not JSON: {exc}") from None
+    done = _api(url, api_key, "POST", f"/v1/approvals/{approval_id}/decision", json=body)
+    out.print(f"{done['approval_id']}: {done['state']} by {done['decided_by']}")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: str,
+    rationale: Annotated[str, typer.Option(help="Why (recorded on the ledger).")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = "",
+) -> None:
+    """Reject."""
+    done = _api(
+        url,
+        api_key,
+        "POST",
+        f"/v1/approvals/{approval_id}/decision",
+        json={"decision": "reject", "rationale": rationale},
+    )
+    out.print(f"{done['approval_id']}: {done['state']} by {done['decided_by']}")

@@ -1,0 +1,239 @@
+"""The SDK's remote mode: the same runs, calls and typed results, over the HTTP API.
+
+    gateway = Gateway.connect("http://warden:8000", api_key="wdn_...", workflow="refund_triage")
+    async with gateway.run(agent="refund-bot", task="ticket 42") as run:
+        result = await run.call("issue_refund", {...}, wait=30)
+
+Waiting for an approval long-polls the server (``/v1/approvals/{id}/wait``), it does not
+spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from warden.errors import NotFoundError, UsageError, WardenError
+from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
+from warden.tools import FieldError
+
+
+class RemoteError(WardenError):
+    """The server answered with a problem (4xx/5xx) or could not be reached."""
+
+    def __init__(self, status: int, type: str, detail: str) -> None:
+        self.status = status
+        self.type = type
+        self.detail = detail
+        super().__init__(f"{status} {type}: {detail}")
+
+
+def _result(data: dict[str, Any]) -> Result:
+    status = data["status"]
+    action_id = data["action_id"]
+    if status == "allowed":
+        return Allowed(data.get("result"), action_id, replayed=bool(data.get("replayed")))
+    if status == "denied":
+        return Denied(
+            FailureKind(data["kind"]),
+            tuple(data.get("reasons") or ()),
+            action_id,
+            tuple(data.get("rules") or ()),
+        )
+    if status == "pending":
+        return Pending(
+            data["approval_id"],
+            action_id,
+            data["role"],
+            datetime.fromisoformat(data["deadline"]),
+            tuple(data.get("reasons") or ()),
+        )
+    if status == "failed":
+        errors = tuple(FieldError(**e) for e in data.get("errors") or ())
+        return Failed(FailureKind(data["kind"]), data.get("detail") or "", action_id, errors)
+    if status == "drafted":
+        return Drafted(action_id, data["tool"], data.get("args") or {})
+    raise RemoteError(200, "unknown-status", f"unknown action status {status!r}")
+
+
+class RemoteGateway:
+    """A client of ``warden serve`` with the in-process Gateway's call API."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        timeout_s: float = 75.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.workflow = workflow
+        self.tenant = tenant
+        self._client = client or httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
+        )
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = await self._client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise RemoteError(0, "unreachable", f"{self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"type": "http", "detail": response.text[:300]}
+            kind = str(body.get("type", "")).removeprefix("urn:warden:problem:")
+            detail = str(body.get("detail") or body.get("title") or "")
+            if response.status_code == 404:
+                raise NotFoundError(detail)
+            raise RemoteError(response.status_code, kind, detail)
+        return response.json()
+
+    @asynccontextmanager
+    async def run(
+        self,
+        *,
+        agent: str,
+        task: str,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        task_type: str | None = None,
+        end_user: str | None = None,
+    ) -> AsyncIterator[RemoteRun]:
+        name = workflow or self.workflow
+        if not name:
+            raise UsageError(
+                "name the workflow: Gateway.connect(..., workflow=...) or run(workflow=...)"
+            )
+        body: dict[str, Any] = {"workflow": name, "agent": agent, "task": task}
+        for key, value in (
+            ("tenant", tenant or self.tenant),
+            ("task_type", task_type),
+            ("end_user", end_user),
+        ):
+            if value is not None:
+                body[key] = value
+        opened = await self.request("POST", "/v1/runs", json=body)
+        run = RemoteRun(self, opened["run_id"])
+        try:
+            yield run
+        except BaseException:
+            await run.finish("abandoned")
+            raise
+        else:
+            await run.finish("completed")
+
+    async def wait_for(self, approval_id: str, timeout_s: float) -> dict[str, Any]:
+        """Long-poll until the approval leaves ``pending`` or ``timeout_s`` passes."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        record: dict[str, Any] = await self.request("GET", f"/v1/approvals/{approval_id}")
+        while record["state"] == "pending":
+            left = until - loop.time()
+            if left <= 0:
+                break
+            record = await self.request(
+                "GET", f"/v1/approvals/{approval_id}/wait", params={"timeout_s": min(left, 60.0)}
+            )
+        return record
+
+    async def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
+        data = await self.request(
+            "POST", f"/v1/approvals/{approval_id}/execute", params={"wait_s": min(wait, 60)}
+        )
+        return _result(data)
+
+    async def approve(
+        self, approval_id: str, *, rationale: str, args: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"decision": "approve", "rationale": rationale}
+        if args is not None:
+            body["args"] = args
+        decided: dict[str, Any] = await self.request(
+            "POST", f"/v1/approvals/{approval_id}/decision", json=body
+        )
+        return decided
+
+    async def reject(self, approval_id: str, *, rationale: str) -> dict[str, Any]:
+        decided: dict[str, Any] = await self.request(
+            "POST",
+            f"/v1/approvals/{approval_id}/decision",
+            json={"decision": "reject", "rationale": rationale},
+        )
+        return decided
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> RemoteGateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class RemoteRun:
+    def __init__(self, gateway: RemoteGateway, run_id: str) -> None:
+        self._gateway = gateway
+        self.run_id = run_id
+        self.closed = False
+
+    async def call(
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Result:
+        """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``."""
+        if self.closed:
+            raise UsageError(f"run {self.run_id} is finished")
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (wait or 0.0)
+        body: dict[str, Any] = {"tool": tool, "args": args or {}}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        result = _result(
+            await self._gateway.request("POST", f"/v1/runs/{self.run_id}/actions", json=body)
+        )
+        if not isinstance(result, Pending) or not wait:
+            return result
+        record = await self._gateway.wait_for(result.approval_id, until - loop.time())
+        state = record["state"]
+        if state in ("approved", "executing", "executed"):
+            return await self._gateway.execute_approved(result.approval_id, wait=5.0)
+        if state == "rejected":
+            return Denied(
+                FailureKind.APPROVAL_REJECTED,
+                (record.get("rationale") or "rejected",),
+                result.action_id,
+            )
+        if state == "expired":
+            return Denied(
+                FailureKind.APPROVAL_TIMEOUT,
+                (record.get("rationale") or "expired",),
+                result.action_id,
+            )
+        return result
+
+    async def finish(self, outcome: str = "completed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._gateway.request(
+                "POST", f"/v1/runs/{self.run_id}/finish", json={"outcome": outcome}
+            )
+        except RemoteError as exc:
+            if exc.type != "run-finished":
+                raise

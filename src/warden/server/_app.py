@@ -1,0 +1,173 @@
+"""The FastAPI application: routers, problem details, body limit, background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from warden.notify import Dispatcher
+from warden.server import _problems
+from warden.server._deps import State
+from warden.server._problems import Problem, problem_response
+from warden.server._schemas import Health
+from warden.server._settings import ServerSettings
+from warden.server._state import ServerState
+from warden.server.api import admin, approvals, runs
+
+log = logging.getLogger("warden.server")
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413, "payload-too-large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _sla_loop(state: ServerState, interval_s: float) -> None:
+    """Apply timeout fallbacks; any replica may do it, transitions are conditional."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for gateway in state.gateways.values():
+            try:
+                gateway.expire_overdue()
+            except Exception:
+                log.exception("SLA sweep failed; will retry")
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    warden_state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s))]
+        stop = asyncio.Event()
+        dispatcher = None
+        if warden_state.webhooks:
+            dispatcher = Dispatcher(warden_state.store, warden_state.webhooks, warden_state.secrets)
+            tasks.append(asyncio.create_task(dispatcher.run_forever(stop)))
+        try:
+            yield
+        finally:
+            stop.set()
+            if dispatcher is not None:
+                await dispatcher.aclose()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # In-flight requests have finished (uvicorn drains them first): flush what
+            # they buffered, durably, before the process goes.
+            warden_state.close()
+
+    app = FastAPI(
+        title="Warden control plane",
+        version="1",
+        description="Governed tool calls over HTTP: runs, actions, approvals, kill switches, ledger.",
+        lifespan=lifespan,
+    )
+    app.state.warden = warden_state
+    _problems.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(runs.router)
+    app.include_router(approvals.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        summary="The store answers and its schema is current",
+        responses=_problems.problem_responses(503),
+    )
+    async def readyz(state: State) -> Any:
+        try:
+            state.store.check_schema()
+        except Exception as exc:
+            return problem_response(503, "not-ready", str(exc))
+        return Health(status="ok")
+
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+            Problem.model_json_schema()
+        )
+        # FastAPI documents its own 422 as application/json; ours are problem+json.
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                resp = op.get("responses", {}).get("422")
+                if resp and "application/json" in resp.get("content", {}):
+                    resp["content"] = {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """For uvicorn workers: configuration comes from WARDEN_* variables."""
+    return create_app(ServerSettings())
+
+
+__all__ = ["JSONResponse", "create_app"]

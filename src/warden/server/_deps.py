@@ -1,0 +1,81 @@
+"""Request dependencies: the server state, the authenticated principal, role checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from warden.auth import ALL_TENANTS, Principal, Role
+from warden.server._problems import ApiProblem
+from warden.server._state import ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.warden
+    return state
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def authenticate(request: Request, state: State) -> Principal:
+    header = request.headers.get("authorization", "")
+    token = (
+        header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    )
+    if not token:
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "send an API key: Authorization: Bearer wdn_...",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = state.keys.verify(token)
+    if principal is None:
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "the API key is unknown, revoked or expired",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    allowed, retry_after = state.limiter.hit(principal.key_id)
+    if not allowed:
+        raise ApiProblem(
+            429,
+            "rate-limited",
+            f"more than {state.limiter.per_second} requests per second for this key",
+            headers={"Retry-After": str(max(1, round(retry_after)))},
+        )
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def require(principal: Principal, *roles: Role) -> None:
+    if principal.role is Role.ADMIN or principal.role in roles:
+        return
+    raise ApiProblem(
+        403,
+        "forbidden",
+        f"a {principal.role.value} key cannot do this; needs {', '.join(r.value for r in roles) or 'admin'}",
+    )
+
+
+def tenant_for(principal: Principal, requested: str | None) -> str:
+    """The tenant a request acts on: the key's own, or the one an all-tenant admin names."""
+    if principal.tenant == ALL_TENANTS:
+        if not requested:
+            raise ApiProblem(422, "tenant-required", "an all-tenant key must name the tenant")
+        return requested
+    if requested is not None and requested != principal.tenant:
+        # Do not reveal whether the other tenant exists.
+        raise ApiProblem(403, "forbidden", "this key is scoped to another tenant")
+    return principal.tenant
+
+
+def visible(principal: Principal, tenant: str, what: str) -> None:
+    """Objects of another tenant are reported as absent, never as forbidden."""
+    if not principal.can_see(tenant):
+        raise ApiProblem(404, "not-found", f"no {what}")

@@ -1,0 +1,145 @@
+"""Errors as RFC 9457 problem details, with a stable machine-readable ``type``.
+
+This module is the one place that maps exceptions to HTTP responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from warden.errors import NotFoundError, StoreError, UsageError, WardenError
+
+log = logging.getLogger("warden.server")
+
+MEDIA = "application/problem+json"
+PREFIX = "urn:warden:problem:"
+
+
+class Problem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ApiProblem(Exception):
+    """Raised by routes: becomes a problem response."""
+
+    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.extra = extra
+        super().__init__(detail)
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem_response(status: int, slug: str, detail: str | None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PREFIX + slug,
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if k != "headers"})
+    headers = extra.get("headers")
+    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of the problem responses a route can give."""
+    return {
+        status: {
+            "description": _TITLES.get(status, "Error"),
+            "content": {MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(exc.status, exc.slug, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_errors(exc.errors())
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(
+                400, "malformed-json", "the request body is not valid JSON", errors=errors
+            )
+        return problem_response(
+            422, "validation", "the request does not match the schema", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        return problem_response(exc.status_code, slug, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return problem_response(404, "not-found", str(exc))
+
+    @app.exception_handler(UsageError)
+    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
+        return problem_response(409, "conflict", str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        return problem_response(503, "store-unavailable", str(exc))
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot store (e.g. NUL inside a tool's free-text argument).
+        return problem_response(422, "unstorable-value", f"a value cannot be stored: {exc.orig}")
+
+    @app.exception_handler(WardenError)
+    async def _warden(_: Request, exc: WardenError) -> JSONResponse:
+        return problem_response(400, "bad-request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal", "an internal error occurred; it was logged")

@@ -1,0 +1,290 @@
+"""Wire shapes of the /v1 API: separate request and response models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from warden.approvals import ApprovalRecord
+from warden.auth import KeyInfo
+from warden.pipeline import Switch
+from warden.results import Allowed, Denied, Drafted, Failed, Pending, Result
+
+#: identifiers (tenants, agents, workflows, roles, ids): no spaces, no control characters
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]+$"
+Name = Field(min_length=1, max_length=120, pattern=ID_PATTERN)
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it at the boundary rather than fail in the store.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+ApprovalId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(_In):
+    workflow: str = Field(min_length=1, max_length=120, pattern=ID_PATTERN)
+    agent: str = Name
+    task: str = Field(min_length=1, max_length=10_000)
+    tenant: str | None = Field(
+        default=None, min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:@\-]+$"
+    )
+    task_type: str | None = Field(default=None, max_length=120)
+    end_user: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class RunFinish(_In):
+    outcome: Literal["completed", "failed", "abandoned", "escalated"] = "completed"
+
+
+class ActionCreate(_In):
+    tool: Text = Field(min_length=1, max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: Text | None = Field(default=None, min_length=1, max_length=128)
+    wait_s: float = Field(
+        default=0.0, ge=0.0, le=60.0, description="wait this long for an approval"
+    )
+
+
+class ApprovalDecision(_In):
+    decision: Literal["approve", "reject"]
+    rationale: Text = Field(min_length=1, max_length=4000)
+    args: dict[str, Any] | None = Field(default=None, description="edited arguments (approve only)")
+
+
+class SwitchSet(_In):
+    scope: Literal["global", "tenant", "workflow", "tool"]
+    target: str | None = Field(default=None, min_length=1, max_length=120, pattern=ID_PATTERN)
+    active: bool
+    reason: Text = Field(min_length=1, max_length=2000)
+
+
+class RunOut(BaseModel):
+    run_id: str
+    tenant: str
+    workflow: str
+    workflow_version: str
+    spec_fingerprint: str
+    agent: str
+    task: str
+    task_type: str | None
+    end_user: str | None
+    tier: str
+    status: str
+    outcome: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+
+
+class FieldErrorOut(BaseModel):
+    path: str
+    expected: str
+    got: str
+    message: str
+
+
+class ActionResult(BaseModel):
+    status: Literal["allowed", "denied", "pending", "failed", "drafted"]
+    action_id: str
+    result: Any = None
+    replayed: bool = False
+    kind: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=list)
+    detail: str | None = None
+    errors: list[FieldErrorOut] = Field(default_factory=list)
+    approval_id: str | None = None
+    role: str | None = None
+    deadline: datetime | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, result: Result) -> ActionResult:
+        match result:
+            case Allowed():
+                return cls(
+                    status="allowed",
+                    action_id=result.action_id,
+                    result=result.result,
+                    replayed=result.replayed,
+                )
+            case Denied():
+                return cls(
+                    status="denied",
+                    action_id=result.action_id,
+                    kind=result.kind.value,
+                    reasons=list(result.reasons),
+                    rules=list(result.rules),
+                )
+            case Pending():
+                return cls(
+                    status="pending",
+                    action_id=result.action_id,
+                    approval_id=result.approval_id,
+                    role=result.role,
+                    deadline=result.deadline,
+                    reasons=list(result.reasons),
+                )
+            case Failed():
+                return cls(
+                    status="failed",
+                    action_id=result.action_id,
+                    kind=result.kind.value,
+                    detail=result.detail,
+                    errors=[FieldErrorOut(**e.to_json()) for e in result.errors],
+                )
+            case Drafted():
+                return cls(
+                    status="drafted", action_id=result.action_id, tool=result.tool, args=result.args
+                )
+        raise AssertionError(f"unknown result {result!r}")  # pragma: no cover
+
+
+class ApprovalOut(BaseModel):
+    approval_id: str
+    tenant: str
+    run_id: str
+    action_id: str
+    workflow: str
+    tool: str
+    args: dict[str, Any]
+    reasons: list[str]
+    rules: list[str]
+    evidence: dict[str, Any]
+    risk: float
+    role: str
+    escalation_level: int
+    requested_by: str
+    state: str
+    created_at: datetime
+    deadline: datetime
+    age_s: float
+    decided_by: str | None
+    decided_at: datetime | None
+    rationale: str | None
+    result: Any = None
+
+    @classmethod
+    def of(cls, record: ApprovalRecord, now: datetime) -> ApprovalOut:
+        data = {k: getattr(record, k) for k in cls.model_fields if k != "age_s"}
+        return cls(**data, age_s=round((now - record.created_at).total_seconds(), 3))
+
+
+class ApprovalList(BaseModel):
+    items: list[ApprovalOut]
+
+
+class SwitchOut(BaseModel):
+    scope: str
+    target: str
+    active: bool
+    set_by: str
+    reason: str
+    set_at: datetime
+
+    @classmethod
+    def of(cls, s: Switch) -> SwitchOut:
+        return cls(
+            scope=s.scope.value,
+            target=s.target,
+            active=s.active,
+            set_by=s.set_by,
+            reason=s.reason,
+            set_at=s.set_at,
+        )
+
+
+class SwitchList(BaseModel):
+    items: list[SwitchOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    stream: str
+    seq: int
+    tenant: str
+    run_id: str | None
+    ts: str
+    type: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+
+
+class ProblemOut(BaseModel):
+    kind: str
+    stream: str
+    seq: int | None
+    event_id: int | None
+    detail: str
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    events: int
+    streams: int
+    problems: list[ProblemOut]
+
+
+class WorkflowOut(BaseModel):
+    name: str
+    version: str
+    description: str
+    owner: str
+    tier: str
+    fingerprint: str
+    policy_fingerprint: str
+    tools: list[str]
+    rules: int
+
+
+class WorkflowList(BaseModel):
+    items: list[WorkflowOut]
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    tenant: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, k: KeyInfo) -> KeyOut:
+        return cls(
+            key_id=k.key_id,
+            name=k.name,
+            role=k.role.value,
+            tenant=k.tenant,
+            created_at=k.created_at,
+            expires_at=k.expires_at,
+            revoked_at=k.revoked_at,
+        )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    detail: str | None = None

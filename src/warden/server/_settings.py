@@ -1,0 +1,37 @@
+"""Server configuration: flags of ``warden serve``, or ``WARDEN_*`` environment variables.
+
+Worker processes started by uvicorn read the same variables, so every worker serves the
+same configuration.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
+
+    store: str = "sqlite:///.warden/warden.db"
+    #: workflow spec files; empty serves the refund-triage demo workflow
+    specs: list[str] = Field(default_factory=list)
+    #: tool factories ``module:function`` or ``path.py:function``, one per spec, same order
+    tools: list[str] = Field(default_factory=list)
+    #: largest request body accepted, in bytes
+    max_body_bytes: int = 1_048_576
+    #: requests per second per API key, decided in the store (0 disables)
+    key_rate_limit: int = 0
+    #: how long a verified key is trusted before it is looked up again (revocation delay)
+    key_cache_s: float = 2.0
+    #: how often each process re-reads kill switches
+    switch_refresh_s: float = 0.25
+    #: how often each process looks for approvals past their deadline
+    sla_sweep_s: float = 1.0
+    #: a YAML/JSON file of webhook targets (url, secret, events), optional
+    webhooks_file: str | None = None
+    #: a YAML/JSON secrets file for ``file:`` secret references, optional
+    secrets_file: str | None = None
+    #: create or upgrade the schema at start-up (the embedded default); otherwise refuse
+    #: to start on an out-of-date schema
+    auto_migrate: bool = False

@@ -1,0 +1,98 @@
+"""What one server process holds: the store, a gateway per workflow, keys, limits."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from warden.auth import KeyStore, RateLimiter
+from warden.errors import UsageError
+from warden.gateway import Gateway
+from warden.ledger import LedgerWriter
+from warden.notify import load_webhook_targets
+from warden.pipeline import SwitchBoard
+from warden.secrets import SecretResolver
+from warden.server._settings import ServerSettings
+from warden.store import Store
+
+
+def load_factory(ref: str) -> Callable[[], Any]:
+    """``package.module:function`` or ``path/to/file.py:function``."""
+    module_ref, _, attr = ref.rpartition(":")
+    if not module_ref or not attr:
+        raise UsageError(f"tool factory {ref!r} must look like module:function or file.py:function")
+    if module_ref.endswith(".py"):
+        path = Path(module_ref)
+        if not path.exists():
+            raise UsageError(f"tool factory file {path} does not exist")
+        name = f"warden_tools_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_ref)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{ref!r}: {attr} is not a function in {module_ref}")
+    return factory  # type: ignore[no-any-return]
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.store, create=settings.auto_migrate)
+        if not settings.auto_migrate:
+            self.store.check_schema()
+        self.secrets = SecretResolver(Path(settings.secrets_file) if settings.secrets_file else None)
+        self.webhooks = load_webhook_targets(Path(settings.webhooks_file)) if settings.webhooks_file else []
+        self.gateways: dict[str, Gateway] = {}
+        specs, tools = settings.specs, settings.tools
+        if not specs:
+            from warden.demo import example_dir
+
+            specs = [str(example_dir() / "workflow.yaml")]
+            tools = ["warden.demo:serve_tools"]
+        if len(tools) != len(specs):
+            raise UsageError("give one --tools factory per --spec, in the same order")
+        for spec_path, factory_ref in zip(specs, tools, strict=True):
+            gateway = Gateway.from_spec(
+                spec_path,
+                tools=load_factory(factory_ref)(),
+                store=self.store,
+                switch_refresh_s=settings.switch_refresh_s,
+                secrets=self.secrets,
+            )
+            name = gateway.spec.spec.name
+            if name in self.gateways:
+                raise UsageError(f"two specs define workflow {name!r}")
+            self.gateways[name] = gateway
+        self.ledger = LedgerWriter(self.store)
+        self.switches = SwitchBoard(self.store, self.ledger, refresh_s=settings.switch_refresh_s)
+        for gateway in self.gateways.values():
+            # One board per process: a switch flipped through this process applies at once.
+            gateway.svc.switches = self.switches
+        self.keys = KeyStore(self.store, cache_s=settings.key_cache_s)
+        self.limiter = RateLimiter(self.store, settings.key_rate_limit)
+
+    def gateway(self, workflow: str) -> Gateway:
+        found = self.gateways.get(workflow)
+        if found is None:
+            from warden.errors import NotFoundError
+
+            raise NotFoundError(
+                f"no workflow {workflow!r}; served: {', '.join(sorted(self.gateways))}"
+            )
+        return found
+
+    def close(self) -> None:
+        for gateway in self.gateways.values():
+            gateway.svc.ledger.close()
+        self.ledger.close()
+        self.store.dispose()

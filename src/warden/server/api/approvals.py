@@ -1,0 +1,143 @@
+"""The approval queue: list and filter, inspect, decide, wait, execute."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Query
+
+from warden.approvals import ApprovalRecord
+from warden.auth import Role
+from warden.errors import NotFoundError
+from warden.server._deps import Caller, State, require, visible
+from warden.server._problems import ApiProblem, problem_responses
+from warden.server._schemas import (
+    ID_PATTERN,
+    ActionResult,
+    ApprovalDecision,
+    ApprovalId,
+    ApprovalList,
+    ApprovalOut,
+)
+
+router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
+ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+#: States after which waiting makes no sense
+_SETTLED = {"rejected", "expired", "executed", "failed"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _get(state: State, caller: Caller, approval_id: str) -> ApprovalRecord:
+    any_gateway = next(iter(state.gateways.values()))
+    try:
+        record = any_gateway.approvals.get(approval_id)
+    except NotFoundError:
+        raise ApiProblem(404, "not-found", f"no approval {approval_id!r}") from None
+    visible(caller, record.tenant, f"approval {approval_id!r}")
+    return record
+
+
+@router.get("", response_model=ApprovalList, responses=ERRORS, summary="List approvals")
+async def list_approvals(
+    state: State,
+    caller: Caller,
+    tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    role: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    approval_state: str | None = Query(
+        default="pending",
+        alias="state",
+        pattern="^(pending|approved|rejected|expired|executing|executed|failed)$",
+    ),
+    min_age_s: float | None = Query(default=None, ge=0, le=10 * 365 * 86400),
+    limit: int = Query(default=100, ge=1, le=500),
+) -> ApprovalList:
+    if caller.tenant != "*":
+        if tenant is not None and tenant != caller.tenant:
+            return ApprovalList(items=[])
+        tenant = caller.tenant
+    now = _now()
+    any_gateway = next(iter(state.gateways.values()))
+    records = any_gateway.approvals.list(
+        tenant=tenant, state=approval_state, role=role, limit=limit
+    )
+    if min_age_s is not None:
+        cutoff = now - timedelta(seconds=min_age_s)
+        records = [r for r in records if r.created_at <= cutoff]
+    return ApprovalList(items=[ApprovalOut.of(r, now) for r in records])
+
+
+@router.get(
+    "/{approval_id}", response_model=ApprovalOut, responses=ERRORS, summary="Get an approval"
+)
+async def get_approval(approval_id: ApprovalId, state: State, caller: Caller) -> ApprovalOut:
+    return ApprovalOut.of(_get(state, caller, approval_id), _now())
+
+
+@router.get(
+    "/{approval_id}/wait",
+    response_model=ApprovalOut,
+    responses=ERRORS,
+    summary="Long-poll until the approval leaves `pending` (or the timeout passes)",
+)
+async def wait_approval(
+    approval_id: str,
+    state: State,
+    caller: Caller,
+    timeout_s: float = Query(default=30.0, ge=0, le=60),
+) -> ApprovalOut:
+    record = _get(state, caller, approval_id)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + timeout_s
+    gateway = state.gateway(record.workflow)
+    while record.state == "pending" and loop.time() < until:
+        await asyncio.sleep(0.1)
+        record = gateway.approvals.get(approval_id)
+    return ApprovalOut.of(record, _now())
+
+
+@router.post(
+    "/{approval_id}/decision",
+    response_model=ApprovalOut,
+    responses=ERRORS,
+    summary="Approve or reject",
+)
+async def decide(
+    approval_id: str, body: ApprovalDecision, state: State, caller: Caller
+) -> ApprovalOut:
+    require(caller, Role.APPROVER)
+    record = _get(state, caller, approval_id)
+    gateway = state.gateway(record.workflow)
+    if body.decision == "reject":
+        if body.args is not None:
+            raise ApiProblem(422, "validation", "edited args only go with decision 'approve'")
+        decided = await gateway.reject(
+            approval_id, approver=caller.identity, rationale=body.rationale
+        )
+    else:
+        decided = await gateway.approve(
+            approval_id, approver=caller.identity, rationale=body.rationale, args=body.args
+        )
+    return ApprovalOut.of(decided, _now())
+
+
+@router.post(
+    "/{approval_id}/execute",
+    response_model=ActionResult,
+    responses=ERRORS,
+    summary="Execute an approved action (exactly once, whoever calls first)",
+)
+async def execute(
+    approval_id: str, state: State, caller: Caller, wait_s: float = Query(default=0.0, ge=0, le=60)
+) -> ActionResult:
+    require(caller, Role.AGENT)
+    record = _get(state, caller, approval_id)
+    result = await state.gateway(record.workflow).execute_approved(approval_id, wait=wait_s)
+    return ActionResult.of(result)
+
+
+__all__ = ["_SETTLED", "router"]

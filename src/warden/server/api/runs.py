@@ -1,0 +1,123 @@
+"""Runs and the governed call: open, get, list, finish; propose actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from warden.auth import Role
+from warden.server._deps import Caller, State, require, tenant_for, visible
+from warden.server._problems import ApiProblem, problem_responses
+from warden.server._schemas import (
+    ID_PATTERN,
+    ActionCreate,
+    ActionResult,
+    RunCreate,
+    RunFinish,
+    RunId,
+    RunList,
+    RunOut,
+)
+from warden.store._tables import runs
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+
+def _run_row(state: State, run_id: str) -> Any:
+    with state.store.read() as conn:
+        return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+
+
+def _out(row: Any) -> RunOut:
+    return RunOut(**{k: row[k] for k in RunOut.model_fields})
+
+
+@router.post("", status_code=201, response_model=RunOut, responses=ERRORS, summary="Open a run")
+async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
+    require(caller, Role.AGENT)
+    tenant = tenant_for(caller, body.tenant)
+    gateway = state.gateway(body.workflow)
+    run = gateway.open_run(
+        tenant=tenant,
+        agent=body.agent,
+        task=body.task,
+        task_type=body.task_type,
+        end_user=body.end_user,
+        opened_by=caller.identity,
+    )
+    return _out(_run_row(state, run.run_id))
+
+
+@router.get("", response_model=RunList, responses=ERRORS, summary="List runs")
+async def list_runs(
+    state: State,
+    caller: Caller,
+    tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    workflow: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    status: str | None = Query(default=None, pattern="^(running|finished)$"),
+    limit: int = Query(default=100, ge=1, le=500),
+) -> RunList:
+    query = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+    if caller.tenant != "*":
+        if tenant is not None and tenant != caller.tenant:
+            return RunList(items=[])
+        tenant = caller.tenant
+    if tenant is not None:
+        query = query.where(runs.c.tenant == tenant)
+    if workflow is not None:
+        query = query.where(runs.c.workflow == workflow)
+    if status is not None:
+        query = query.where(runs.c.status == status)
+    with state.store.read() as conn:
+        return RunList(items=[_out(r) for r in conn.execute(query).mappings()])
+
+
+@router.get("/{run_id}", response_model=RunOut, responses=ERRORS, summary="Get a run")
+async def get_run(run_id: RunId, state: State, caller: Caller) -> RunOut:
+    row = _run_row(state, run_id)
+    if row is None:
+        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
+    visible(caller, row["tenant"], f"run {run_id!r}")
+    return _out(row)
+
+
+@router.post("/{run_id}/finish", response_model=RunOut, responses=ERRORS, summary="Finish a run")
+async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Caller) -> RunOut:
+    require(caller, Role.AGENT)
+    row = _run_row(state, run_id)
+    if row is None:
+        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
+    visible(caller, row["tenant"], f"run {run_id!r}")
+    if row["status"] != "running":
+        raise ApiProblem(409, "run-finished", f"run {run_id} is already {row['status']}")
+    run = state.gateway(row["workflow"]).resume_run(run_id)
+    run.finish(body.outcome)
+    return _out(_run_row(state, run_id))
+
+
+@router.post(
+    "/{run_id}/actions",
+    response_model=ActionResult,
+    responses=ERRORS,
+    summary="Propose an action: the governed call",
+    description="Returns the decision and, when allowed, the tool's result. `wait_s` waits that "
+    "long for a pending approval before answering `pending`.",
+)
+async def propose(run_id: RunId, body: ActionCreate, state: State, caller: Caller) -> ActionResult:
+    require(caller, Role.AGENT)
+    row = _run_row(state, run_id)
+    if row is None:
+        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
+    visible(caller, row["tenant"], f"run {run_id!r}")
+    if row["status"] != "running":
+        raise ApiProblem(409, "run-finished", f"run {run_id} is {row['status']}; open a new run")
+    gateway = state.gateway(row["workflow"])
+    run = gateway.resume_run(run_id)
+    result = await run.call(
+        body.tool, body.args, idempotency_key=body.idempotency_key, wait=body.wait_s
+    )
+    run.save()
+    return ActionResult.of(result)

@@ -1,0 +1,293 @@
+"""The /v1 API over real HTTP on loopback: auth, runs, actions, approvals, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from _stack import Stack
+
+PROBLEM = "application/problem+json"
+
+
+def _open(client: httpx.Client, **extra: Any) -> str:
+    r = client.post(
+        "/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "api test", **extra}
+    )
+    assert r.status_code == 201, r.text
+    run_id: str = r.json()["run_id"]
+    return run_id
+
+
+def _act(
+    client: httpx.Client, run_id: str, tool: str, args: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    r = client.post(f"/v1/runs/{run_id}/actions", json={"tool": tool, "args": args, **extra})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_requests_need_a_valid_key(stack: Stack) -> None:
+    anonymous = httpx.get(stack.url + "/v1/runs")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == PROBLEM
+    assert anonymous.json()["type"] == "urn:warden:problem:unauthorized"
+    forged = httpx.get(stack.url + "/v1/runs", headers={"Authorization": "Bearer wdn_abc_def"})
+    assert forged.status_code == 401
+
+
+def test_governed_call_over_http(stack: Stack) -> None:
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    read = _act(bot, run_id, "get_order", {"order_id": "o1"})
+    assert read["status"] == "allowed" and read["result"]["customer_id"] == "c1"
+    write = _act(bot, run_id, "save", {"key": "a", "value": 1})
+    assert write["status"] == "allowed"
+    bad = _act(bot, run_id, "save", {"key": 3})
+    assert bad["status"] == "failed" and bad["kind"] == "schema_error"
+    assert {e["path"] for e in bad["errors"]} == {"key", "value"}
+    ghost = _act(bot, run_id, "teleport", {})
+    assert ghost["status"] == "denied" and ghost["kind"] == "unknown_tool"
+    pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 500.0})
+    assert pending["status"] == "pending" and pending["role"] == "lead"
+    assert stack.effect_count("saved") == 1 and stack.effect_count("paid") == 0
+    finished = bot.post(f"/v1/runs/{run_id}/finish", json={"outcome": "completed"})
+    assert finished.status_code == 200 and finished.json()["status"] == "finished"
+    again = bot.post(
+        f"/v1/runs/{run_id}/actions", json={"tool": "get_order", "args": {"order_id": "o1"}}
+    )
+    assert again.status_code == 409 and again.json()["type"] == "urn:warden:problem:run-finished"
+
+
+def test_runaway_detection_spans_requests(stack: Stack) -> None:
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    statuses = [_act(bot, run_id, "get_order", {"order_id": "o1"})["status"] for _ in range(3)]
+    assert statuses == ["allowed", "allowed", "denied"]
+
+
+def test_approval_flow_through_the_api(stack: Stack) -> None:
+    bot, lead = stack.client("bot"), stack.client("lead")
+    run_id = _open(bot)
+    pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    queue = lead.get("/v1/approvals", params={"state": "pending", "role": "lead"}).json()["items"]
+    assert [a["approval_id"] for a in queue] == [pending["approval_id"]]
+    item = queue[0]
+    assert item["reasons"] == ["big payment"] and item["risk"] == 0.5
+    assert item["evidence"]["facts"]["order"]["customer_id"] == "c1"
+    assert item["deadline"] > item["created_at"]
+    assert lead.get("/v1/approvals", params={"role": "manager"}).json()["items"] == []
+    decided = lead.post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "approve", "rationale": "known customer"},
+    )
+    assert decided.status_code == 200 and decided.json()["decided_by"] == "key:lead"
+    twice = lead.post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "reject", "rationale": "changed my mind"},
+    )
+    assert twice.status_code == 409
+    first = bot.post(f"/v1/approvals/{pending['approval_id']}/execute").json()
+    second = bot.post(f"/v1/approvals/{pending['approval_id']}/execute").json()
+    assert first["status"] == "allowed" and not first["replayed"]
+    assert second["status"] == "allowed" and second["replayed"]
+    assert stack.effect_count("paid") == 1
+
+
+def test_separation_of_duties(stack: Stack) -> None:
+    admin = stack.client("acme-admin")
+    run = admin.post(
+        "/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "self-serve"}
+    ).json()
+    pending = _act(
+        admin, run["run_id"], "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0}
+    )
+    own = admin.post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "approve", "rationale": "trust me"},
+    )
+    assert own.status_code == 409 and "cannot approve" in own.json()["detail"]
+    agent_tries = stack.client("bot").post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "approve", "rationale": "me too"},
+    )
+    assert agent_tries.status_code == 403
+
+
+def test_edit_is_reevaluated(stack: Stack) -> None:
+    bot, lead = stack.client("bot"), stack.client("lead")
+    run_id = _open(bot)
+    pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    url = f"/v1/approvals/{pending['approval_id']}/decision"
+    denied = lead.post(
+        url,
+        json={
+            "decision": "approve",
+            "rationale": "x",
+            "args": {"order_id": "o-bob", "customer_id": "c1", "amount": 5.0},
+        },
+    )
+    assert denied.status_code == 409 and "denied by policy" in denied.json()["detail"]
+    malformed = lead.post(
+        url, json={"decision": "approve", "rationale": "x", "args": {"amount": "many"}}
+    )
+    assert malformed.status_code == 409 and "do not fit" in malformed.json()["detail"]
+    ok = lead.post(
+        url,
+        json={
+            "decision": "approve",
+            "rationale": "partial",
+            "args": {"order_id": "o1", "customer_id": "c1", "amount": 40.0},
+        },
+    )
+    assert ok.status_code == 200 and ok.json()["args"]["amount"] == 40.0
+
+
+def _event_count(stack: Stack) -> int:
+    audit = stack.client("root")
+    return int(audit.get("/v1/ledger/verify", params={"tenant": "acme"}).json()["events"])
+
+
+def test_bad_input_is_4xx_problem_json_and_changes_nothing(stack: Stack) -> None:
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    before = _event_count(stack)
+    cases = [
+        bot.post(
+            f"/v1/runs/{run_id}/actions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        bot.post(f"/v1/runs/{run_id}/actions", json={"tool": "save", "args": {}, "surprise": 1}),
+        bot.post(f"/v1/runs/{run_id}/actions", json={"tool": 5, "args": []}),
+        bot.post(
+            f"/v1/runs/{run_id}/actions", json={"tool": "save", "args": {"blob": "x" * 100_000}}
+        ),
+        bot.post("/v1/runs/run_nope/actions", json={"tool": "save", "args": {}}),
+        bot.get("/v1/approvals/apr_nope"),
+        bot.post("/v1/runs", json={"workflow": "nope", "agent": "bot", "task": "x"}),
+        bot.post("/v1/runs", json={"workflow": "shop", "agent": "stranger", "task": "x"}),
+        bot.get("/v1/nothing-here"),
+    ]
+    statuses = [r.status_code for r in cases]
+    assert statuses == [400, 422, 422, 413, 404, 404, 404, 409, 404], [r.text for r in cases]
+    for r in cases:
+        assert r.headers["content-type"] == PROBLEM
+        assert r.json()["type"].startswith("urn:warden:problem:")
+    assert _event_count(stack) == before
+
+
+def test_tenant_isolation_on_every_endpoint(stack: Stack) -> None:
+    bot, lead = stack.client("bot"), stack.client("lead")
+    run_id = _open(bot)
+    pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    approval = pending["approval_id"]
+    outsiders = [stack.client(k) for k in ("other-bot", "other-lead", "other-audit")]
+    for client in outsiders:
+        attempts = [
+            client.get(f"/v1/runs/{run_id}"),
+            client.post(
+                f"/v1/runs/{run_id}/actions", json={"tool": "get_order", "args": {"order_id": "o1"}}
+            ),
+            client.post(f"/v1/runs/{run_id}/finish", json={"outcome": "completed"}),
+            client.get(f"/v1/approvals/{approval}"),
+            client.get(f"/v1/approvals/{approval}/wait", params={"timeout_s": 0}),
+            client.post(
+                f"/v1/approvals/{approval}/decision", json={"decision": "approve", "rationale": "x"}
+            ),
+            client.post(f"/v1/approvals/{approval}/execute"),
+            client.get(f"/v1/ledger/runs/{run_id}/events"),
+            client.get("/v1/ledger/verify", params={"tenant": "acme"}),
+            client.get("/v1/ledger/export", params={"tenant": "acme"}),
+            client.post(
+                "/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "x", "tenant": "acme"}
+            ),
+            client.post(
+                "/v1/switches",
+                json={"scope": "tenant", "target": "acme", "active": True, "reason": "x"},
+            ),
+        ]
+        for r in attempts:
+            assert r.status_code in (403, 404), (r.request.url, r.status_code, r.text)
+        assert client.get("/v1/runs", params={"tenant": "acme"}).json()["items"] == []
+        assert client.get("/v1/approvals", params={"tenant": "acme"}).json()["items"] == []
+        listed = client.get("/v1/runs").json()["items"]
+        assert all(r["tenant"] == "globex" for r in listed)
+    assert lead.get(f"/v1/approvals/{approval}").json()["state"] == "pending"
+    assert stack.effect_count("paid") == 0
+
+
+def test_roles_limit_what_a_key_can_do(stack: Stack) -> None:
+    audit, lead = stack.client("audit"), stack.client("lead")
+    assert (
+        audit.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "x"}).status_code
+        == 403
+    )
+    assert (
+        lead.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "x"}).status_code
+        == 403
+    )
+    assert (
+        lead.post(
+            "/v1/switches", json={"scope": "tenant", "active": True, "reason": "x"}
+        ).status_code
+        == 403
+    )
+    assert audit.get("/v1/ledger/verify").json()["ok"] is True
+    assert stack.client("bot").get("/v1/ledger/verify").status_code == 403
+
+
+def test_switch_through_the_api(stack: Stack) -> None:
+    bot, admin = stack.client("bot"), stack.client("acme-admin")
+    run_id = _open(bot)
+    flipped = admin.post(
+        "/v1/switches", json={"scope": "tenant", "active": True, "reason": "incident 12"}
+    )
+    assert flipped.status_code == 200 and flipped.json()["target"] == "acme"
+    global_try = admin.post("/v1/switches", json={"scope": "global", "active": True, "reason": "x"})
+    assert global_try.status_code == 403
+    killed = _act(bot, run_id, "get_order", {"order_id": "o1"})
+    assert killed["status"] == "denied" and killed["kind"] == "killed"
+    admin.post("/v1/switches", json={"scope": "tenant", "active": False, "reason": "resolved"})
+    run2 = _open(bot)
+    assert _act(bot, run2, "get_order", {"order_id": "o1"})["status"] == "allowed"
+
+
+def test_revoked_key_is_refused(stack: Stack) -> None:
+    import time
+
+    from warden.auth import KeyStore
+    from warden.store import Store
+
+    store = Store(stack.store_url)
+    keys = KeyStore(store)
+    info, key = keys.create(name="temp", role="agent", tenant="acme", created_by="tests")
+    client = stack.client_for(key)
+    assert client.get("/v1/runs").status_code == 200
+    keys.revoke(info.key_id)
+    store.dispose()
+    time.sleep(0.3)  # the server trusts a verified key for key_cache_s (0.2 s here)
+    assert client.get("/v1/runs").status_code == 401
+
+
+def test_health_and_workflows(stack: Stack) -> None:
+    assert httpx.get(stack.url + "/healthz").json() == {"status": "ok", "detail": None}
+    assert httpx.get(stack.url + "/readyz").status_code == 200
+    workflows = stack.client("audit").get("/v1/workflows").json()["items"]
+    assert workflows[0]["name"] == "shop" and len(workflows[0]["fingerprint"]) == 64
+
+
+def test_ledger_endpoints(stack: Stack) -> None:
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    _act(bot, run_id, "get_order", {"order_id": "o1"})
+    events = stack.client("audit").get(f"/v1/ledger/runs/{run_id}/events").json()["items"]
+    assert [e["type"] for e in events][:4] == [
+        "run_started",
+        "action_requested",
+        "decision",
+        "executed",
+    ]
+    export = stack.client("audit").get("/v1/ledger/export")
+    assert export.status_code == 200 and len(export.text.splitlines()) >= 4
