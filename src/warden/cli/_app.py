@@ -7,15 +7,14 @@ errors typer itself detects). No traceback reaches the user for bad input.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from warden.cli import _serve
+from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.errors import SpecError, WardenError
 from warden.ledger import LedgerWriter, export_jsonl, iter_events, verify
@@ -41,33 +40,6 @@ app.command("serve")(_serve.serve)
 app.add_typer(_serve.keys_app, name="keys")
 app.add_typer(_serve.approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
-
-out = Console()
-err = Console(stderr=True)
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]",
-    ),
-]
-
-T = TypeVar("T")
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run a command body; turn Warden's errors into one line and exit 1."""
-    try:
-        return fn()
-    except SpecError as exc:
-        for issue in exc.issues:
-            err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except WardenError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()
@@ -131,7 +103,7 @@ def demo(
     """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden."""
     from warden.demo import run_demo
 
-    _guard(
+    guard(
         lambda: run_demo(
             store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet
         )
@@ -179,7 +151,7 @@ def _set_switch(
             f"kill switch {sw.scope.value} {sw.target!r} is {state} (by {sw.set_by}: {sw.reason})"
         )
 
-    _guard(body)
+    guard(body)
 
 
 @switch_app.command("list")
@@ -200,7 +172,7 @@ def switch_list(store: StoreOpt = None) -> None:
             )
         out.print(table)
 
-    _guard(body)
+    guard(body)
 
 
 @ledger_app.command("verify")
@@ -225,7 +197,7 @@ def ledger_verify(
             err.print(f"  also: {problem}", highlight=False)
         raise typer.Exit(1)
 
-    _guard(body)
+    guard(body)
 
 
 @ledger_app.command("show")
@@ -252,7 +224,7 @@ def ledger_show(
             table.add_row(str(ev.seq), ev.ts[11:23], ev.type, _summarize(ev.type, ev.payload))
         out.print(table)
 
-    _guard(body)
+    guard(body)
 
 
 def _summarize(kind: str, p: dict[str, Any]) -> str:
@@ -307,7 +279,7 @@ def ledger_export(
             n = export_jsonl(st, fh, tenant=tenant)
         err.print(f"wrote {n} events to {output}")
 
-    _guard(body)
+    guard(body)
 
 
 def main() -> None:

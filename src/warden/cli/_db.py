@@ -5,15 +5,13 @@ Errors are one readable line on stderr and exit code 1, as everywhere in the CLI
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from warden.cli._common import StoreOpt, guard, out
 from warden.errors import WardenError
 from warden.store import Store, default_store_url
 
@@ -21,28 +19,6 @@ db_app = typer.Typer(
     help="The store's schema: show its revision, upgrade it to this version of Warden.",
     no_args_is_help=True,
 )
-
-out = Console()
-err = Console(stderr=True)
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]",
-    ),
-]
-
-T = TypeVar("T")
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except WardenError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
 
 def _sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (None for other backends and in-memory databases)."""
@@ -85,7 +61,7 @@ def db_upgrade(store: StoreOpt = None) -> None:
                 soft_wrap=True,
             )
 
-    _guard(body)
+    guard(body)
 
 
 @db_app.command("status")
@@ -119,5 +95,5 @@ def db_status(store: StoreOpt = None) -> None:
         out.print(f"[red]out of date[/red]: {fix}", highlight=False, soft_wrap=True)
         return False
 
-    if not _guard(body):
+    if not guard(body):
         raise typer.Exit(1)

@@ -8,13 +8,10 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from warden.cli._common import StoreOpt, fail, out
 from warden.errors import UsageError, WardenError
-
-out = Console()
-err = Console(stderr=True)
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 approvals_app = typer.Typer(
@@ -22,22 +19,10 @@ approvals_app = typer.Typer(
     no_args_is_help=True,
 )
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="SQLAlchemy URL of the store [default: $WARDEN_STORE or sqlite:///.warden/warden.db]",
-    ),
-]
 UrlOpt = Annotated[str, typer.Option("--url", envvar="WARDEN_URL", help="The server's base URL.")]
 KeyOpt = Annotated[
     str, typer.Option("--api-key", envvar="WARDEN_API_KEY", help="An approver (or admin) key.")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def serve(
@@ -104,7 +89,7 @@ def serve(
         has_keys = bool(probe.keys.list())
         probe.close()
     except WardenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(
         f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
         highlight=False,
@@ -175,7 +160,7 @@ def keys_create(
             expires_in=_parse_duration(expires),
         )
     except WardenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(
         f"created {info.role.value} key {info.key_id} for tenant {info.tenant!r} ({info.name})"
     )
@@ -216,7 +201,7 @@ def keys_revoke(
     try:
         info = KeyStore(Store(store or default_store_url())).revoke(key_id)
     except WardenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(f"revoked key {info.key_id} ({info.name})")
 
 
@@ -232,14 +217,14 @@ def _api(url: str, key: str, method: str, path: str, **kw: Any) -> Any:
             **kw,
         )
     except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach {url}: {exc}") from None
+        raise fail(f"cannot reach {url}: {exc}") from None
     if response.status_code >= 400:
         try:
             body = response.json()
             detail = body.get("detail") or body.get("title")
         except ValueError:
             detail = response.text[:200]
-        raise _fail(f"{response.status_code}: {detail}")
+        raise fail(f"{response.status_code}: {detail}")
     return response.json()
 
 
@@ -300,7 +285,7 @@ def approvals_approve(
         try:
             body["args"] = json.loads(args)
         except json.JSONDecodeError as exc:
-            raise _fail(f"--args is not JSON: {exc}") from None
+            raise fail(f"--args is not JSON: {exc}") from None
     done = _api(url, api_key, "POST", f"/v1/approvals/{approval_id}/decision", json=body)
     out.print(f"{done['approval_id']}: {done['state']} by {done['decided_by']}")
 

@@ -31,6 +31,17 @@ def _run_row(state: State, run_id: str) -> Any:
         return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
 
 
+def _visible_run(state: State, caller: Caller, run_id: str, *, running: bool = False) -> Any:
+    """The run's row; 404 if absent or another tenant's; 409 if it must be running and is not."""
+    row = _run_row(state, run_id)
+    if row is None:
+        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
+    visible(caller, row["tenant"], f"run {run_id!r}")
+    if running and row["status"] != "running":
+        raise ApiProblem(409, "run-finished", f"run {run_id} is {row['status']}; open a new run")
+    return row
+
+
 def _out(row: Any) -> RunOut:
     return RunOut(**{k: row[k] for k in RunOut.model_fields})
 
@@ -77,22 +88,13 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS, summary="Get a run")
 async def get_run(run_id: RunId, state: State, caller: Caller) -> RunOut:
-    row = _run_row(state, run_id)
-    if row is None:
-        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
-    visible(caller, row["tenant"], f"run {run_id!r}")
-    return _out(row)
+    return _out(_visible_run(state, caller, run_id))
 
 
 @router.post("/{run_id}/finish", response_model=RunOut, responses=ERRORS, summary="Finish a run")
 async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Caller) -> RunOut:
     require(caller, Role.AGENT)
-    row = _run_row(state, run_id)
-    if row is None:
-        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
-    visible(caller, row["tenant"], f"run {run_id!r}")
-    if row["status"] != "running":
-        raise ApiProblem(409, "run-finished", f"run {run_id} is already {row['status']}")
+    row = _visible_run(state, caller, run_id, running=True)
     run = state.gateway(row["workflow"]).resume_run(run_id)
     run.finish(body.outcome)
     return _out(_run_row(state, run_id))
@@ -108,12 +110,7 @@ async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Calle
 )
 async def propose(run_id: RunId, body: ActionCreate, state: State, caller: Caller) -> ActionResult:
     require(caller, Role.AGENT)
-    row = _run_row(state, run_id)
-    if row is None:
-        raise ApiProblem(404, "not-found", f"no run {run_id!r}")
-    visible(caller, row["tenant"], f"run {run_id!r}")
-    if row["status"] != "running":
-        raise ApiProblem(409, "run-finished", f"run {run_id} is {row['status']}; open a new run")
+    row = _visible_run(state, caller, run_id, running=True)
     gateway = state.gateway(row["workflow"])
     run = gateway.resume_run(run_id)
     result = await run.call(
