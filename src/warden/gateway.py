@@ -33,7 +33,6 @@ from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
-from warden.store import _fast as fast
 from warden.store._tables import runs
 from warden.tools import SchemaViolation, ToolRegistry
 
@@ -234,9 +233,10 @@ class Gateway:
         else:
             run.finish("completed")
 
-    def _load_run(self, run_id: str) -> RunState:
-        with self.store.read() as conn:
-            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    def _load_run(self, run_id: str, row: Any = None) -> RunState:
+        if row is None:
+            with self.store.read() as conn:
+                row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
         if row is None or row["workflow"] != self.svc.workflow:
             raise NotFoundError(f"no run {run_id!r} in workflow {self.svc.workflow!r}")
         agents = self.svc.loaded.spec.agents
@@ -255,19 +255,20 @@ class Gateway:
             opened_by=row["opened_by"],
             principal={"agent": row["agent"], "scopes": sorted(scopes)},
         )
-        if row["state"]:
-            state.restore(json.loads(row["state"]))
+        staged = self.svc.ledger.staged_run_state(run_id)
+        if staged or row["state"]:
+            state.restore(json.loads(staged or row["state"]))
         if row["status"] != "running":
             state.stopped = state.stopped or f"the run is {row['status']}"
         return state
 
-    def resume_run(self, run_id: str) -> Run:
+    def resume_run(self, run_id: str, *, row: Any = None) -> Run:
         """A run opened earlier, possibly by another process, with its counters restored.
 
         The server uses this so that consecutive calls of one run may reach any replica; call
         ``run.save()`` after each call.
         """
-        state = self._load_run(run_id)
+        state = self._load_run(run_id, row)
         run = Run(self, state)
         run.closed = state.stopped is not None and state.stopped.startswith("the run is ")
         return run
@@ -527,14 +528,12 @@ class Run:
         return await self._gateway.pipeline.call(call)
 
     def save(self) -> None:
-        """Persist the run's counters (steps, repeats, provenance) for the next process."""
-        gw = self._gateway
-        with gw.store.write(durable=False) as conn:
-            fast.execute(
-                conn,
-                "UPDATE runs SET state = ? WHERE run_id = ?",
-                (canonical_json(self.state.counters()), self.run_id),
-            ).close()
+        """Persist the run's counters (steps, repeats, provenance) for the next process.
+
+        Written with the ledger's next batch (within ``max_age_s``, 0.2 s): this process
+        sees them at once, another replica after that batch commits.
+        """
+        self._gateway.svc.ledger.stage_run_state(self.run_id, canonical_json(self.state.counters()))
 
     def finish(self, outcome: str = "completed") -> None:
         if self.closed:

@@ -112,7 +112,7 @@ async def propose(run_id: RunId, body: ActionCreate, state: State, caller: Calle
     require(caller, Role.AGENT)
     row = _visible_run(state, caller, run_id, running=True)
     gateway = state.gateway(row["workflow"])
-    run = gateway.resume_run(run_id)
+    run = gateway.resume_run(run_id, row=row)
     result = await run.call(
         body.tool, body.args, idempotency_key=body.idempotency_key, wait=body.wait_s
     )
