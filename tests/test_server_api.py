@@ -291,3 +291,15 @@ def test_ledger_endpoints(stack: Stack) -> None:
     ]
     export = stack.client("audit").get("/v1/ledger/export")
     assert export.status_code == 200 and len(export.text.splitlines()) >= 4
+
+
+def test_rate_limit_per_key_is_decided_in_the_store(make_stack: Any) -> None:
+    limited: Stack = make_stack(key_rate_limit=3)
+    bot = limited.client("bot")
+    # Ten requests take a few ms: at most one second boundary, so at most 6 are admitted.
+    statuses = [bot.get("/v1/runs").status_code for _ in range(10)]
+    assert statuses[:3] == [200, 200, 200] and statuses.count(429) >= 4
+    refused = bot.get("/v1/runs")
+    if refused.status_code == 429:
+        assert refused.headers["content-type"] == PROBLEM and int(refused.headers["retry-after"]) >= 1
+    assert limited.client("lead").get("/v1/approvals").status_code == 200  # another key, its own budget
