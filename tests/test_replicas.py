@@ -200,6 +200,23 @@ def test_approval_decided_on_a_is_seen_on_b_and_executes_once(replicas: Replicas
 
 
 @pytest.mark.postgres
+def test_a_run_whose_calls_alternate_replicas_keeps_its_counters(replicas: Replicas) -> None:
+    """Each call sees everything the run's previous call did, on whichever replica."""
+    with replicas.client(0, "bot") as bot_a, replicas.client(1, "bot") as bot_b:
+        run_id = _open(bot_a)
+        # Untrusted text read through A taints the address for the very next call, on B.
+        _act(bot_a, run_id, "get_doc", {"doc_id": "d1"})
+        tainted = _act(bot_b, run_id, "message", {"to": "mallory@evil.example", "body": "hi"})
+        assert tainted["status"] == "pending", tainted
+        # The identical-call streak and the step count carry over between replicas.
+        same = [_act((bot_a, bot_b)[i % 2], run_id, "get_order", {"order_id": "o1"}) for i in range(3)]
+        assert [r["status"] for r in same] == ["allowed", "allowed", "denied"]
+        assert same[2]["kind"] == "runaway"
+        assert [r["action_id"] for r in (tainted, *same)] == [f"{run_id}.{i}" for i in range(2, 6)]
+        assert bot_b.get(f"/v1/runs/{run_id}").json()["steps"] == 5
+
+
+@pytest.mark.postgres
 def test_window_rule_holds_across_replicas(replicas: Replicas) -> None:
     clients = [replicas.client(i % 2, "bot") for i in range(12)]
     runs = [_open(c) for c in clients]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 from _stack import Stack
+from conftest import SPEC
 
 PROBLEM = "application/problem+json"
 
@@ -65,6 +67,59 @@ def test_runaway_detection_spans_requests(stack: Stack) -> None:
     run_id = _open(bot)
     statuses = [_act(bot, run_id, "get_order", {"order_id": "o1"})["status"] for _ in range(3)]
     assert statuses == ["allowed", "allowed", "denied"]
+
+
+def _requested_ids(stack: Stack, run_id: str) -> list[str]:
+    events = stack.client("audit").get(f"/v1/ledger/runs/{run_id}/events").json()["items"]
+    return [e["payload"]["action_id"] for e in events if e["type"] == "action_requested"]
+
+
+def test_max_steps_and_action_ids_hold_across_requests(stack: Stack) -> None:
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    answers = [_act(bot, run_id, "get_order", {"order_id": f"o{i}"}) for i in range(52)]
+    assert [a["status"] for a in answers[:50]] == ["allowed"] * 50
+    assert answers[50]["status"] == "denied" and answers[50]["kind"] == "max_steps"
+    assert answers[51]["status"] == "denied" and answers[51]["kind"] == "runaway"
+    assert _requested_ids(stack, run_id) == [f"{run_id}.{i}" for i in range(1, 53)]
+    assert bot.get(f"/v1/runs/{run_id}").json()["steps"] == 52
+
+
+COUNTED = SPEC.replace(
+    "policies:\n",
+    """policies:
+  - name: forty_lookups_at_most
+    when: tool.name == "get_order" && run.counts["get_order"] > 40
+    effect: deny
+    reason: at most 40 lookups per run
+""",
+    1,
+)
+
+
+def test_overlapping_calls_of_one_run_get_distinct_steps(make_stack: Any) -> None:
+    """Parallel tool calls of one run: every call takes its own step and is counted."""
+    stack = make_stack(COUNTED)
+    bot = stack.client("bot")
+    run_id = _open(bot)
+
+    def calls(worker: int) -> list[dict[str, Any]]:
+        with stack.client_for(stack.keys["bot"]) as own:
+            return [_act(own, run_id, "get_order", {"order_id": f"w{worker}-{i}"}) for i in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [a for got in pool.map(calls, range(8)) for a in got]
+    answered = [a["action_id"] for a in results]
+    statuses = {a["status"] for a in results}
+    expected = {f"{run_id}.{i}" for i in range(1, 41)}
+    assert sorted(answered) == sorted(expected)
+    assert sorted(_requested_ids(stack, run_id)) == sorted(expected)
+    assert bot.get(f"/v1/runs/{run_id}").json()["steps"] == 40
+    # The per-tool counts of overlapping calls were merged, not overwritten: all 40 were
+    # allowed and the rule sees the 41st lookup as the 41st.
+    assert statuses == {"allowed"}
+    over = _act(bot, run_id, "get_order", {"order_id": "over"})
+    assert over["status"] == "denied" and over["rules"] == ["forty_lookups_at_most"]
 
 
 def test_approval_flow_through_the_api(stack: Stack) -> None:

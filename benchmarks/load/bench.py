@@ -167,16 +167,31 @@ def sqlite_store() -> Iterator[str]:
 
 
 def ledger_counts(store_url: str) -> dict[str, int]:
+    """Terminal events on the ledger, and ``duplicate_action_ids``: action ids that more
+    than one ``action_requested`` event carries. An action id is ``<run>.<step>``, so a
+    duplicate means a run's step counter went backwards (its counters were lost)."""
     engine = create_engine(store_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT type, count(*) FROM ledger_events"
-                    " WHERE type IN ('executed', 'denied') GROUP BY type"
+                    " WHERE type IN ('executed', 'denied', 'action_requested') GROUP BY type"
                 )
             ).all()
-        return {str(t): int(n) for t, n in rows}
+            seen: set[str] = set()
+            dup = 0
+            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                text("SELECT payload FROM ledger_events WHERE type = 'action_requested'")
+            )
+            for (payload,) in result:
+                action_id = json.loads(payload).get("action_id")
+                if action_id in seen:
+                    dup += 1
+                seen.add(action_id)
+        out = {str(t): int(n) for t, n in rows}
+        out["duplicate_action_ids"] = dup
+        return out
     finally:
         engine.dispose()
 
@@ -573,8 +588,13 @@ def measure_server(
         "answered": answered,
         "ledger": on_ledger,
         "ok": all(on_ledger.get(k if k != "allowed" else "executed", 0) >= n for k, n in answered.items()),
+        "unique_ids": on_ledger["duplicate_action_ids"] == 0,
     }
-    log(f"  ledger check: answered {answered}, on the ledger {on_ledger}: {'ok' if check['ok'] else 'MISSING EVENTS'}")
+    log(
+        f"  ledger check: answered {answered}, on the ledger {on_ledger}:"
+        f" {'ok' if check['ok'] else 'MISSING EVENTS'},"
+        f" {'action ids unique' if check['unique_ids'] else 'DUPLICATE ACTION IDS'}"
+    )
     return points, check
 
 
@@ -617,7 +637,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     write_section("load", render_load(raw, points))
     log(f"wrote {RESULTS.relative_to(ROOT)} (raw figures: {(RAW / 'load-latest.json').relative_to(ROOT)})")
     bad = sum(p.errors for p in points)
-    return 1 if bad or not all(c["ok"] for c in checks.values()) else 0
+    return 1 if bad or not all(c["ok"] and c["unique_ids"] for c in checks.values()) else 0
 
 
 def _machine_lines(info: dict[str, Any], pg: dict[str, str] | None) -> list[str]:
@@ -723,6 +743,19 @@ def render_load(raw: dict[str, Any], points: list[Point]) -> str:
         "event and every `denied` answer its `denied` event on the ledger: "
         + ("**yes**, for every server." if ok else "**NO**: " + json.dumps(checks))
     )
+    out.append("")
+    dups = {k: c["ledger"].get("duplicate_action_ids", 0) for k, c in checks.items()}
+    total = {k: c["ledger"].get("action_requested", 0) for k, c in checks.items()}
+    if any(dups.values()):
+        out.append(
+            "**Action ids are NOT unique**: "
+            + ", ".join(f"{k}: {dups[k]:,} of {total[k]:,}" for k in dups if dups[k])
+            + " `action_requested` events repeat an earlier action id (`<run>.<step>`): the "
+            "runs' step counters went backwards under load, so per-run caps (max_steps, "
+            "identical calls, retries) undercount."
+        )
+    else:
+        out.append("Action ids (`<run>.<step>`) on the ledger are unique for every server.")
     out.append("")
     if raw["postgres_skipped"]:
         out += [
@@ -868,7 +901,8 @@ def render_soak(raw: dict[str, Any]) -> tuple[str, bool]:
     flat = growth is not None and abs(growth) <= 0.10
     ledger = raw["ledger"]
     on_ledger = ledger.get("executed", 0) >= allowed and ledger.get("denied", 0) >= denied
-    ok = flat and errors == 0 and on_ledger
+    dups = ledger.get("duplicate_action_ids")  # None: a run from before this check
+    ok = flat and errors == 0 and on_ledger and not dups
     rps = [s["rps"] for s in segs]
     p99s = [s["p99"] / 1000 for s in segs]
     info = raw["machine"]
@@ -888,7 +922,13 @@ def render_soak(raw: dict[str, Any]) -> tuple[str, bool]:
            f"{second / 1024:.1f} MiB: {growth:+.1%} (limit ±10%, {'flat' if flat else 'NOT flat'}); "
            if growth is not None else "not enough samples for the memory verdict; ")
         + f"errors {errors} of {requests:,} calls ({allowed:,} allowed, {denied:,} denied); "
-        + ("every answered decision is on the ledger." if on_ledger else "**answered decisions missing from the ledger.**"),
+        + ("every answered decision is on the ledger" if on_ledger else "**answered decisions missing from the ledger**")
+        + (
+            "; action ids were not checked in this run." if dups is None else
+            "; action ids unique." if not dups else
+            f"; **{dups:,} of {ledger.get('action_requested', 0):,} action ids repeat an earlier "
+            "one (run step counters went backwards).**"
+        ),
         "",
         f"* Throughput per {raw['interval_s']:g} s segment: median {statistics.median(rps):,.0f}/s, "
         f"min {min(rps):,.0f}/s, max {max(rps):,.0f}/s",

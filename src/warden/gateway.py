@@ -24,8 +24,9 @@ from sqlalchemy import insert, select, update
 from warden import notify
 from warden.approvals import ApprovalQueue, ApprovalRecord
 from warden.errors import NotFoundError, UsageError
-from warden.ledger import LedgerWriter, VerifyReport, canonical_json, verify
+from warden.ledger import LedgerWriter, VerifyReport, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
+from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
 from warden.pipeline._stages import PolicyStage, plain, wait_for_decision
 from warden.policy import Policy, Windows
@@ -233,10 +234,14 @@ class Gateway:
         else:
             run.finish("completed")
 
-    def _load_run(self, run_id: str, row: Any = None) -> RunState:
+    def _load_run(
+        self, run_id: str, row: Mapping[Any, Any] | None = None, *, claimed: bool = False
+    ) -> tuple[RunState, dict[str, Any], int]:
+        """The run's state, the stored counters it started from, and their version."""
         if row is None:
             with self.store.read() as conn:
-                row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+                found = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings()
+                row = found.first()
         if row is None or row["workflow"] != self.svc.workflow:
             raise NotFoundError(f"no run {run_id!r} in workflow {self.svc.workflow!r}")
         agents = self.svc.loaded.spec.agents
@@ -255,21 +260,25 @@ class Gateway:
             opened_by=row["opened_by"],
             principal={"agent": row["agent"], "scopes": sorted(scopes)},
         )
-        staged = self.svc.ledger.staged_run_state(run_id)
-        if staged or row["state"]:
-            state.restore(json.loads(staged or row["state"]))
+        if row["state"]:
+            state.restore(json.loads(row["state"]))
+        # A claimed row carries the step its call took; the pipeline counts it again.
+        state.steps = int(row["steps"]) - 1 if claimed else int(row["steps"])
         if row["status"] != "running":
             state.stopped = state.stopped or f"the run is {row['status']}"
-        return state
+        return state, state.counters(), int(row["state_version"])
 
-    def resume_run(self, run_id: str, *, row: Any = None) -> Run:
+    def resume_run(
+        self, run_id: str, *, row: Mapping[Any, Any] | None = None, claimed: bool = False
+    ) -> Run:
         """A run opened earlier, possibly by another process, with its counters restored.
 
-        The server uses this so that consecutive calls of one run may reach any replica; call
-        ``run.save()`` after each call.
+        The server uses this so that consecutive calls of one run may reach any replica:
+        it takes the call's step with ``pipeline.claim_step`` (pass that row and
+        ``claimed=True``) and calls ``run.save()`` after the call.
         """
-        state = self._load_run(run_id, row)
-        run = Run(self, state)
+        state, base, version = self._load_run(run_id, row, claimed=claimed)
+        run = Run(self, state, base=base, version=version)
         run.closed = state.stopped is not None and state.stopped.startswith("the run is ")
         return run
 
@@ -299,7 +308,7 @@ class Gateway:
             kwargs = tool.input.validate(args) if tool.input else args
         except SchemaViolation as exc:
             raise UsageError(f"edited args do not fit {record.tool!r}: {exc}") from None
-        call = Call(self._load_run(record.run_id), record.tool, args, record.action_id)
+        call = Call(self._load_run(record.run_id)[0], record.tool, args, record.action_id)
         call.tool, call.kwargs, call.args = tool, kwargs, plain(kwargs)
         # Release this action's own window entries so it is not counted against itself;
         # the policy stage records them again, with the edited args, if it does not deny.
@@ -455,7 +464,7 @@ class Gateway:
         executes, the others get its result (``replayed=True``) or ``Pending``.
         """
         record = self.svc.approvals.get(approval_id)
-        run = self._load_run(record.run_id)
+        run = self._load_run(record.run_id)[0]
         call = Call(run, record.tool, record.args, record.action_id)
         call.tool = self.svc.registry.get(record.tool)
         if call.tool is None:
@@ -496,10 +505,21 @@ def _sla_breach(conn: Any, record: ApprovalRecord, now: datetime, outcome: str) 
 class Run:
     """An open run: ``await run.call(tool, args)`` is the governed call."""
 
-    def __init__(self, gateway: Gateway, state: RunState) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        state: RunState,
+        *,
+        base: dict[str, Any] | None = None,
+        version: int = 0,
+    ) -> None:
         self._gateway = gateway
         self.state = state
         self.closed = False
+        # The counters as last stored, and their version (see save()).
+        self._base = state.counters() if base is None else base
+        self._version = version
+        self._saved_steps = state.steps
 
     @property
     def run_id(self) -> str:
@@ -528,28 +548,41 @@ class Run:
         return await self._gateway.pipeline.call(call)
 
     def save(self) -> None:
-        """Persist the run's counters (steps, repeats, provenance) for the next process.
+        """Store the run's counters (steps, per-tool counts, repeats, provenance, a stop)
+        for its next call, in whichever process that call arrives.
 
-        Written with the ledger's next batch (within ``max_age_s``, 0.2 s): this process
-        sees them at once, another replica after that batch commits.
+        Written before this returns; if another call of the run saved in the meantime,
+        the two calls' changes are merged (see ``warden.pipeline._runs``).
         """
-        self._gateway.svc.ledger.stage_run_state(self.run_id, canonical_json(self.state.counters()))
+        state = self.state
+        mine = state.counters()
+        if mine == self._base and state.steps == self._saved_steps:
+            return
+        stored, self._version = save_counters(
+            self._gateway.store,
+            self.run_id,
+            base=self._base,
+            mine=mine,
+            version=self._version,
+            steps=state.steps,
+        )
+        if stored is not mine:  # merged with another call's counters: carry on from those
+            steps, stopped = state.steps, state.stopped
+            state.restore(stored)
+            state.steps, state.stopped = steps, state.stopped or stopped
+        self._base, self._saved_steps = stored, state.steps
 
     def finish(self, outcome: str = "completed") -> None:
         if self.closed:
             return
         self.closed = True
         gw = self._gateway
+        self.save()
         with gw.svc.ledger.transaction() as conn:
             conn.execute(
                 update(runs)
                 .where(runs.c.run_id == self.run_id)
                 .values(status="finished", outcome=outcome, finished_at=gw.svc.clock())
-            )
-            conn.execute(
-                update(runs)
-                .where(runs.c.run_id == self.run_id)
-                .values(state=canonical_json(self.state.counters()))
             )
             gw.svc.record(
                 self.run_id,

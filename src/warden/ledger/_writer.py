@@ -61,9 +61,6 @@ class LedgerWriter:
         self._local = threading.local()
         # A background thread writes full or aged batches, so no governed call pays for a
         # whole batch (measured: a 256-event batch took ~2.3 ms inline, the p99 of reads).
-        # Latest counters of runs served over HTTP, written with the next batch (see
-        # Run.save): one statement per batch instead of a transaction per call.
-        self._states: dict[str, str] = {}
         self._due = threading.Event()
         self._closed = False
         self._flusher: threading.Thread | None = None
@@ -115,7 +112,7 @@ class LedgerWriter:
     def flush(self, *, durable: bool = False) -> None:
         """Write everything buffered so far (fsynced only if ``durable``)."""
         with self._write_lock:
-            if not self._buffer and not self._states:
+            if not self._buffer:
                 return
             with self._store.write(durable=durable) as conn:
                 self._write_buffer(conn)
@@ -132,35 +129,17 @@ class LedgerWriter:
             finally:
                 self._local.in_tx = outer
 
-    def stage_run_state(self, run_id: str, state: str) -> None:
-        """Persist a run's counters with the next batch (the latest value wins)."""
-        with self._buffer_lock:
-            self._states[run_id] = state
-
-    def staged_run_state(self, run_id: str) -> str | None:
-        """Counters of ``run_id`` staged in this process and not yet written."""
-        return self._states.get(run_id)
-
     def _write_buffer(self, conn: Connection) -> None:
         with self._buffer_lock:
             events, self._buffer = self._buffer, []
-            states, self._states = self._states, {}
-        if not events and not states:
+        if not events:
             return
         try:
-            if events:
-                write_events(self._store, conn, events)
-            if states:
-                fast.execute_many(
-                    conn,
-                    "UPDATE runs SET state = ? WHERE run_id = ?",
-                    [(text, run_id) for run_id, text in states.items()],
-                )
+            write_events(self._store, conn, events)
         except BaseException:
             # Nothing was committed: keep the events, in order, for the next attempt.
             with self._buffer_lock:
                 self._buffer[:0] = events
-                self._states = {**states, **self._states}
             raise
 
 

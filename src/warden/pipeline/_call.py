@@ -42,11 +42,11 @@ class RunState:
         return self.opened_by or self.agent
 
     def counters(self) -> dict[str, Any]:
-        """What must survive between calls when a run's calls reach different processes."""
+        """What must survive between calls when a run's calls reach different processes
+        (the step count is kept apart, in ``runs.steps``: see ``pipeline._runs``)."""
         return {
-            "steps": self.steps,
-            "retries": self.retries,
-            "counts": self.counts,
+            "retries": dict(self.retries),
+            "counts": dict(self.counts),
             "last_tool": self.last_tool,
             "last_args": self.last_args,
             "repeats": self.repeats,
@@ -55,7 +55,6 @@ class RunState:
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        self.steps = int(data.get("steps", 0))
         self.retries = dict(data.get("retries", {}))
         self.counts = dict(data.get("counts", {}))
         self.last_tool = data.get("last_tool")

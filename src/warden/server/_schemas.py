@@ -84,6 +84,7 @@ class RunOut(BaseModel):
     tier: str
     status: str
     outcome: str | None
+    steps: int = Field(description="Calls proposed so far (each took one step)")
     started_at: datetime
     finished_at: datetime | None
 

@@ -81,6 +81,10 @@ class ServerState:
         self.keys = KeyStore(self.store, cache_s=settings.key_cache_s)
         self.limiter = RateLimiter(self.store, settings.key_rate_limit)
 
+    @property
+    def workflow_names(self) -> tuple[str, ...]:
+        return tuple(self.gateways)
+
     def gateway(self, workflow: str) -> Gateway:
         found = self.gateways.get(workflow)
         if found is None:

@@ -56,3 +56,29 @@ def query_one(engine: Engine, template: str, params: Sequence[Any] = ()) -> tupl
     finally:
         raw.close()
     return None if row is None else tuple(row)
+
+
+class Statements:
+    """Single statements on an autocommit DB-API connection (``Store.autocommit``)."""
+
+    def __init__(self, dbapi: Any, paramstyle: str) -> None:
+        self._dbapi = dbapi
+        self._paramstyle = paramstyle
+
+    def fetch_one(self, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        cur = self._dbapi.cursor()
+        try:
+            cur.execute(_sql(template, self._paramstyle), tuple(params))
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return None if row is None else tuple(row)
+
+    def execute(self, template: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        cur = self._dbapi.cursor()
+        try:
+            cur.execute(_sql(template, self._paramstyle), tuple(params))
+            return int(cur.rowcount)
+        finally:
+            cur.close()

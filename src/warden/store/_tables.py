@@ -108,6 +108,10 @@ runs = Table(
     # The run's counters (steps, repeats, provenance) when runs are served over HTTP, where
     # consecutive calls of one run may reach different replicas.
     Column("state", Text, nullable=True),
+    # Taken atomically by each governed call over HTTP: action ids <run>.<step> are unique
+    # across replicas. state_version counts writes of ``state`` (see gateway.Run.save).
+    Column("steps", Integer, nullable=False, server_default="0"),
+    Column("state_version", Integer, nullable=False, server_default="0"),
     Index("ix_runs_tenant_started", "tenant", "started_at"),
 )
 

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from warden.auth import Role
+from warden.auth import ALL_TENANTS, Role
+from warden.pipeline._runs import claim_step
 from warden.server._deps import Caller, State, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
@@ -110,9 +111,19 @@ async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Calle
 )
 async def propose(run_id: RunId, body: ActionCreate, state: State, caller: Caller) -> ActionResult:
     require(caller, Role.AGENT)
-    row = _visible_run(state, caller, run_id, running=True)
-    gateway = state.gateway(row["workflow"])
-    run = gateway.resume_run(run_id, row=row)
+    # One statement takes the call's step and reads the run: action ids stay unique and
+    # max_steps exact however many replicas serve the run's calls.
+    row = claim_step(
+        state.store,
+        run_id,
+        workflows=state.workflow_names,
+        tenant=None if caller.tenant == ALL_TENANTS else caller.tenant,
+    )
+    if row is None:  # say why: absent or another tenant's, finished, or not served here
+        found = _visible_run(state, caller, run_id, running=True)
+        state.gateway(found["workflow"])
+        raise ApiProblem(409, "run-finished", f"run {run_id} finished meanwhile; open a new run")
+    run = state.gateway(row["workflow"]).resume_run(run_id, row=row, claimed=True)
     result = await run.call(
         body.tool, body.args, idempotency_key=body.idempotency_key, wait=body.wait_s
     )
