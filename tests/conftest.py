@@ -178,6 +178,27 @@ def effects() -> Effects:
     return Effects()
 
 
+# SPEC with SLA classes: big payments are routine (24 h), huge ones urgent (5 min).
+SLA_SPEC = SPEC.replace(
+    "  sla: 15m\n", "  sla: 15m\n  sla_classes: {urgent: 5m, routine: 24h}\n", 1
+).replace(
+    "    approvers: lead\n    risk: 0.5\n",
+    "    approvers: lead\n    risk: 0.5\n    sla: routine\n",
+    1,
+).replace(
+    "policies:\n",
+    """policies:
+  - name: huge_pay_is_urgent
+    when: tool.name == "pay" && args.amount > 1000.0
+    effect: require_approval
+    reason: huge payment
+    approvers: lead
+    sla: urgent
+""",
+    1,
+)
+
+
 def make_gateway(store_url: str, effects: Effects, spec: str = SPEC, **kw: Any) -> Gateway:
     return Gateway(load_spec_text(spec, "shop.yaml"), shop_tools(effects), store=store_url, **kw)
 

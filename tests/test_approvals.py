@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Effects, make_gateway
+from conftest import SLA_SPEC, Effects, make_gateway
 
 from warden import Allowed, Denied, FailureKind, Gateway, Pending, UsageError
+from warden.errors import SpecError
 from warden.ledger import iter_events
+from warden.spec import load_spec_text
 
 
 async def _pending_payment(gateway: Gateway, amount: float = 250.0) -> Pending:
@@ -124,6 +126,41 @@ async def test_timeout_escalates_then_denies(store_url: str, effects: Effects) -
     assert isinstance(result, Denied) and result.kind is FailureKind.APPROVAL_TIMEOUT
     gw.close()
     assert effects.paid == []
+
+
+async def test_sla_class_from_the_rule_sets_deadline_escalation_and_queue_order(
+    store_url: str, effects: Effects
+) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    gw = make_gateway(store_url, effects, SLA_SPEC, clock=lambda: now[0])
+    routine = await _pending_payment(gw, 250.0)  # big_pay_needs_approval: routine (24 h)
+    now[0] += timedelta(minutes=1)
+    urgent = await _pending_payment(gw, 5000.0)  # both rules match: the urgent class wins
+    assert routine.deadline == datetime(2026, 1, 2, tzinfo=UTC)
+    assert urgent.deadline == datetime(2026, 1, 1, 0, 6, tzinfo=UTC)
+    queue = gw.approvals.list(state="pending")
+    assert [(r.approval_id, r.sla_class) for r in queue] == [
+        (urgent.approval_id, "urgent"),
+        (routine.approval_id, "routine"),
+    ]
+    assert [r.approval_id for r in gw.approvals.list(sla_class="routine")] == [
+        routine.approval_id
+    ]
+    now[0] += timedelta(minutes=6)  # the urgent one is overdue; the routine one is not
+    escalated = gw.expire_overdue()
+    assert [(r.approval_id, r.role) for r in escalated] == [(urgent.approval_id, "manager")]
+    assert escalated[0].deadline == now[0] + timedelta(minutes=5)  # the next role: 5 min too
+    events = [e.type for e in iter_events(gw.store, run_id=escalated[0].run_id)]
+    assert "approval_escalated" in events
+    gw.close()
+
+
+def test_rule_naming_an_undeclared_sla_class_is_a_spec_error() -> None:
+    bad = SLA_SPEC.replace("sla: urgent", "sla: urgnet", 1)
+    with pytest.raises(SpecError) as info:
+        load_spec_text(bad, "shop.yaml")
+    text = str(info.value)
+    assert "sla" in text and "urgnet" in text and "urgent" in text
 
 
 SCRIPT = textwrap.dedent(

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 from _stack import Stack
-from conftest import SPEC
+from conftest import SLA_SPEC, SPEC
 
 PROBLEM = "application/problem+json"
 
@@ -148,6 +148,22 @@ def test_approval_flow_through_the_api(stack: Stack) -> None:
     assert first["status"] == "allowed" and not first["replayed"]
     assert second["status"] == "allowed" and second["replayed"]
     assert stack.effect_count("paid") == 1
+
+
+def test_queue_shows_and_filters_by_sla_class(make_stack: Any) -> None:
+    stack = make_stack(SLA_SPEC)
+    bot, lead = stack.client("bot"), stack.client("lead")
+    run_id = _open(bot)
+    pay = {"order_id": "o1", "customer_id": "c1"}
+    routine = _act(bot, run_id, "pay", {**pay, "amount": 250.0})["approval_id"]
+    urgent = _act(bot, run_id, "pay", {**pay, "amount": 5000.0})["approval_id"]
+    queue = lead.get("/v1/approvals").json()["items"]
+    assert [(a["approval_id"], a["sla_class"]) for a in queue] == [
+        (urgent, "urgent"),
+        (routine, "routine"),
+    ]
+    only = lead.get("/v1/approvals", params={"sla_class": "routine"}).json()["items"]
+    assert [a["approval_id"] for a in only] == [routine]
 
 
 def test_separation_of_duties(stack: Stack) -> None:

@@ -404,7 +404,7 @@ class Gateway:
                         "pending",
                         role=esc.approver_roles[nxt],
                         escalation_level=nxt,
-                        deadline=now + esc.sla,
+                        deadline=now + esc.sla_for(record.sla_class),
                     )
                     if won:
                         _sla_breach(conn, record, now, f"escalated to {esc.approver_roles[nxt]}")
@@ -417,7 +417,7 @@ class Gateway:
                                 "action_id": record.action_id,
                                 "from_role": record.role,
                                 "to_role": esc.approver_roles[nxt],
-                                "deadline": now + esc.sla,
+                                "deadline": now + esc.sla_for(record.sla_class),
                             },
                         )
                 else:

@@ -39,6 +39,7 @@ class ApprovalRecord:
     evidence: dict[str, Any]
     risk: float
     role: str
+    sla_class: str | None
     escalation_level: int
     requested_by: str
     state: str
@@ -72,6 +73,7 @@ def _record(row: Any) -> ApprovalRecord:
         evidence=json.loads(row["evidence"]),
         risk=row["risk"],
         role=row["role"],
+        sla_class=row["sla_class"],
         escalation_level=row["escalation_level"],
         requested_by=row["requested_by"],
         state=row["state"],
@@ -111,15 +113,19 @@ class ApprovalQueue:
         tenant: str | None = None,
         state: str | None = None,
         role: str | None = None,
+        sla_class: str | None = None,
         limit: int = 200,
     ) -> list[ApprovalRecord]:
-        query = select(approvals).order_by(approvals.c.created_at).limit(limit)
+        # Soonest deadline first: an urgent SLA class comes before an older routine one.
+        query = select(approvals).order_by(approvals.c.deadline, approvals.c.created_at).limit(limit)
         if tenant is not None:
             query = query.where(approvals.c.tenant == tenant)
         if state is not None:
             query = query.where(approvals.c.state == state)
         if role is not None:
             query = query.where(approvals.c.role == role)
+        if sla_class is not None:
+            query = query.where(approvals.c.sla_class == sla_class)
         with self._store.read() as conn:
             return [_record(r) for r in conn.execute(query).mappings()]
 

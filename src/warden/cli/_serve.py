@@ -236,15 +236,23 @@ def approvals_list(
         str, typer.Option(help="pending, approved, rejected, expired, executed, ...")
     ] = "pending",
     role: Annotated[str | None, typer.Option(help="Only this approver role.")] = None,
+    sla_class: Annotated[
+        str | None, typer.Option(help="Only this SLA class (escalation.sla_classes).")
+    ] = None,
 ) -> None:
-    """The queue: deadline, risk, why the policy asked."""
-    params = {"state": state, **({"role": role} if role else {})}
+    """The queue, soonest deadline first: deadline, SLA class, risk, why the policy asked."""
+    params = {
+        "state": state,
+        **({"role": role} if role else {}),
+        **({"sla_class": sla_class} if sla_class else {}),
+    }
     items = _api(url, api_key, "GET", "/v1/approvals", params=params)["items"]
     table = Table(title=f"{len(items)} {state} approval(s); `warden approvals show ID` for the full action")
     table.add_column("approval", no_wrap=True)
     table.add_column("tenant")
     table.add_column("tool")
     table.add_column("role")
+    table.add_column("sla")
     table.add_column("risk")
     table.add_column("deadline (UTC)", no_wrap=True)
     table.add_column("why")
@@ -254,6 +262,7 @@ def approvals_list(
             a["tenant"],
             a["tool"],
             a["role"],
+            a["sla_class"] or "default",
             f"{a['risk']:.2f}",
             a["deadline"][5:16].replace("T", " "),
             "; ".join(a["reasons"])[:80],

@@ -309,7 +309,7 @@ class ApprovalStage:
         level = 0 if decision.effect is Effect.REQUIRE_APPROVAL else min(1, len(chain) - 1)
         role = decision.approvers or chain[level]
         now = svc.clock()
-        deadline = now + svc.loaded.spec.escalation.sla
+        deadline = now + svc.loaded.spec.escalation.sla_for(decision.sla_class)
         approval_id = "apr_" + uuid.uuid4().hex[:20]
         key = call.key or idem.derive_key(run.run_id, tool.name, call.args)
         evidence = {"facts": call.facts, "window": call.windows, "provenance": call.provenance}
@@ -332,6 +332,7 @@ class ApprovalStage:
                 evidence=evidence,
                 risk=decision.risk,
                 role=role,
+                sla_class=decision.sla_class,
                 escalation_level=level,
                 requested_by=run.requested_by,
                 created_at=now,
@@ -345,6 +346,7 @@ class ApprovalStage:
                     "action_id": call.action_id,
                     "approval_id": approval_id,
                     "role": role,
+                    "sla_class": decision.sla_class,
                     "deadline": deadline,
                     "reasons": list(decision.reasons),
                     "risk": decision.risk,
@@ -363,6 +365,7 @@ class ApprovalStage:
                     "tool": tool.name,
                     "args": call.args,
                     "role": role,
+                    "sla_class": decision.sla_class,
                     "deadline": utc_text(deadline),
                     "risk": decision.risk,
                     "reasons": list(decision.reasons),

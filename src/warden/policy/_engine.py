@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from warden.errors import CelCompileError, CelError, CelSyntaxError, SpecError, SpecIssue
@@ -36,6 +37,7 @@ class CompiledRule:
     expr: CompiledExpression
     facts: frozenset[str]
     windows: frozenset[str]
+    sla: str | None = None
     #: ``expr.evaluate``, held directly: one attribute lookup less per rule on the hot path
     evaluate: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
 
@@ -54,6 +56,8 @@ class Decision:
     policy_fingerprint: str
     #: every rule whose condition held, whatever its effect
     matched: tuple[str, ...] = ()
+    #: the most urgent SLA class named by the rules that asked for approval
+    sla_class: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class Decision:
             "reasons": list(self.reasons),
             "risk": self.risk,
             "approvers": self.approvers,
+            "sla_class": self.sla_class,
             "policy": self.policy_fingerprint,
         }
 
@@ -88,6 +93,7 @@ class Policy:
             canonical_json([r.model_dump(mode="json") for r in spec.policies]).encode()
         ).hexdigest()
         issues: list[SpecIssue] = []
+        self._sla_classes = spec.escalation.sla_classes
         indexed: dict[str, list[CompiledRule]] = {name: [] for name in spec.tools}
         wildcard: list[CompiledRule] = []
         for i, rule in enumerate(spec.policies):
@@ -115,7 +121,15 @@ class Policy:
                         )
                     )
             compiled = CompiledRule(
-                rule.name, rule.effect, rule.reason, rule.approvers, rule.risk, expr, facts, windows
+                rule.name,
+                rule.effect,
+                rule.reason,
+                rule.approvers,
+                rule.risk,
+                expr,
+                facts,
+                windows,
+                sla=rule.sla,
             )
             pinned = set(rule.tools) if rule.tools else expr.pinned_values(("tool", "name"))
             if pinned is None:
@@ -213,6 +227,7 @@ class Policy:
         rules: list[str] = []
         reasons: list[str] = []
         approvers: str | None = None
+        sla_classes: list[str] = []
         if base_effect is effect and base_rule:
             rules.append(base_rule)
             reasons.append(base_reason)
@@ -222,6 +237,8 @@ class Policy:
                 if effect is not Effect.ALLOW:
                     reasons.append(rule.reason)
                     approvers = approvers or rule.approvers
+                    if rule.sla is not None:
+                        sla_classes.append(rule.sla)
         risk = 0.0
         for rule in matched:
             risk = 1 - (1 - risk) * (1 - rule.risk)
@@ -233,6 +250,7 @@ class Policy:
             approvers,
             self.fingerprint,
             tuple(r.name for r in matched),
+            min(sla_classes, key=lambda c: self._sla_classes.get(c, timedelta.max), default=None),
         )
 
 

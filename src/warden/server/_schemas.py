@@ -171,6 +171,7 @@ class ApprovalOut(BaseModel):
     evidence: dict[str, Any]
     risk: float
     role: str
+    sla_class: str | None = Field(description="The rule's SLA class; null: the default SLA")
     escalation_level: int
     requested_by: str
     state: str

@@ -262,11 +262,25 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
                 )
             )
         seen.setdefault(rule.name, i)
-        if rule.approvers is not None and rule.effect not in ("require_approval", "escalate"):
+        for key in ("approvers", "sla"):
+            if getattr(rule, key) is not None and rule.effect not in (
+                "require_approval",
+                "escalate",
+            ):
+                issues.append(
+                    loaded.issue(
+                        ("policies", i, key),
+                        f"'{key}' applies only to require_approval or escalate rules",
+                    )
+                )
+        classes = spec.escalation.sla_classes
+        if rule.sla is not None and rule.sla not in classes:
             issues.append(
                 loaded.issue(
-                    ("policies", i, "approvers"),
-                    "approvers only apply to require_approval or escalate",
+                    ("policies", i, "sla"),
+                    "names an SLA class that is not declared under 'escalation.sla_classes'",
+                    expected=f"one of {sorted(classes)}" if classes else "a declared SLA class",
+                    found=repr(rule.sla),
                 )
             )
     return issues

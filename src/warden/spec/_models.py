@@ -124,6 +124,8 @@ class Rule(_Model):
     effect: Effect
     reason: str = Field(min_length=1)
     approvers: str | None = None
+    #: An SLA class from ``escalation.sla_classes``: how soon the approval is due.
+    sla: Identifier | None = None
     risk: float = Field(0.0, ge=0.0, le=1.0)
     tools: list[str] | None = None
 
@@ -158,8 +160,16 @@ class Limits(_Model):
 
 
 class Escalation(_Model):
+    def sla_for(self, sla_class: str | None) -> timedelta:
+        """The time an approval of ``sla_class`` has at each level: the default SLA when
+        the class is None or no longer declared (a pending approval outlives a spec edit)."""
+        return self.sla_classes.get(sla_class, self.sla) if sla_class else self.sla
+
     approver_roles: list[str] = Field(default_factory=lambda: ["approver"], min_length=1)
+    #: How long each approver role in the chain has, unless a rule names an SLA class.
     sla: Duration = timedelta(hours=24)
+    #: Named SLAs a rule can pick with ``sla:`` (e.g. ``{urgent: 5m, standard: 24h}``).
+    sla_classes: dict[Identifier, Duration] = Field(default_factory=dict)
     on_timeout: Literal["deny", "escalate"] = "deny"
     #: An agent (or a user steering it) cannot flood the queue: past these, requests are denied.
     max_requests_per_run: int = Field(10, ge=1)

@@ -132,6 +132,8 @@ approvals = Table(
     Column("risk", Float, nullable=False),
     Column("role", String(120), nullable=False),
     Column("escalation_level", Integer, nullable=False, default=0),
+    # The rule's SLA class (escalation.sla_classes); NULL: the workflow's default SLA.
+    Column("sla_class", String(120), nullable=True),
     Column("requested_by", String(120), nullable=False),
     Column("state", String(20), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),

@@ -42,12 +42,19 @@ def _get(state: State, caller: Caller, approval_id: str) -> ApprovalRecord:
     return record
 
 
-@router.get("", response_model=ApprovalList, responses=ERRORS, summary="List approvals")
+@router.get(
+    "",
+    response_model=ApprovalList,
+    responses=ERRORS,
+    summary="List approvals",
+    description="Soonest deadline first. Filter by tenant, approver role, SLA class, state and age.",
+)
 async def list_approvals(
     state: State,
     caller: Caller,
     tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
     role: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    sla_class: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
     approval_state: str | None = Query(
         default="pending",
         alias="state",
@@ -63,7 +70,7 @@ async def list_approvals(
     now = _now()
     any_gateway = next(iter(state.gateways.values()))
     records = any_gateway.approvals.list(
-        tenant=tenant, state=approval_state, role=role, limit=limit
+        tenant=tenant, state=approval_state, role=role, sla_class=sla_class, limit=limit
     )
     if min_age_s is not None:
         cutoff = now - timedelta(seconds=min_age_s)
