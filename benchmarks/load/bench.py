@@ -610,7 +610,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     points: list[Point] = []
     checks: dict[str, Any] = {}
-    backends = ["sqlite"] + ([] if pg_skip else ["postgres"])
+    backends = ([] if args.no_sqlite else ["sqlite"]) + ([] if pg_skip else ["postgres"])
     for backend in backends:
         for workers in workers_list:
             store_cm = sqlite_store() if backend == "sqlite" else pg_database()
@@ -1000,6 +1000,7 @@ def main() -> int:
     load = sub.add_parser("load", help="throughput and latency at several concurrencies")
     load.add_argument("--quick", action="store_true", help="1 s warm-up + 3 s per point")
     load.add_argument("--no-postgres", action="store_true")
+    load.add_argument("--no-sqlite", action="store_true", help="PostgreSQL rows only")
     load.add_argument("--workers", default="1,2", help="comma list [1,2]")
     load.add_argument(
         "--attempts", type=int, default=3,

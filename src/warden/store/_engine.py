@@ -61,6 +61,9 @@ def _sqlite_connect_hooks(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+_LOCK_MANY = "SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS t(k) ORDER BY k"
+
+
 class Store:
     """One database: the engine plus the few transaction shapes Warden uses."""
 
@@ -172,8 +175,11 @@ class Store:
         """
         if self.is_sqlite:
             return
-        for key in sorted(set(keys)):
-            fast.execute(conn, "SELECT pg_advisory_xact_lock(?)", (zlib.crc32(key.encode()) - 2**31,)).close()
+        ids = sorted({zlib.crc32(key.encode()) - 2**31 for key in keys})
+        if len(ids) == 1:
+            fast.execute(conn, "SELECT pg_advisory_xact_lock(?)", (ids[0],)).close()
+        else:  # one round trip for all, taken in order
+            fast.execute(conn, _LOCK_MANY, (ids,)).close()
 
     def dispose(self) -> None:
         self.engine.dispose()
