@@ -345,6 +345,15 @@ def _policy_rows(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+def _kept_http_section(path: Path) -> str:
+    """The HTTP load section that ``benchmarks/load`` writes into the report, kept as is."""
+    begin, end = "<!-- BEGIN http-load -->", "<!-- END http-load -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin not in old or end not in old:
+        return f"\n{begin}\n{end}\n"
+    return "\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+
+
 def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
     m, v, h = out["machine"], out["versions"], out["headline"]
     floor = out["floor"]
@@ -726,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         same = update_history(out, history)
     report = render(out, same)
-    Path(ns.out).write_text(report, encoding="utf-8")
+    Path(ns.out).write_text(report + _kept_http_section(Path(ns.out)), encoding="utf-8")
 
     print()
     for key, label, limit in TARGETS:

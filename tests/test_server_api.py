@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from _stack import Stack
 from conftest import SLA_SPEC, SPEC
+from sqlalchemy import create_engine, text
 
 PROBLEM = "application/problem+json"
 
@@ -374,3 +377,66 @@ def test_rate_limit_per_key_is_decided_in_the_store(make_stack: Any) -> None:
     if refused.status_code == 429:
         assert refused.headers["content-type"] == PROBLEM and int(refused.headers["retry-after"]) >= 1
     assert limited.client("lead").get("/v1/approvals").status_code == 200  # another key, its own budget
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_store_outage_is_503_and_nothing_recorded_is_lost(make_stack: Any, store_url: str) -> None:
+    """The database refuses connections for a while: calls get 503 problem+json, the
+    server stays up, and afterwards every call answered before the outage is on the ledger."""
+    stack = make_stack()
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    before = [_act(bot, run_id, "get_order", {"order_id": f"o{i}"})["action_id"] for i in range(3)]
+    name = store_url.rsplit("/", 1)[1]
+    admin = create_engine(store_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+
+    def allow(on: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(on).lower()}'))
+            if not on:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    allow(False)
+    try:
+        down = bot.post(
+            f"/v1/runs/{run_id}/actions", json={"tool": "get_order", "args": {"order_id": "x"}}
+        )
+        assert down.status_code == 503, down.text
+        assert down.headers["content-type"] == PROBLEM
+        assert down.json()["type"] == "urn:warden:problem:store-unavailable"
+    finally:
+        allow(True)
+        admin.dispose()
+    # Clients retry a 503; each process drops the dead connections it meets (a pool's
+    # worth at most), so service resumes within a few attempts.
+    def retried(method: str, client: httpx.Client, path: str, **kw: Any) -> httpx.Response:
+        for _ in range(10):
+            r = client.request(method, path, **kw)
+            if r.status_code != 503:
+                return r
+            time.sleep(0.1)
+        raise AssertionError(f"still 503 after 10 attempts: {r.text}")
+
+    back = retried(
+        "POST", bot, f"/v1/runs/{run_id}/actions",
+        json={"tool": "get_order", "args": {"order_id": "back"}},
+    )
+    assert back.status_code == 200 and back.json()["status"] == "allowed", back.text
+    audit = stack.client("audit")
+    wanted = set(before) | {back.json()["action_id"]}
+    deadline = time.time() + 15  # the ledger flusher retries with backoff
+    while True:
+        events = retried("GET", audit, f"/v1/ledger/runs/{run_id}/events").json()["items"]
+        ids = {e["payload"]["action_id"] for e in events if e["type"] == "action_requested"}
+        if wanted <= ids or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert wanted <= ids
+    assert retried("GET", audit, "/v1/ledger/verify").json()["ok"] is True

@@ -635,6 +635,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     RAW.mkdir(exist_ok=True)
     (RAW / "load-latest.json").write_text(json.dumps(raw, indent=1, default=str))
     write_section("load", render_load(raw, points))
+    write_summary()
     log(f"wrote {RESULTS.relative_to(ROOT)} (raw figures: {(RAW / 'load-latest.json').relative_to(ROOT)})")
     bad = sum(p.errors for p in points)
     return 1 if bad or not all(c["ok"] and c["unique_ids"] for c in checks.values()) else 0
@@ -878,6 +879,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     (RAW / "soak-latest.json").write_text(json.dumps(raw, indent=1, default=str))
     text_, ok = render_soak(raw)
     write_section("soak", text_)
+    write_summary()
     log(f"wrote {RESULTS.relative_to(ROOT)} (raw: {(RAW / 'soak-latest.json').relative_to(ROOT)}); verdict {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
@@ -991,6 +993,79 @@ def write_section(name: str, body: str) -> None:
     RESULTS.write_text(current[:start] + f"{begin}\n{body.rstrip()}\n{end}" + current[stop:])
 
 
+SUMMARY = ROOT / "benchmarks" / "RESULTS.md"
+SUMMARY_BEGIN, SUMMARY_END = "<!-- BEGIN http-load -->", "<!-- END http-load -->"
+
+
+def render_summary() -> str:
+    """The HTTP section of benchmarks/RESULTS.md, from the latest raw load and soak figures."""
+    out = [
+        "## HTTP load and soak (issue 3)",
+        "",
+        "Written by `benchmarks/load/run` and `benchmarks/load/soak` from their latest raw "
+        "figures (`benchmarks/load/results/`); full tables, machine and method in "
+        "[`benchmarks/load/RESULTS.md`](load/RESULTS.md). wrk, the server and PostgreSQL share "
+        "the same 2 cores. `benchmarks/run` keeps this section as it is.",
+        "",
+    ]
+    load_file, soak_file = RAW / "load-latest.json", RAW / "soak-latest.json"
+    if load_file.exists():
+        raw = json.loads(load_file.read_text())
+        points = [Point(**p) for p in raw["points"]]
+        shown = [p for p in points if p.workers == max(q.workers for q in points)]
+        out += [
+            f"Load run {raw['started'][:16].replace('T', ' ')} UTC (git {raw['machine']['git']}), "
+            f"--workers {shown[0].workers if shown else '?'}:",
+            "",
+            "| store | path | C | decisions/s | p50 ms | p99 ms | errors |",
+            "|---|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {'PostgreSQL' if p.backend == 'postgres' else 'SQLite'} | {p.path} | {p.conns} "
+                f"| {p.rps:,.0f} | {_fmt(p.p50_ms)} | {_fmt(p.p99_ms)} | {p.errors} |"
+                for p in shown
+            ),
+            "",
+        ]
+        verdict = [line for line in render_load(raw, points).splitlines() if line.startswith("**Met") or line.startswith("**Not met")]
+        checks = raw.get("ledger_checks", {})
+        unique = all(c.get("unique_ids", False) for c in checks.values())
+        complete = all(c.get("ok", False) for c in checks.values())
+        out += [
+            "Target (>= 1,500 calls/s with p99 <= 25 ms on PostgreSQL): " + (verdict[0] if verdict else "not measured."),
+            "",
+            "Ledger check after every server: "
+            + ("every answered decision is on the ledger" if complete else "**answered decisions missing**")
+            + ("; action ids unique." if unique else "; **action ids repeat**."),
+            "",
+        ]
+    else:
+        out += ["Load: not run yet.", ""]
+    if soak_file.exists():
+        text_, _ok = render_soak(json.loads(soak_file.read_text()))
+        verdict = [line for line in text_.splitlines() if line.startswith("**Verdict")]
+        raw = json.loads(soak_file.read_text())
+        out += [
+            f"Soak run {raw['started'][:16].replace('T', ' ')} UTC: "
+            + (verdict[0] if verdict else "no verdict."),
+            "",
+        ]
+    else:
+        out += ["Soak: not run yet.", ""]
+    return "\n".join(out)
+
+
+def write_summary() -> None:
+    current = SUMMARY.read_text() if SUMMARY.exists() else ""
+    block = f"{SUMMARY_BEGIN}\n{render_summary().rstrip()}\n{SUMMARY_END}"
+    if SUMMARY_BEGIN in current and SUMMARY_END in current:
+        start, stop = current.index(SUMMARY_BEGIN), current.index(SUMMARY_END) + len(SUMMARY_END)
+        current = current[:start] + block + current[stop:]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    SUMMARY.write_text(current)
+    log(f"wrote the HTTP section of {SUMMARY.relative_to(ROOT)}")
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1019,7 +1094,11 @@ def main() -> int:
     soak.add_argument("--workers", type=int, default=2)
     soak.add_argument("--deny-every", type=int, default=10, help="every k-th call a deny [10]")
     soak.add_argument("--interval", type=float, default=10.0, help="RSS sample period, s [10]")
+    sub.add_parser("summary", help="rewrite the HTTP section of benchmarks/RESULTS.md from the latest raw figures")
     args = parser.parse_args()
+    if args.cmd == "summary":
+        write_summary()
+        return 0
     if shutil.which("wrk") is None:
         log("wrk is not installed (benchmarks/load/run installs it: apt-get install -y wrk)")
         return 2

@@ -6,13 +6,14 @@ This module is the one place that maps exceptions to HTTP responses.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from warden.errors import NotFoundError, StoreError, UsageError, WardenError
@@ -129,6 +130,26 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
         return problem_response(503, "store-unavailable", str(exc))
+
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database refused or dropped the connection (restart, failover, outage). Work
+        # already committed stays committed; buffered ledger events are kept and retried.
+        log.warning("store unavailable: %s", exc)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return problem_response(
+            503, "store-unavailable", f"the store is unavailable, retry later: {reason}"
+        )
+
+    # Through SQLAlchemy, and from the raw DB-API statements on the hot path (store._fast).
+    unavailable: list[type[Exception]] = [OperationalError, InterfaceError, sqlite3.OperationalError]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the PostgreSQL driver is an optional extra
+        pass
+    else:
+        unavailable += [psycopg.OperationalError, psycopg.InterfaceError]
+    for kind in unavailable:
+        app.add_exception_handler(kind, _unavailable)
 
     @app.exception_handler(DataError)
     async def _data(_: Request, exc: DataError) -> JSONResponse:

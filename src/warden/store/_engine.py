@@ -29,6 +29,10 @@ from warden.errors import StoreError
 from warden.store import _fast as fast
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
+
+
 def default_store_url() -> str:
     """``WARDEN_STORE`` if set, else a SQLite file under ``./.warden/``."""
     return os.environ.get("WARDEN_STORE") or "sqlite:///.warden/warden.db"
@@ -145,8 +149,13 @@ class Store:
         One round trip per statement: no BEGIN, COMMIT or reset ROLLBACK (measured: a
         primary-key SELECT took 135 µs this way and 380 µs in a transaction).
         """
-        raw = self._engine_for(durable).raw_connection()
+        engine = self._engine_for(durable)
+        try:
+            raw = engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store is unavailable: {_first_line(exc)}") from exc
         dbapi: Any = raw.dbapi_connection
+        errors = engine.dialect.loaded_dbapi
         try:
             if self.is_sqlite:
                 # The connect hook left sqlite3 in autocommit (isolation_level=None).
@@ -157,8 +166,15 @@ class Store:
             else:
                 dbapi.autocommit = True
             yield fast.Statements(dbapi, self.engine.dialect.paramstyle)
-        finally:
+        except (errors.OperationalError, errors.InterfaceError) as exc:
             if not self.is_sqlite:
+                # The connection is gone (restart, failover): so, probably, are the others
+                # in the pool. Drop them, as SQLAlchemy does on a disconnect it sees.
+                raw.invalidate(exc)
+                engine.dispose(close=False)
+            raise StoreError(f"the store is unavailable: {_first_line(exc)}") from exc
+        finally:
+            if not self.is_sqlite and dbapi.closed is False:
                 dbapi.autocommit = False
             raw.close()
 
