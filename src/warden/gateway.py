@@ -461,11 +461,13 @@ class Gateway:
         """Execute an approved action exactly once, in this process or any other.
 
         Safe to call from several processes at once, and again after a restart: one caller
-        executes, the others get its result (``replayed=True``) or ``Pending``.
+        executes, the others get its result (``replayed=True``) or ``Pending``. What the
+        execution taught the run (provenance of the tool's output, retries) is stored for
+        the run's next call, as after any call.
         """
         record = self.svc.approvals.get(approval_id)
-        run = self._load_run(record.run_id)[0]
-        call = Call(run, record.tool, record.args, record.action_id)
+        run = self.resume_run(record.run_id)
+        call = Call(run.state, record.tool, record.args, record.action_id)
         call.tool = self.svc.registry.get(record.tool)
         if call.tool is None:
             return Failed(
@@ -481,7 +483,9 @@ class Gateway:
         if outcome is not None:
             return outcome
         call.started = time.perf_counter()
-        return await self.pipeline.act_on(call)
+        result = await self.pipeline.act_on(call)
+        run.save()
+        return result
 
 
 def _sla_breach(conn: Any, record: ApprovalRecord, now: datetime, outcome: str) -> None:
