@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,6 +13,8 @@ import pytest
 from _stack import Stack
 from conftest import SLA_SPEC, SPEC
 from sqlalchemy import create_engine, text
+
+from warden.server._fastpath import GovernedCallFastPath
 
 PROBLEM = "application/problem+json"
 
@@ -472,3 +476,66 @@ def test_store_outage_is_503_and_nothing_recorded_is_lost(make_stack: Any, store
         time.sleep(0.2)
     assert wanted <= ids
     assert retried("GET", audit, "/v1/ledger/verify").json()["ok"] is True
+
+
+def _same_shape(value: Any) -> Any:
+    """An answer with what differs between two runs of one script (ids, times) masked."""
+    if isinstance(value, dict):
+        return {k: "T" if k in ("deadline", "ms") else _same_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_shape(v) for v in value]
+    if isinstance(value, str):
+        return re.sub(r"apr_[0-9a-f]{20}", "APR", re.sub(r"run_[0-9a-f]{24}", "RUN", value))
+    return value
+
+
+def test_fast_path_answers_exactly_as_the_fastapi_route(make_stack: Any) -> None:
+    """The governed call has a fast path (server._fastpath); the same script of requests,
+    good and bad, gets the same answers with it and without it."""
+
+    def script(stack: Stack) -> list[tuple[int, str, Any, str | None]]:
+        bot = stack.client("bot")
+        run_id, done_id = _open(bot), _open(bot)
+        assert bot.post(f"/v1/runs/{done_id}/finish", json={"outcome": "completed"}).is_success
+        good = {"tool": "get_order", "args": {"order_id": "o1"}}
+        as_json = {"content-type": "application/json"}
+        anonymous = httpx.Client(base_url=stack.url)
+        stack.clients.append(anonymous)  # closed with the stack
+        requests: list[tuple[httpx.Client, str, dict[str, Any]]] = [
+            (bot, run_id, {"json": good}),
+            (bot, run_id, {"json": {"tool": "save", "args": {"key": "k", "value": 1}}}),
+            (bot, run_id, {"json": {"tool": "save", "args": {"key": 3}}}),
+            (bot, run_id, {"json": {"tool": "teleport", "args": {}}}),
+            (bot, run_id, {"json": {"tool": "pay", "args": {"order_id": "o1", "customer_id": "c1", "amount": 500.0}}}),
+            (bot, run_id, {"json": {**good, "idempotency_key": "k-1"}}),
+            (bot, run_id, {"json": {**good, "idempotency_key": "k-1"}}),
+            (bot, run_id, {"content": b'{"tool": "get_order", "args": ', "headers": as_json}),
+            (bot, run_id, {"json": {**good, "surprise": 1}}),
+            (bot, run_id, {"json": {"tool": "get_order", "args": [1, 2]}}),
+            (bot, run_id, {"json": [good]}),
+            (bot, run_id, {"content": json.dumps(good), "headers": {"content-type": "text/plain"}}),
+            (bot, run_id, {"json": {**good, "wait_s": 99}}),
+            (anonymous, run_id, {"json": good}),
+            (stack.client_for("wdn_nope_nope"), run_id, {"json": good}),
+            (stack.client("audit"), run_id, {"json": good}),
+            (stack.client("other-bot"), run_id, {"json": good}),
+            (bot, "run_doesnotexist", {"json": good}),
+            (bot, "bad!id", {"json": good}),
+            (bot, done_id, {"json": good}),
+        ]
+        out = []
+        for client, rid, kw in requests:
+            r = client.post(f"/v1/runs/{rid}/actions", **kw)
+            out.append(
+                (r.status_code, r.headers["content-type"], _same_shape(r.json()), r.headers.get("www-authenticate"))
+            )
+        return out
+
+    def has_fast_path(stack: Stack) -> bool:
+        return any(m.cls is GovernedCallFastPath for m in stack.app.user_middleware)
+
+    with_it, without = make_stack(), make_stack(fast_path=False)
+    assert has_fast_path(with_it) and not has_fast_path(without)
+    fast, plain = script(with_it), script(without)
+    assert [a[0] for a in fast] == [200] * 7 + [400, 422, 422, 422, 422, 422, 401, 401, 403, 404, 404, 422, 409]
+    assert fast == plain

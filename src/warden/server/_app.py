@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from warden.notify import Dispatcher
 from warden.server import _problems
 from warden.server._deps import State
+from warden.server._fastpath import GovernedCallFastPath
 from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
@@ -112,6 +113,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.warden = warden_state
     _problems.install(app)
+    if settings.fast_path:
+        app.add_middleware(GovernedCallFastPath)  # added first: inside the body limit
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(runs.router)
     app.include_router(approvals.router)

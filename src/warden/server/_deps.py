@@ -24,10 +24,13 @@ State = Annotated[ServerState, Depends(get_state)]
 
 
 async def authenticate(request: Request, state: State) -> Principal:
-    header = request.headers.get("authorization", "")
-    token = (
-        header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    )
+    headers = request.headers
+    return principal_for(state, headers.get("authorization", ""), headers.get("x-api-key", ""))
+
+
+def principal_for(state: ServerState, authorization: str, api_key: str) -> Principal:
+    """The key's principal, after its rate limit; ``ApiProblem`` 401 or 429 otherwise."""
+    token = authorization[7:] if authorization.lower().startswith("bearer ") else api_key
     if not token:
         raise ApiProblem(
             401,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -98,69 +99,81 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _api_problem(exc: ApiProblem) -> JSONResponse:
+    return problem_response(exc.status, exc.slug, exc.detail, **exc.extra)
+
+
+def _validation(exc: RequestValidationError) -> JSONResponse:
+    errors = _clean_errors(exc.errors())
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem_response(
+            400, "malformed-json", "the request body is not valid JSON", errors=errors
+        )
+    return problem_response(422, "validation", "the request does not match the schema", errors=errors)
+
+
+def _http(exc: StarletteHTTPException) -> JSONResponse:
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    return problem_response(exc.status_code, slug, str(exc.detail), headers=exc.headers)
+
+
+def _unavailable(exc: Exception) -> JSONResponse:
+    # The database refused or dropped the connection (restart, failover, outage). Work
+    # already committed stays committed; buffered ledger events are kept and retried.
+    log.warning("store unavailable: %s", exc)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+    return problem_response(
+        503, "store-unavailable", f"the store is unavailable, retry later: {reason}"
+    )
+
+
+def _data(exc: DataError) -> JSONResponse:
+    # A value the database cannot store (e.g. NUL inside a tool's free-text argument).
+    return problem_response(422, "unstorable-value", f"a value cannot be stored: {exc.orig}")
+
+
+def _unexpected(exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(500, "internal", "an internal error occurred; it was logged")
+
+
+# Exception class -> its answer; the most specific class in an exception's MRO wins, as in
+# Starlette's own lookup.
+_HANDLERS: dict[type[Exception], Callable[[Any], JSONResponse]] = {
+    ApiProblem: _api_problem,
+    RequestValidationError: _validation,
+    StarletteHTTPException: _http,
+    NotFoundError: lambda exc: problem_response(404, "not-found", str(exc)),
+    UsageError: lambda exc: problem_response(409, "conflict", str(exc)),
+    StoreError: lambda exc: problem_response(503, "store-unavailable", str(exc)),
+    DataError: _data,
+    WardenError: lambda exc: problem_response(400, "bad-request", str(exc)),
+    Exception: _unexpected,
+}
+# Through SQLAlchemy, and from the raw DB-API statements on the hot path (store._fast).
+for _kind in (OperationalError, InterfaceError, sqlite3.OperationalError):
+    _HANDLERS[_kind] = _unavailable
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - the PostgreSQL driver is an optional extra
+    pass
+else:
+    _HANDLERS[psycopg.OperationalError] = _HANDLERS[psycopg.InterfaceError] = _unavailable
+
+
+def response_for(exc: Exception) -> JSONResponse:
+    """The problem response for ``exc``, for the exception handlers and for code that runs
+    outside FastAPI's routing (``server._fastpath``)."""
+    for kind in type(exc).__mro__:
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            return handler(exc)
+    return _unexpected(exc)  # pragma: no cover - Exception is always in the MRO
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiProblem)
-    async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
-        return problem_response(exc.status, exc.slug, exc.detail, **exc.extra)
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _clean_errors(exc.errors())
-        if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response(
-                400, "malformed-json", "the request body is not valid JSON", errors=errors
-            )
-        return problem_response(
-            422, "validation", "the request does not match the schema", errors=errors
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-        return problem_response(exc.status_code, slug, str(exc.detail), headers=exc.headers)
-
-    @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return problem_response(404, "not-found", str(exc))
-
-    @app.exception_handler(UsageError)
-    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
-        return problem_response(409, "conflict", str(exc))
-
-    @app.exception_handler(StoreError)
-    async def _store(_: Request, exc: StoreError) -> JSONResponse:
-        return problem_response(503, "store-unavailable", str(exc))
-
-    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # The database refused or dropped the connection (restart, failover, outage). Work
-        # already committed stays committed; buffered ledger events are kept and retried.
-        log.warning("store unavailable: %s", exc)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        return problem_response(
-            503, "store-unavailable", f"the store is unavailable, retry later: {reason}"
-        )
-
-    # Through SQLAlchemy, and from the raw DB-API statements on the hot path (store._fast).
-    unavailable: list[type[Exception]] = [OperationalError, InterfaceError, sqlite3.OperationalError]
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - the PostgreSQL driver is an optional extra
-        pass
-    else:
-        unavailable += [psycopg.OperationalError, psycopg.InterfaceError]
-    for kind in unavailable:
-        app.add_exception_handler(kind, _unavailable)
-
-    @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
-        # A value the database cannot store (e.g. NUL inside a tool's free-text argument).
-        return problem_response(422, "unstorable-value", f"a value cannot be stored: {exc.orig}")
-
-    @app.exception_handler(WardenError)
-    async def _warden(_: Request, exc: WardenError) -> JSONResponse:
-        return problem_response(400, "bad-request", str(exc))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(500, "internal", "an internal error occurred; it was logged")
+    for kind in _HANDLERS:
+        app.add_exception_handler(kind, handle)

@@ -32,6 +32,9 @@ class ServerSettings(BaseSettings):
     webhooks_file: str | None = None
     #: a YAML/JSON secrets file for ``file:`` secret references, optional
     secrets_file: str | None = None
+    #: serve well-formed governed calls without FastAPI's routing (same answers, ~35% more
+    #: calls/s; see server._fastpath); off: every request goes through the FastAPI routes
+    fast_path: bool = True
     #: create or upgrade the schema at start-up (the embedded default); otherwise refuse
     #: to start on an out-of-date schema
     auto_migrate: bool = False

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from warden.auth import ALL_TENANTS, Role
+from warden.auth import ALL_TENANTS, Principal, Role
 from warden.pipeline._runs import claim_step
 from warden.server._deps import Caller, State, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
@@ -21,6 +21,7 @@ from warden.server._schemas import (
     RunList,
     RunOut,
 )
+from warden.server._state import ServerState
 from warden.store._tables import runs
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -110,6 +111,13 @@ async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Calle
     "long for a pending approval before answering `pending`.",
 )
 async def propose(run_id: RunId, body: ActionCreate, state: State, caller: Caller) -> ActionResult:
+    return await govern(state, caller, run_id, body)
+
+
+async def govern(
+    state: ServerState, caller: Principal, run_id: str, body: ActionCreate
+) -> ActionResult:
+    """The governed call for ``caller``: the route above, and ``server._fastpath``."""
     require(caller, Role.AGENT)
     # One statement takes the call's step and reads the run: action ids stay unique and
     # max_steps exact however many replicas serve the run's calls.
