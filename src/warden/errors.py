@@ -100,3 +100,9 @@ class ToolError(WardenError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (of the driver's, for a wrapped one),
+    short enough for an error line or a problem detail."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]

@@ -96,8 +96,7 @@ def save_counters(
         if db.execute(_SAVE_IF_CURRENT, (text, steps, steps, run_id, version)) == 1:
             return mine, version + 1
     with store.write(durable=False) as conn:
-        lock = "" if store.is_sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
-        row = fast.fetch_one(conn, _READ_FOR_MERGE + lock, (run_id,))
+        row = fast.fetch_one(conn, _READ_FOR_MERGE + store.for_update, (run_id,))
         if row is None:  # the run is gone (never expected): nothing to merge onto
             return mine, version
         merged = merge_counters(json.loads(row[0]) if row[0] else {}, base, mine)

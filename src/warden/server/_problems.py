@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from warden.errors import NotFoundError, StoreError, UsageError, WardenError
+from warden.errors import NotFoundError, StoreError, UsageError, WardenError, first_line
 
 log = logging.getLogger("warden.server")
 
@@ -121,9 +121,8 @@ def _unavailable(exc: Exception) -> JSONResponse:
     # The database refused or dropped the connection (restart, failover, outage). Work
     # already committed stays committed; buffered ledger events are kept and retried.
     log.warning("store unavailable: %s", exc)
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
     return problem_response(
-        503, "store-unavailable", f"the store is unavailable, retry later: {reason}"
+        503, "store-unavailable", f"the store is unavailable, retry later: {first_line(exc)}"
     )
 
 

@@ -16,7 +16,9 @@ the old count.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from warden.errors import StoreError
+from warden.errors import StoreError, first_line
 from warden.store import _fast as fast
 
 
@@ -37,13 +39,30 @@ def _close_quietly(raw: Any) -> None:
         pass
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
+def _unavailable(exc: BaseException) -> StoreError:
+    return StoreError(f"the store is unavailable: {first_line(exc)}")
 
 
 def default_store_url() -> str:
     """``WARDEN_STORE`` if set, else a SQLite file under ``./.warden/``."""
     return os.environ.get("WARDEN_STORE") or "sqlite:///.warden/warden.db"
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a new file that several processes open at
+    once, SQLite answers "database is locked" at once, without its busy handler (seen in
+    tests/test_migrations.py, about one run in ten)."""
+    deadline = time.monotonic() + 30
+    delay = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _sqlite_connect_hooks(engine: Engine) -> None:
@@ -52,9 +71,9 @@ def _sqlite_connect_hooks(engine: Engine) -> None:
         # Take transaction control away from the sqlite3 module so BEGIN is ours.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
+        _switch_to_wal(cur)
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -174,13 +193,13 @@ class Store:
                     # pool's. Drop them all, as SQLAlchemy does on a disconnect it sees.
                     self._drop_session(durable)
                     self._engine_for(durable).dispose(close=False)
-                    raise StoreError(f"the store is unavailable: {_first_line(exc)}") from exc
+                    raise _unavailable(exc) from exc
                 raise
             return
         try:
             raw = self.engine.raw_connection()
         except SQLAlchemyError as exc:
-            raise StoreError(f"the store is unavailable: {_first_line(exc)}") from exc
+            raise _unavailable(exc) from exc
         try:
             # The connect hook left sqlite3 in autocommit (isolation_level=None).
             sync = "FULL" if durable else "NORMAL"
@@ -206,7 +225,7 @@ class Store:
             try:
                 raw = self._engine_for(durable).raw_connection()
             except SQLAlchemyError as exc:
-                raise StoreError(f"the store is unavailable: {_first_line(exc)}") from exc
+                raise _unavailable(exc) from exc
             raw.detach()  # ours until closed; the pool makes another in its place
             raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
             self._sessions[key] = (threading.current_thread(), raw)
@@ -222,6 +241,12 @@ class Store:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @property
+    def for_update(self) -> str:
+        """The suffix that locks a selected row until commit (SQLite: none needed, its
+        ``BEGIN IMMEDIATE`` already holds the database write lock)."""
+        return "" if self.is_sqlite else " FOR UPDATE"
 
     def lock(self, conn: Connection, *keys: str) -> None:
         """Serialize writers on ``keys`` until the transaction ends.
