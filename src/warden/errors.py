@@ -13,6 +13,7 @@ The CLI maps every ``WardenError`` to one readable line and a non-zero exit code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 class WardenError(Exception):
@@ -25,6 +26,18 @@ class UsageError(WardenError):
 
 class NotFoundError(UsageError):
     """An id (run, approval, switch, ...) that the store does not hold."""
+
+
+class ForbiddenError(UsageError):
+    """The caller is known but may not do this (wrong agent, missing approval role, ...)."""
+
+
+class ConflictError(UsageError):
+    """The request conflicts with what is recorded (an idempotency key bound to another call)."""
+
+
+class InvalidInputError(UsageError):
+    """Input that cannot be represented faithfully (e.g. a lone surrogate in a string)."""
 
 
 class StoreError(WardenError):
@@ -93,12 +106,27 @@ class CelEvalError(CelError):
 class ToolError(WardenError):
     """Raised by a tool implementation to report a failure in its own terms.
 
-    ``retryable=True`` tells the gateway the call can be retried safely even if the tool
-    is not idempotent (e.g. the remote service refused it before doing anything).
+    - ``effect=False``: the tool declares that nothing happened (the remote service refused
+      before acting). Only such an error frees a write's idempotency key for a retry; any
+      other failure of a write settles it as ``unknown`` (the effect may have happened).
+    - ``retryable=True``: the call can be retried safely even if the tool is not idempotent;
+      it implies ``effect=False``.
+    - ``fault="tool"``: the tool itself failed (its upstream is down, a server-side error).
+      Only such failures (and timeouts and unexpected exceptions) count towards the circuit
+      breaker; the default ``"caller"`` (bad arguments, "not found") never opens it.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        effect: bool | None = None,
+        fault: Literal["caller", "tool"] = "caller",
+    ) -> None:
         self.retryable = retryable
+        self.effect = False if retryable else effect
+        self.fault = fault
         super().__init__(message)
 
 

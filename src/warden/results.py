@@ -42,6 +42,7 @@ class FailureKind(StrEnum):
     CREDENTIAL_ERROR = "credential_error"
     IN_PROGRESS = "in_progress"
     OUTCOME_UNKNOWN = "outcome_unknown"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from warden.errors import NotFoundError, StoreError, UsageError, WardenError, first_line
+from warden.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+    WardenError,
+    first_line,
+)
 
 log = logging.getLogger("warden.server")
 
@@ -143,6 +152,9 @@ _HANDLERS: dict[type[Exception], Callable[[Any], JSONResponse]] = {
     RequestValidationError: _validation,
     StarletteHTTPException: _http,
     NotFoundError: lambda exc: problem_response(404, "not-found", str(exc)),
+    ForbiddenError: lambda exc: problem_response(403, "forbidden", str(exc)),
+    ConflictError: lambda exc: problem_response(409, "conflict", str(exc)),
+    InvalidInputError: lambda exc: problem_response(400, "invalid-input", str(exc)),
     UsageError: lambda exc: problem_response(409, "conflict", str(exc)),
     StoreError: lambda exc: problem_response(503, "store-unavailable", str(exc)),
     DataError: _data,
