@@ -3,15 +3,20 @@
 A key is ``wdn_<key id>_<secret>``. Only SHA-256 of the secret is stored; the full key is
 shown once, at creation. Verified keys are cached per process for ``cache_s`` seconds, so
 a revocation reaches every replica within that time without a database read per request.
+The cache holds at most ``max_cached`` key ids (least recently used go first), and a
+token longer than any key Warden issues is refused before any lookup, so a stream of
+made-up keys costs neither memory nor queries beyond that bound.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +29,11 @@ from warden.store import Store
 from warden.store._tables import api_keys
 
 ALL_TENANTS = "*"
+
+#: Longer than any key Warden issues (``wdn_`` + 16 + ``_`` + 43 characters); anything
+#: longer is refused without a lookup.
+MAX_TOKEN_CHARS = 128
+_KEY_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
 class Role(StrEnum):
@@ -72,21 +82,36 @@ def _hash(secret: str) -> str:
 
 
 def _parse(token: str) -> tuple[str, str] | None:
+    if len(token) > MAX_TOKEN_CHARS:
+        return None
     parts = token.split("_")
-    if len(parts) != 3 or parts[0] != "wdn" or not parts[1] or not parts[2]:
+    if len(parts) != 3 or parts[0] != "wdn" or not _KEY_ID.fullmatch(parts[1]) or not parts[2]:
         return None
     return parts[1], parts[2]
 
 
 class KeyStore:
     def __init__(
-        self, store: Store, *, cache_s: float = 2.0, clock: Callable[[], datetime] | None = None
+        self,
+        store: Store,
+        *,
+        cache_s: float = 2.0,
+        max_cached: int = 10_000,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        if max_cached < 1:
+            raise UsageError("max_cached must be at least 1")
         self._store = store
         self._cache_s = cache_s
+        self._max_cached = max_cached
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._cache: dict[str, tuple[float, KeyInfo | None, str | None]] = {}
+        self._cache: OrderedDict[str, tuple[float, KeyInfo | None, str | None]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def cached(self) -> int:
+        """How many key ids this process holds in its cache (at most ``max_cached``)."""
+        return len(self._cache)
 
     def create(
         self,
@@ -161,12 +186,17 @@ class KeyStore:
 
     def verify(self, token: str) -> Principal | None:
         """The principal of a valid, active key; None for anything else."""
+        if len(token) > MAX_TOKEN_CHARS + 16:  # before even stripping a megabyte
+            return None
         parsed = _parse(token.strip())
         if parsed is None:
             return None
         key_id, secret = parsed
         now = time.monotonic()
-        cached = self._cache.get(key_id)
+        with self._lock:
+            cached = self._cache.get(key_id)
+            if cached is not None:
+                self._cache.move_to_end(key_id)
         if cached is None or now - cached[0] > self._cache_s:
             with self._store.read() as conn:
                 row = (
@@ -181,6 +211,9 @@ class KeyStore:
             )
             with self._lock:
                 self._cache[key_id] = cached
+                self._cache.move_to_end(key_id)
+                while len(self._cache) > self._max_cached:
+                    self._cache.popitem(last=False)
         _, info, digest = cached
         if info is None or digest is None or not hmac.compare_digest(digest, _hash(secret)):
             return None
