@@ -193,7 +193,7 @@ def _all_field_names() -> set[str]:
     names: set[str] = set()
     for model in _models.__dict__.values():
         if isinstance(model, type) and issubclass(model, _models._Model):
-            names.update(model.model_fields)
+            names.update(f.alias or n for n, f in model.model_fields.items())
     return names
 
 

@@ -108,6 +108,17 @@ class ToolSpec(_Model):
     credential: str | None = Field(default=None, pattern=r"^(env|file|hmac):[A-Za-z0-9_.\-]+$")
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+    #: ``schema: any`` declares on purpose that some parameters have no type: their values
+    #: are passed unchecked. Without it, a tool whose parameters lack types and that has no
+    #: ``input_schema`` does not load. (Named ``schema`` in YAML; the attribute name avoids
+    #: shadowing ``BaseModel.schema``.)
+    any_schema: Literal["any"] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _one_way_to_describe_input(self) -> ToolSpec:
+        if self.any_schema is not None and self.input_schema is not None:
+            raise ValueError("give either 'schema: any' or an 'input_schema', not both")
+        return self
 
 
 class TaskType(_Model):

@@ -42,6 +42,9 @@ class ToolDef:
     credential_param: str | None = None
     #: the secret reference minted for it (from the spec's ``credential``)
     credential: str | None = None
+    #: parameters without a type annotation (``**name`` for a catch-all): such a tool loads
+    #: only with an explicit ``input_schema`` or ``schema: any`` in the spec
+    untyped_params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
@@ -69,7 +72,7 @@ class ToolDef:
         if spec.timeout is not None:
             changes["timeout_s"] = spec.timeout.total_seconds()
         if spec.input_schema is not None:
-            changes["input"] = JsonSchemaValidator(spec.input_schema)
+            changes["input"] = JsonSchemaValidator(spec.input_schema, finite_numbers=True)
         if spec.output_schema is not None:
             changes["output"] = JsonSchemaValidator(spec.output_schema)
         if spec.effect is not None and spec.idempotent is None and "idempotent" not in changes:
@@ -86,20 +89,38 @@ def _credential_param(fn: Callable[..., Any]) -> str | None:
     return found[0] if found else None
 
 
-def _input_model(fn: Callable[..., Any], name: str) -> ModelValidator:
+def _input_model(fn: Callable[..., Any], name: str) -> tuple[ModelValidator | None, tuple[str, ...]]:
+    """The argument model from the signature, and the parameters it cannot type."""
     hints = get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
+    untyped: list[str] = []
+    catch_all = False
     credential = _credential_param(fn)
     for param in inspect.signature(fn).parameters.values():
         if param.name == credential:
             continue  # supplied by the gateway at execution, never by the agent
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise UsageError(f"tool {name!r}: *args/**kwargs cannot be described by a schema")
+        if param.kind is param.VAR_POSITIONAL:
+            raise UsageError(f"tool {name!r}: *{param.name} cannot receive named arguments")
+        if param.kind is param.VAR_KEYWORD:
+            # No model describes "any other name"; only a spec input_schema (or ``schema:
+            # any``) can say what it accepts.
+            untyped.append(f"**{param.name}")
+            catch_all = True
+            continue
+        if param.name not in hints:
+            untyped.append(param.name)
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
-    model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
-    return ModelValidator(model)
+    if catch_all:
+        return None, tuple(untyped)
+    model = create_model(
+        f"{name}_args",
+        # Non-finite numbers compare false with everything: NaN would pass "amount > 100".
+        __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
+        **fields,
+    )
+    return ModelValidator(model), tuple(untyped)
 
 
 def _output_validator(fn: Callable[..., Any]) -> AdapterValidator | None:
@@ -125,6 +146,7 @@ def make_tool(
 ) -> ToolDef:
     tool_name = name or fn.__name__
     effect_class = EffectClass(effect)
+    input_validator, untyped = _input_model(fn, tool_name)
     return ToolDef(
         name=tool_name,
         fn=fn,
@@ -136,9 +158,10 @@ def make_tool(
         untrusted_output=untrusted_output,
         scope=scope,
         description=description or inspect.getdoc(fn) or "",
-        input=_input_model(fn, tool_name),
+        input=input_validator,
         output=_output_validator(fn),
         credential_param=_credential_param(fn),
+        untyped_params=untyped,
     )
 
 
@@ -233,6 +256,15 @@ class ToolRegistry:
                 tools[name] = base.with_spec(declared)
             except Exception as exc:  # a bad JSON Schema in the spec
                 issues.append(loaded.issue(("tools", name), f"invalid schema: {exc}"))
+                continue
+            if base.untyped_params and declared.input_schema is None and declared.any_schema is None:
+                params = ", ".join(base.untyped_params)
+                issues.append(loaded.issue(
+                    ("tools", name),
+                    f"tool {name!r} has parameters without a type ({params}): annotate them, "
+                    "give the tool an 'input_schema', or declare 'schema: any' to accept "
+                    "any value on purpose",
+                ))
                 continue
             if tools[name].credential_param and not tools[name].credential:
                 issues.append(loaded.issue(

@@ -1,20 +1,23 @@
 """Validating tool arguments and outputs, with errors an agent can act on.
 
 Two validators behind one interface: a pydantic model built from a function's type hints,
-and an explicit JSON Schema from the spec. The JSON Schema path checks with fastjsonschema
-(compiled once, ~20x faster than jsonschema on small objects) and only on failure asks
-jsonschema for the full, located list of errors.
+and an explicit JSON Schema from the spec. Neither coerces lossily: ``true`` is not a number,
+``"65.39"`` is not a float, ``2.5`` is not an int, and NaN or infinity is no argument. The
+JSON Schema path checks with fastjsonschema (compiled once, ~20x faster than jsonschema on
+small objects) and only on failure asks jsonschema for the full, located list of errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import fastjsonschema
 import jsonschema
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,13 @@ def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 class ModelValidator:
-    """Arguments checked by a pydantic model built from the tool function's signature."""
+    """Arguments checked by a pydantic model built from the tool function's signature.
+
+    Validation is strict: pydantic's lax mode would pay ``amount: true`` as 1.0. Strict mode
+    on Python objects, though, also refuses what JSON can only carry as a string (a datetime,
+    an enum value, a decimal, a UUID), so a value the fast strict check refuses is checked
+    again in its JSON form, where strict mode takes exactly those strings and nothing lossy.
+    """
 
     def __init__(self, model: type[BaseModel]) -> None:
         self.model = model
@@ -73,10 +82,22 @@ class ModelValidator:
 
     def validate(self, value: Any) -> dict[str, Any]:
         try:
-            obj = self.model.model_validate(value)
+            obj = self.model.model_validate(value, strict=True)
+        except ValidationError as exc:
+            obj = self._validate_as_json(value, exc)
+        return {name: getattr(obj, name) for name in self._fields}
+
+    def _validate_as_json(self, value: Any, first: ValidationError) -> BaseModel:
+        try:
+            as_json = to_json(value)
+        except (PydanticSerializationError, ValueError):
+            # Not representable as JSON (a lone surrogate, an arbitrary object): the errors
+            # of the Python check are the ones to show.
+            raise SchemaViolation(_pydantic_errors(first)) from None
+        try:
+            return self.model.model_validate_json(as_json, strict=True)
         except ValidationError as exc:
             raise SchemaViolation(_pydantic_errors(exc)) from None
-        return {name: getattr(obj, name) for name in self._fields}
 
 
 class AdapterValidator:
@@ -110,15 +131,32 @@ def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
 
 
 class JsonSchemaValidator:
-    """Values checked against an explicit JSON Schema (draft 2020-12)."""
+    """Values checked against an explicit JSON Schema (draft 2020-12).
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    With ``finite_numbers`` (arguments), NaN and infinity are refused wherever they appear:
+    JSON Schema's ``number`` admits them, and NaN compares false with every bound a policy
+    sets (``amount > 100``).
+    """
+
+    def __init__(self, schema: dict[str, Any], *, finite_numbers: bool = False) -> None:
         jsonschema.Draft202012Validator.check_schema(schema)
         self.schema = schema
         self._fast: Callable[[Any], Any] = fastjsonschema.compile(schema)
         self._full = jsonschema.Draft202012Validator(schema)
+        self._finite = finite_numbers
 
     def validate(self, value: Any) -> Any:
+        if self._finite:
+            non_finite = list(_non_finite(value, ()))
+            if non_finite:
+                raise SchemaViolation(
+                    [
+                        FieldError(
+                            _dotted(path), "a finite number", _got(bad), "NaN and infinity are not numbers"
+                        )
+                        for path, bad in non_finite
+                    ]
+                )
         try:
             self._fast(value)
         except fastjsonschema.JsonSchemaException:
@@ -136,6 +174,18 @@ class JsonSchemaValidator:
                 or [FieldError("<root>", "a valid value", _got(value), "does not match the schema")]
             ) from None
         return value
+
+
+def _non_finite(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], float]]:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, index))
 
 
 def _expected(error: jsonschema.ValidationError) -> str:
