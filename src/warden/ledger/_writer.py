@@ -6,11 +6,20 @@ transaction that locks each stream's head, so writers in other processes chain o
 other instead of forking. Anything that must be durable *now* — the intent of a write
 before its side effect — is written through ``transaction()``, which flushes the buffer in
 the same transaction as the caller's own statements.
+
+An event is canonicalised when it is appended, before the call that made it is answered:
+a value that cannot be stored (a lone surrogate, a field longer than its column) is refused
+there, with ``InvalidInputError`` naming where it is, and the flush writes the text made
+then. Should the store still refuse a batch for something in one event, that event alone is
+replaced by an ``unrecordable`` marker in its place (same stream, same position in the
+chain) and the rest is written: one bad event never blocks or drops the others.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -23,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from warden.errors import InvalidInputError, first_line
 from warden.ledger._canonical import canonical_json
 from warden.ledger._chain import GENESIS, event_hash
 from warden.store import Store
@@ -41,7 +51,75 @@ class _Buffered:
     run_id: str | None
     ts: str
     type: str
-    payload: dict[str, Any]
+    payload: str  # canonical JSON, made once at append
+
+
+# The widths of ledger_events' columns (store/_tables.py): a longer value would make the
+# whole batch fail on PostgreSQL, so it is refused at append instead.
+_WIDTHS = (("stream", 80), ("tenant", 120), ("run_id", 40), ("type", 40))
+
+
+def _check_field(name: str, value: str, width: int) -> None:
+    if len(value) > width:
+        raise InvalidInputError(
+            f"ledger event {name} is {len(value)} characters long (at most {width}); not recorded"
+        )
+    if "\x00" in value or not _encodable(value):
+        raise InvalidInputError(
+            f"ledger event {name} {ascii(value)[:80]} is not storable text "
+            "(a NUL character or a lone surrogate); not recorded"
+        )
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():  # the common case, ~20x cheaper than encoding
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_path(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` the first string that is not valid Unicode text is."""
+    if isinstance(value, str):
+        return None if _encodable(value) else (path or "<payload>")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodable(key):
+                return f"the key {key!a} of {path or '<payload>'}"
+            found = _bad_path(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _bad_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def canonical_payload(type: str, payload: dict[str, Any]) -> str:
+    """The payload's canonical JSON, or ``InvalidInputError`` naming what cannot be stored."""
+    try:
+        text = canonical_json(payload)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidInputError(
+            f"a {type} event cannot be written as JSON ({type_name(exc)}: {first_line(exc)});"
+            " not recorded"
+        ) from None
+    if not _encodable(text):
+        where = _bad_path(json.loads(text)) or "<payload>"
+        raise InvalidInputError(
+            f"{where} is not valid Unicode text (a lone surrogate such as \\ud800);"
+            f" the {type} event cannot be recorded"
+        )
+    return text
+
+
+def type_name(exc: BaseException) -> str:
+    return type(exc).__name__
 
 
 class LedgerWriter:
@@ -74,7 +152,14 @@ class LedgerWriter:
         type: str,
         payload: dict[str, Any],
     ) -> None:
-        event = _Buffered(stream, tenant, run_id, _now_text(), type, payload)
+        """Buffer one event; ``InvalidInputError`` (and nothing buffered) if any of it
+        cannot be stored."""
+        for (name, width), value in zip(_WIDTHS, (stream, tenant, run_id, type), strict=True):
+            if value is not None:
+                _check_field(name, value, width)
+        event = _Buffered(
+            stream, tenant, run_id, _now_text(), type, canonical_payload(type, payload)
+        )
         with self._buffer_lock:
             self._buffer.append(event)
             size = len(self._buffer)
@@ -114,20 +199,76 @@ class LedgerWriter:
         with self._write_lock:
             if not self._buffer:
                 return
-            with self._store.write(durable=durable) as conn:
-                self._write_buffer(conn)
+            try:
+                with self._store.write(durable=durable) as conn:
+                    self._write_buffer(conn)
+            except Exception:
+                self._isolate(durable)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
         """A write transaction whose commit also writes every buffered event."""
-        with self._write_lock, self._store.write(durable=durable) as conn:
+        with self._write_lock:
             outer = getattr(self._local, "in_tx", False)
-            self._local.in_tx = True
+            batch_failed = False
             try:
-                yield conn
-                self._write_buffer(conn)
-            finally:
-                self._local.in_tx = outer
+                with self._store.write(durable=durable) as conn:
+                    self._local.in_tx = True
+                    try:
+                        yield conn
+                        try:
+                            self._write_buffer(conn)
+                        except Exception:
+                            batch_failed = True
+                            raise
+                    finally:
+                        self._local.in_tx = outer
+            except Exception:
+                if batch_failed and not outer:
+                    # This caller's transaction is lost; the next one must not meet the
+                    # same batch again.
+                    try:
+                        self._isolate(durable=False)
+                    except Exception:
+                        log.exception("ledger: buffered events kept for the next flush")
+                raise
+
+    def _isolate(self, durable: bool) -> None:
+        """After a batch failed: write its events one at a time, in order.
+
+        An event the store refuses while a marker in its place is accepted is bad in
+        itself: the marker (type ``unrecordable``) takes its place in the chain. If the
+        marker fails too, the store is down: everything not yet written stays buffered, in
+        order, and the error is raised for the caller or the flusher to retry.
+        """
+        with self._buffer_lock:
+            events, self._buffer = self._buffer, []
+        done = 0
+        try:
+            for event in events:
+                try:
+                    self._write_alone(event, durable)
+                except Exception:
+                    try:  # once more: a transient failure must not cost an event
+                        self._write_alone(event, durable)
+                    except Exception as exc:
+                        self._write_alone(_unrecordable(event, exc), durable)
+                        log.error(
+                            "ledger: the store refused a %s event on stream %s (%s); recorded"
+                            " an unrecordable marker in its place",
+                            event.type,
+                            event.stream,
+                            first_line(exc),
+                        )
+                done += 1
+        finally:
+            if done < len(events):
+                with self._buffer_lock:
+                    self._buffer[:0] = events[done:]
+
+    def _write_alone(self, event: _Buffered, durable: bool) -> None:
+        with self._store.write(durable=durable) as conn:
+            write_events(self._store, conn, [event])
 
     def _write_buffer(self, conn: Connection) -> None:
         with self._buffer_lock:
@@ -141,6 +282,19 @@ class LedgerWriter:
             with self._buffer_lock:
                 self._buffer[:0] = events
             raise
+
+
+def _unrecordable(event: _Buffered, exc: BaseException) -> _Buffered:
+    """What the ledger keeps of an event the store refused: which event, and why."""
+    detail = ascii(first_line(exc))[1:-1]
+    payload = {
+        "type": event.type,
+        "error": f"{type_name(exc)}: {detail}",
+        "payload_sha256": hashlib.sha256(event.payload.encode(errors="replace")).hexdigest(),
+    }
+    return _Buffered(
+        event.stream, event.tenant, event.run_id, event.ts, "unrecordable", canonical_json(payload)
+    )
 
 
 _LIVE_WRITERS: weakref.WeakSet[LedgerWriter] = weakref.WeakSet()
@@ -207,7 +361,7 @@ def write_events(store: Store, conn: Connection, events: list[_Buffered]) -> Non
         seq, prev = head if head else (0, GENESIS)
         for ev in stream_events:
             seq += 1
-            payload = canonical_json(ev.payload)
+            payload = ev.payload
             digest = event_hash(
                 stream=stream,
                 seq=seq,
