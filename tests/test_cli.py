@@ -125,7 +125,8 @@ def test_switch_commands(tmp_path: Path) -> None:
         store,
         cwd=tmp_path,
     )
-    assert on.returncode == 0, on.stderr and "ON" in on.stdout
+    assert on.returncode == 0, on.stderr
+    assert "ON" in on.stdout
     listed = warden("switch", "list", "--store", store, cwd=tmp_path)
     assert "issue_refund" in listed.stdout and "incident" in listed.stdout
     no_reason = warden("switch", "on", "global", "--by", "ops@x", "--store", store, cwd=tmp_path)
