@@ -85,6 +85,21 @@ ledger_heads = Table(
     Column("tenant", String(120), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+    # The seq up to which a signed checkpoint covers the stream (migration 0004): the next
+    # checkpoint signs only the heads that moved past it.
+    Column("checkpointed_seq", Integer, nullable=False, server_default="0"),
+)
+
+# Signed checkpoints of the stream heads (warden.ledger._checkpoint), numbered and chained
+# by the hash of the previous body; ``body`` is the exact text that was signed.
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String(27), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("signature", String(128), nullable=False),
 )
 
 runs = Table(
