@@ -6,9 +6,8 @@ errors typer itself detects). No traceback reaches the user for bad input.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,8 +15,9 @@ from rich.table import Table
 from warden.cli import _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
+from warden.cli._ledger import ledger_app
 from warden.errors import SpecError, WardenError
-from warden.ledger import LedgerWriter, export_jsonl, iter_events, verify
+from warden.ledger import LedgerWriter
 from warden.pipeline import Scope, SwitchBoard
 from warden.store import Store, default_store_url
 
@@ -30,9 +30,6 @@ app = typer.Typer(
 switch_app = typer.Typer(
     help="Kill switches: stop calls at global, tenant, workflow or tool scope.",
     no_args_is_help=True,
-)
-ledger_app = typer.Typer(
-    help="The tamper-evident ledger: verify, show a run, export.", no_args_is_help=True
 )
 app.add_typer(switch_app, name="switch")
 app.add_typer(ledger_app, name="ledger")
@@ -171,113 +168,6 @@ def switch_list(store: StoreOpt = None) -> None:
                 sw.reason,
             )
         out.print(table)
-
-    guard(body)
-
-
-@ledger_app.command("verify")
-def ledger_verify(
-    store: StoreOpt = None,
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's streams.")] = None,
-) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad event if anything was altered."""
-
-    def body() -> None:
-        report = verify(_store(store), tenant=tenant)
-        if report.ok:
-            out.print(
-                f"[green]ledger verified[/green]: {report.events} events in {report.streams} streams, chain intact"
-            )
-            return
-        err.print(
-            f"[red]ledger tampered[/red]: {len(report.problems)} problem(s); first: {report.first}",
-            highlight=False,
-        )
-        for problem in report.problems[1:10]:
-            err.print(f"  also: {problem}", highlight=False)
-        raise typer.Exit(1)
-
-    guard(body)
-
-
-@ledger_app.command("show")
-def ledger_show(
-    run_id: Annotated[
-        str, typer.Argument(help="The run to show (from the demo summary or `ledger export`).")
-    ],
-    store: StoreOpt = None,
-) -> None:
-    """Print one run's timeline."""
-
-    def body() -> None:
-        events = list(iter_events(_store(store), run_id=run_id))
-        if not events:
-            raise WardenError(f"no events for run {run_id!r}")
-        table = Table(
-            "seq",
-            "time (UTC)",
-            "event",
-            "detail",
-            title=f"run {run_id} (tenant {events[0].tenant})",
-        )
-        for ev in events:
-            table.add_row(str(ev.seq), ev.ts[11:23], ev.type, _summarize(ev.type, ev.payload))
-        out.print(table)
-
-    guard(body)
-
-
-def _summarize(kind: str, p: dict[str, Any]) -> str:
-    def short(value: Any, n: int = 70) -> str:
-        text = str(value)
-        return text if len(text) <= n else text[: n - 3] + "..."
-
-    match kind:
-        case "run_started":
-            return f"{p['workflow']} v{p['version']} agent={p['agent']} tier={p['tier']} task={short(p['task'], 40)}"
-        case "action_requested":
-            return f"{p['tool']}({short(p['args'], 60)})"
-        case "decision":
-            return f"{p['effect']} rules={p['rules']}" + (
-                f" window={p['window']}" if p.get("window") else ""
-            )
-        case "facts":
-            return short(p.get("error") or p["facts"])
-        case "executed":
-            return f"ok {short(p['result'], 60)}" + (" (replayed)" if p.get("replayed") else "")
-        case "denied" | "failed":
-            return f"{p['kind']}: {short('; '.join(p.get('reasons') or [p.get('detail', '')]), 80)}"
-        case "approval_requested":
-            return f"{p['approval_id']} → {p['role']}: {short('; '.join(p['reasons']), 60)}"
-        case "approval_decided":
-            return f"{p['approval_id']} {p['decision']} by {p['approver']}: {short(p['rationale'], 50)}"
-        case "intent":
-            return f"{p['tool']} key={p['idempotency_key'][:12]}"
-        case "run_finished":
-            return f"{p['outcome']} after {p['steps']} steps" + (
-                f" ({p['stopped']})" if p.get("stopped") else ""
-            )
-    return short(p)
-
-
-@ledger_app.command("export")
-def ledger_export(
-    output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
-    ] = None,
-    store: StoreOpt = None,
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's events.")] = None,
-) -> None:
-    """Write every event as JSON lines."""
-
-    def body() -> None:
-        st = _store(store)
-        if output is None:
-            export_jsonl(st, sys.stdout, tenant=tenant)
-            return
-        with output.open("w", encoding="utf-8") as fh:
-            n = export_jsonl(st, fh, tenant=tenant)
-        err.print(f"wrote {n} events to {output}")
 
     guard(body)
 
