@@ -6,6 +6,8 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,13 +55,18 @@ KeyOpt = Annotated[
 TenantOpt = Annotated[str | None, typer.Option(help="Only this tenant.")]
 
 
-def open_store(url: str | None) -> Store:
+@contextmanager
+def open_store(url: str | None) -> Iterator[Store]:
     url = url or default_store_url()
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path != ":memory:" and not Path(path).exists():
             raise WardenError(f"no store at {path}; run `warden demo` first or pass --store URL")
-    return Store(url)
+    store = Store(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 def _signing_key(given: Path | None, *, required: bool) -> Ed25519PrivateKey | None:
@@ -105,7 +112,8 @@ def ledger_verify(
         if export is not None:
             report = verify_export(read_export(export), cps or [], public_key=public, tenant=tenant)
         else:
-            report = verify(open_store(store), tenant=tenant, checkpoints=cps, public_key=public)
+            with open_store(store) as st:
+                report = verify(st, tenant=tenant, checkpoints=cps, public_key=public)
         _print_report(report)
 
     guard(body)
@@ -147,7 +155,8 @@ def ledger_show(
     """Print one run's timeline."""
 
     def body() -> None:
-        events = list(iter_events(open_store(store), run_id=run_id))
+        with open_store(store) as st:
+            events = list(iter_events(st, run_id=run_id))
         if not events:
             raise WardenError(f"no events for run {run_id!r}")
         table = Table(
@@ -230,31 +239,31 @@ def ledger_export(
     bring the checkpoint file up to date, so the export can be verified offline."""
 
     def body() -> None:
-        st = open_store(store)
-        signing = _signing_key(key, required=False)
-        cp_file = checkpoints or (
-            None if output is None else output.with_name(output.name + ".checkpoints")
-        )
-        if signing is not None:
-            if cp_file is None:
-                raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
-            made = take_checkpoint(st, signing)
-            assert made is not None
-            merge_into_file(cp_file, stored_checkpoints(st))
-        if output is None:
-            export_jsonl(st, sys.stdout, tenant=tenant)
-        else:
-            with output.open("w", encoding="utf-8") as fh:
-                n = export_jsonl(st, fh, tenant=tenant)
-            err.print(f"wrote {n} events to {output}", highlight=False)
-        if signing is not None:
-            err.print(f"checkpoints in {cp_file}", highlight=False)
-        else:
-            err.print(
-                f"not checkpointed: no signing key (--key or {KEY_ENV}); an offline verify"
-                " of this export can only check the chains",
-                highlight=False,
+        with open_store(store) as st:
+            signing = _signing_key(key, required=False)
+            cp_file = checkpoints or (
+                None if output is None else output.with_name(output.name + ".checkpoints")
             )
+            if signing is not None:
+                if cp_file is None:
+                    raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
+                made = take_checkpoint(st, signing)
+                assert made is not None
+                merge_into_file(cp_file, stored_checkpoints(st))
+            if output is None:
+                export_jsonl(st, sys.stdout, tenant=tenant)
+            else:
+                with output.open("w", encoding="utf-8") as fh:
+                    n = export_jsonl(st, fh, tenant=tenant)
+                err.print(f"wrote {n} events to {output}", highlight=False)
+            if signing is not None:
+                err.print(f"checkpoints in {cp_file}", highlight=False)
+            else:
+                err.print(
+                    f"not checkpointed: no signing key (--key or {KEY_ENV}); an offline verify"
+                    " of this export can only check the chains",
+                    highlight=False,
+                )
 
     guard(body)
 
@@ -271,18 +280,18 @@ def ledger_checkpoint(
     """Sign the chain heads that moved since the last checkpoint and store the checkpoint."""
 
     def body() -> None:
-        st = open_store(store)
-        signing = _signing_key(key, required=True)
-        assert signing is not None
-        made = take_checkpoint(st, signing)
-        assert made is not None
-        if output is not None:
-            merge_into_file(output, stored_checkpoints(st))
-        out.print(
-            f"checkpoint {made.n}: {len(made.heads)} stream head(s) signed by key"
-            f" {made.fields['key']}" + (f", added to {output}" if output else ""),
-            highlight=False,
-        )
+        with open_store(store) as st:
+            signing = _signing_key(key, required=True)
+            assert signing is not None
+            made = take_checkpoint(st, signing)
+            assert made is not None
+            if output is not None:
+                merge_into_file(output, stored_checkpoints(st))
+            out.print(
+                f"checkpoint {made.n}: {len(made.heads)} stream head(s) signed by key"
+                f" {made.fields['key']}" + (f", added to {output}" if output else ""),
+                highlight=False,
+            )
 
     guard(body)
 
@@ -312,7 +321,8 @@ def ledger_unsettled(
     """Writes whose intent is recorded but whose outcome is not (or is unknown)."""
 
     def body() -> None:
-        items = unsettled(open_store(store), tenant=tenant)
+        with open_store(store) as st:
+            items = unsettled(st, tenant=tenant)
         if as_json:
             for item in items:
                 sys.stdout.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
@@ -361,20 +371,20 @@ def ledger_settle(
                 value = json.loads(result)
             except ValueError as exc:
                 raise UsageError(f"--result is not JSON: {exc}") from None
-        st = open_store(store)
-        ledger = LedgerWriter(st)
-        try:
-            settle(
-                st,
-                ledger,
-                action_id,
-                outcome="done" if settled_as == "done" else "not-executed",
-                note=note,
-                by=by or getpass.getuser(),
-                result=value,
-            )
-        finally:
-            ledger.close()
-        out.print(f"action {action_id} settled as {settled_as}", highlight=False)
+        with open_store(store) as st:
+            ledger = LedgerWriter(st)
+            try:
+                settle(
+                    st,
+                    ledger,
+                    action_id,
+                    outcome="done" if settled_as == "done" else "not-executed",
+                    note=note,
+                    by=by or getpass.getuser(),
+                    result=value,
+                )
+            finally:
+                ledger.close()
+            out.print(f"action {action_id} settled as {settled_as}", highlight=False)
 
     guard(body)
