@@ -61,17 +61,22 @@ def make_keys(store_url: str) -> dict[str, str]:
     store = Store(store_url)
     keys = KeyStore(store)
     made = {}
-    for who, role, tenant in [
-        ("root", "admin", "*"),
-        ("acme-admin", "admin", "acme"),
-        ("bot", "agent", "acme"),
-        ("lead", "approver", "acme"),
-        ("audit", "auditor", "acme"),
-        ("other-bot", "agent", "globex"),
-        ("other-lead", "approver", "globex"),
-        ("other-audit", "auditor", "globex"),
+    bot: dict[str, Any] = {"agent": "bot"}
+    # "approver" is the role of approvals in a spec that names none (SECRET_SPEC)
+    lead: dict[str, Any] = {"approval_roles": ["lead", "approver"]}
+    for who, role, tenant, binding in [
+        ("root", "admin", "*", {}),
+        ("acme-admin", "admin", "acme", lead),
+        ("bot", "agent", "acme", bot),
+        ("lead", "approver", "acme", lead),
+        ("audit", "auditor", "acme", {}),
+        ("other-bot", "agent", "globex", bot),
+        ("other-lead", "approver", "globex", lead),
+        ("other-audit", "auditor", "globex", {}),
     ]:
-        made[who] = keys.create(name=who, role=role, tenant=tenant, created_by="tests")[1]
+        made[who] = keys.create(
+            name=who, role=role, tenant=tenant, created_by="tests", **binding
+        )[1]
     store.dispose()
     return made
 

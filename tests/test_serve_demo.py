@@ -49,6 +49,8 @@ def test_serve_demo_with_a_remote_agent_process(tmp_path: Path) -> None:
                 "bot",
                 "--tenant",
                 "acme",
+                "--agent",
+                "refund-bot",
             ],
             cwd=tmp_path,
             capture_output=True,

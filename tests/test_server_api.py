@@ -277,7 +277,10 @@ def test_bad_input_is_4xx_problem_json_and_changes_nothing(stack: Stack) -> None
         bot.post("/v1/runs/run_nope/actions", json={"tool": "save", "args": {}}),
         bot.get("/v1/approvals/apr_nope"),
         bot.post("/v1/runs", json={"workflow": "nope", "agent": "bot", "task": "x"}),
-        bot.post("/v1/runs", json={"workflow": "shop", "agent": "stranger", "task": "x"}),
+        # an agent the spec does not declare (an admin key: the bot's key is bound to "bot")
+        stack.client("acme-admin").post(
+            "/v1/runs", json={"workflow": "shop", "agent": "stranger", "task": "x"}
+        ),
         bot.get("/v1/nothing-here"),
     ]
     statuses = [r.status_code for r in cases]
@@ -372,7 +375,9 @@ def test_revoked_key_is_refused(stack: Stack) -> None:
 
     store = Store(stack.store_url)
     keys = KeyStore(store)
-    info, key = keys.create(name="temp", role="agent", tenant="acme", created_by="tests")
+    info, key = keys.create(
+        name="temp", role="agent", tenant="acme", created_by="tests", agent="bot"
+    )
     client = stack.client_for(key)
     assert client.get("/v1/runs").status_code == 200
     keys.revoke(info.key_id)

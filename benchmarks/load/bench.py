@@ -224,7 +224,7 @@ def warden_bin() -> str:
 def create_key(store_url: str) -> str:
     done = subprocess.run(
         [warden_bin(), "keys", "create", "--role", "agent", "--name", "bench",
-         "--tenant", "acme", "--store", store_url],
+         "--tenant", "acme", "--agent", "bench", "--store", store_url],
         capture_output=True, text=True, timeout=120, env=clean_env(),
     )
     if done.returncode != 0:

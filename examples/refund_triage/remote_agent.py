@@ -1,7 +1,7 @@
 """The demo agent, in its own process, against `warden serve` through the remote SDK.
 
     warden serve &                                               # the demo workflow
-    KEY=$(warden keys create --role agent --name bot --tenant acme | tail -1)
+    KEY=$(warden keys create --role agent --name bot --tenant acme --agent refund-bot | tail -1)
     python examples/refund_triage/remote_agent.py --url http://127.0.0.1:8000 --api-key $KEY
 
 Works a few tickets with the same agent code as the in-process demo and prints each

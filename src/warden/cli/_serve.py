@@ -13,7 +13,9 @@ from rich.table import Table
 from warden.cli._common import StoreOpt, fail, out
 from warden.errors import UsageError, WardenError
 
-keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: create (shown once), list, bind, revoke.", no_args_is_help=True
+)
 approvals_app = typer.Typer(
     help="Work the approval queue through the server's API (WARDEN_URL, WARDEN_API_KEY).",
     no_args_is_help=True,
@@ -55,6 +57,23 @@ def serve(
     secrets_file: Annotated[
         str | None, typer.Option(help="YAML/JSON file for file: secret references (mode 600).")
     ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a client may take to send a request's headers (slow clients are cut off).",
+            min=0.1,
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request's body may take to arrive after its headers, else 408 (0: off).",
+            min=0,
+        ),
+    ] = 30.0,
+    keep_alive: Annotated[
+        int, typer.Option(help="Seconds an idle keep-alive connection stays open.", min=1)
+    ] = 5,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve the /v1 control-plane API (OpenAPI at /docs and /openapi.json).
@@ -73,6 +92,8 @@ def serve(
         "WARDEN_TOOLS": json.dumps(tools or []),
         "WARDEN_KEY_RATE_LIMIT": str(key_rate_limit),
         "WARDEN_AUTO_MIGRATE": "true" if auto else "false",
+        "WARDEN_HEADER_TIMEOUT_S": str(header_timeout),
+        "WARDEN_BODY_TIMEOUT_S": str(body_timeout),
     }
     if webhooks:
         env["WARDEN_WEBHOOKS_FILE"] = webhooks
@@ -99,6 +120,8 @@ def serve(
             "no API keys yet: create one with `warden keys create --role admin --name me --tenant '*'`"
         )
     del Store
+    from warden.server._protocol import HeaderTimeoutProtocol
+
     uvicorn.run(
         "warden.server:app_factory",
         factory=True,
@@ -106,6 +129,8 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        http=HeaderTimeoutProtocol,
+        timeout_keep_alive=keep_alive,
         timeout_graceful_shutdown=30,
     )
 
@@ -130,6 +155,40 @@ def _parse_duration(text: str | None) -> timedelta | None:
     return value
 
 
+AgentOpt = Annotated[
+    str | None, typer.Option(help="Agent keys: the spec's agent the key acts as (required).")
+]
+WorkflowOpt = Annotated[
+    list[str] | None,
+    typer.Option("--workflow", help="Agent keys: a workflow it may run (repeat; default: any)."),
+]
+ApprovalRoleOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--approval-role", help="Approver/admin keys: an approval role it decides for (repeat)."
+    ),
+]
+BridgeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--bridge", help="Approver/admin keys: a chat/e-mail bridge that decides for named people."
+    ),
+]
+
+
+def _binding(info: Any) -> str:
+    parts = []
+    if info.agent:
+        parts.append(f"agent {info.agent}")
+    if info.workflows:
+        parts.append(f"workflows {', '.join(info.workflows)}")
+    if info.approval_roles:
+        parts.append(f"approval roles {', '.join(info.approval_roles)}")
+    if info.bridge:
+        parts.append("bridge")
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="admin, approver, agent or auditor.")],
@@ -142,9 +201,17 @@ def keys_create(
     expires: Annotated[
         str | None, typer.Option(help="Lifetime, e.g. 30d (default: no expiry).")
     ] = None,
+    agent: AgentOpt = None,
+    workflow: WorkflowOpt = None,
+    approval_role: ApprovalRoleOpt = None,
+    bridge: BridgeOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Create an API key. The key is printed once and stored only as a hash."""
+    """Create an API key. The key is printed once and stored only as a hash.
+
+    An agent key is bound to one agent (--agent) and optionally to workflows (--workflow);
+    approver and admin keys decide only approvals routed to their --approval-role(s).
+    """
     from warden.auth import KeyStore, Role
     from warden.store import Store, default_store_url
 
@@ -158,11 +225,16 @@ def keys_create(
             tenant=tenant,
             created_by="cli",
             expires_in=_parse_duration(expires),
+            agent=agent,
+            workflows=workflow,
+            approval_roles=approval_role,
+            bridge=bridge,
         )
     except WardenError as exc:
         raise fail(str(exc)) from None
     out.print(
         f"created {info.role.value} key {info.key_id} for tenant {info.tenant!r} ({info.name})"
+        + _binding(info)
     )
     out.print("store it now, it is not shown again:")
     print(key)
@@ -174,19 +246,50 @@ def keys_list(store: StoreOpt = None) -> None:
     from warden.auth import KeyStore
     from warden.store import Store, default_store_url
 
-    table = Table("key id", "name", "role", "tenant", "created", "expires", "state")
+    table = Table("key id", "name", "role", "tenant", "acts as", "created", "expires", "state")
     for k in KeyStore(Store(store or default_store_url())).list():
         state = "revoked" if k.revoked_at else ("active" if k.active else "expired")
+        if k.role.value == "agent" and not k.agent:
+            state += " (unbound: warden keys bind)"
         table.add_row(
             k.key_id,
             k.name,
             k.role.value,
             k.tenant,
+            _binding(k).removeprefix("; ") or "-",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "-",
             state,
         )
     out.print(table)
+
+
+@keys_app.command("bind")
+def keys_bind(
+    key_id: Annotated[str, typer.Argument(help="The key id (from `warden keys list`).")],
+    agent: Annotated[
+        str | None, typer.Option(help="Agent keys: the spec's agent the key acts as.")
+    ] = None,
+    workflow: WorkflowOpt = None,
+    approval_role: ApprovalRoleOpt = None,
+    bridge: Annotated[
+        bool | None,
+        typer.Option("--bridge/--no-bridge", help="Approver/admin keys: a bridge, or not."),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Set what an existing key acts as, keeping its secret (keys made before keys were
+    bound act on nothing until bound). Options given replace the key's current values."""
+    from warden.auth import KeyStore
+    from warden.store import Store, default_store_url
+
+    try:
+        info = KeyStore(Store(store or default_store_url())).bind(
+            key_id, agent=agent, workflows=workflow, approval_roles=approval_role, bridge=bridge
+        )
+    except WardenError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"bound {info.role.value} key {info.key_id} ({info.name}){_binding(info)}")
 
 
 @keys_app.command("revoke")

@@ -43,28 +43,37 @@ RUN_FIELDS = (
 
 
 @cache
-def _claim_sql(workflows: int, by_tenant: bool) -> str:
+def _claim_sql(workflows: int, by_tenant: bool, by_agent: bool = False) -> str:
     return (
         "UPDATE runs SET steps = steps + 1 WHERE run_id = ? AND status = 'running'"
         f" AND workflow IN ({', '.join('?' * workflows)})"
         + (" AND tenant = ?" if by_tenant else "")
+        + (" AND agent = ?" if by_agent else "")
         + f" RETURNING {', '.join(RUN_FIELDS)}"
     )
 
 
 def claim_step(
-    store: Store, run_id: str, *, workflows: Collection[str], tenant: str | None
+    store: Store,
+    run_id: str,
+    *,
+    workflows: Collection[str],
+    tenant: str | None,
+    agent: str | None = None,
 ) -> dict[str, Any] | None:
-    """Take the next step of a running run of one of ``workflows`` (and of ``tenant``,
-    unless None) and return the run's row, ``steps`` being the step taken; None, with
-    nothing changed, if there is no such run."""
+    """Take the next step of a running run of one of ``workflows`` (and of ``tenant`` and
+    ``agent``, unless None) and return the run's row, ``steps`` being the step taken; None,
+    with nothing changed, if there is no such run."""
     if not workflows:
         return None
     params: list[Any] = [run_id, *workflows]
     if tenant is not None:
         params.append(tenant)
+    if agent is not None:
+        params.append(agent)
     with store.autocommit() as db:
-        row = db.fetch_one(_claim_sql(len(workflows), tenant is not None), params)
+        sql = _claim_sql(len(workflows), tenant is not None, agent is not None)
+        row = db.fetch_one(sql, params)
     return None if row is None else dict(zip(RUN_FIELDS, row, strict=True))
 
 
@@ -115,9 +124,7 @@ def merge_counters(
     merged = dict(mine)
     for name in ("counts", "retries"):
         f, b, m = fresh.get(name, {}), base.get(name, {}), mine.get(name, {})
-        merged[name] = {
-            k: int(f.get(k, 0)) + int(m.get(k, 0)) - int(b.get(k, 0)) for k in {*f, *m}
-        }
+        merged[name] = {k: int(f.get(k, 0)) + int(m.get(k, 0)) - int(b.get(k, 0)) for k in {*f, *m}}
     merged["stopped"] = mine.get("stopped") or fresh.get("stopped")
     f_prov, m_prov = fresh.get("provenance", {}), mine.get("provenance", {})
     untrusted = [list(t) for t in f_prov.get("untrusted", [])]

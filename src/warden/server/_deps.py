@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from warden.auth import ALL_TENANTS, Principal, Role
+from warden.auth import ALL_TENANTS, BIND_HINT, Principal, Role
 from warden.server._problems import ApiProblem
 from warden.server._state import ServerState
 
@@ -82,7 +82,33 @@ def tenant_for(principal: Principal, requested: str | None) -> str:
     return principal.tenant
 
 
-def visible(principal: Principal, tenant: str, what: str) -> None:
-    """Objects of another tenant are reported as absent, never as forbidden."""
+def visible(
+    principal: Principal,
+    tenant: str,
+    what: str,
+    *,
+    agent: str | None = None,
+    workflow: str | None = None,
+) -> None:
+    """Objects of another tenant are reported as absent, never as forbidden; so are runs
+    (and their approvals and events) of another agent, for an agent key: a key learns
+    nothing about runs it may not act on. Pass the run's ``agent`` and ``workflow``."""
     if not principal.can_see(tenant):
         raise ApiProblem(404, "not-found", f"no {what}")
+    if agent is not None and workflow is not None and not principal.owns(agent, workflow):
+        raise ApiProblem(404, "not-found", f"no {what}")
+
+
+def bound_agent(principal: Principal) -> str | None:
+    """The agent an agent key acts as (None for other keys); 403 for an agent key made
+    before keys were bound (fail closed: it acts on no run until bound)."""
+    if principal.role is not Role.AGENT:
+        return None
+    if principal.agent is None:
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"agent key {principal.key_id} is not bound to an agent, so it acts on no run; "
+            + BIND_HINT,
+        )
+    return principal.agent

@@ -62,6 +62,12 @@ class ApprovalDecision(_In):
     decision: Literal["approve", "reject"]
     rationale: Text = Field(min_length=1, max_length=4000)
     args: dict[str, Any] | None = Field(default=None, description="edited arguments (approve only)")
+    on_behalf_of: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="bridge keys only: the person this decision is made for",
+    )
 
 
 class SwitchSet(_In):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 _FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -215,6 +216,14 @@ api_keys = Table(
     Column("created_by", String(120), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    # What the key acts as (migration 0005; NULL on older keys, which fail closed): an agent
+    # key's agent and the workflows it may run (JSON list; NULL: any), the approval roles an
+    # approver or admin key decides for (JSON list), and whether it is a bridge that decides
+    # on behalf of named people.
+    Column("agent", String(120), nullable=True),
+    Column("workflows", Text, nullable=True),
+    Column("approval_roles", Text, nullable=True),
+    Column("bridge", Boolean, nullable=False, server_default=false()),
 )
 
 # Fixed-window request counters, incremented atomically in the store so that a key's rate

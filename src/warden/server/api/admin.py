@@ -1,16 +1,21 @@
-"""Kill switches, the ledger, loaded workflows."""
+"""Kill switches, the ledger, loaded workflows, API keys."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
-from warden.auth import ALL_TENANTS, Role
+from warden.auth import ALL_TENANTS, KeyInfo, Role
+from warden.errors import NotFoundError, UsageError
 from warden.ledger import iter_events, verify
 from warden.pipeline import Scope
-from warden.server._deps import Caller, State, require, tenant_for
+from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -25,6 +30,7 @@ from warden.server._schemas import (
     WorkflowList,
     WorkflowOut,
 )
+from warden.store._tables import runs
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -70,6 +76,14 @@ async def set_switch(body: SwitchSet, state: State, caller: Caller) -> SwitchOut
 )
 async def run_events(run_id: RunId, state: State, caller: Caller) -> EventList:
     tenant = None if caller.tenant == ALL_TENANTS else caller.tenant
+    if bound_agent(caller) is not None:  # an agent key reads its own agent's runs only
+        with state.store.read() as conn:
+            run = conn.execute(
+                select(runs.c.tenant, runs.c.agent, runs.c.workflow).where(runs.c.run_id == run_id)
+            ).first()
+        if run is None:
+            raise ApiProblem(404, "not-found", f"no events for run {run_id!r}")
+        visible(caller, run.tenant, f"events for run {run_id!r}", agent=run.agent, workflow=run.workflow)
     for gateway in state.gateways.values():
         gateway.flush()
     events = [
@@ -149,3 +163,130 @@ async def workflows(state: State, caller: Caller) -> WorkflowList:
             )
         )
     return WorkflowList(items=items)
+
+
+# -- API keys -------------------------------------------------------------------------
+
+_Name = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:@\-]+$")
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = _Name
+    role: Literal["admin", "approver", "agent", "auditor"]
+    tenant: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=120,
+        pattern=r"^(\*|[A-Za-z0-9_.:@\-]+)$",
+        description="default: the calling key's tenant; '*' (admin keys, by an all-tenant admin)",
+    )
+    agent: str | None = Field(
+        default=None, min_length=1, max_length=120, description="agent keys: the agent it acts as"
+    )
+    workflows: list[str] = Field(
+        default_factory=list, max_length=100, description="agent keys: the workflows it may run"
+    )
+    approval_roles: list[str] = Field(
+        default_factory=list, max_length=100, description="approver/admin keys: roles it decides"
+    )
+    bridge: bool = Field(
+        default=False, description="approver/admin keys: may decide on behalf of a named person"
+    )
+    expires_in_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86400)
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    tenant: str
+    agent: str | None
+    workflows: list[str]
+    approval_roles: list[str]
+    bridge: bool
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, info: KeyInfo) -> KeyOut:
+        return cls(
+            key_id=info.key_id,
+            name=info.name,
+            role=info.role.value,
+            tenant=info.tenant,
+            agent=info.agent,
+            workflows=list(info.workflows),
+            approval_roles=list(info.approval_roles),
+            bridge=info.bridge,
+            created_at=info.created_at,
+            created_by=info.created_by,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+        )
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the full key: shown once, stored only as a hash")
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=KeyCreated,
+    responses=ERRORS,
+    summary="Create an API key (admins; the key is in this answer only)",
+)
+async def create_key(body: KeyCreate, state: State, caller: Caller) -> KeyCreated:
+    require(caller)  # admins only
+    if body.tenant == ALL_TENANTS:
+        if caller.tenant != ALL_TENANTS:
+            raise ApiProblem(403, "forbidden", "only an all-tenant admin key makes '*' keys")
+        tenant = ALL_TENANTS
+    else:
+        tenant = tenant_for(caller, body.tenant)
+    try:
+        info, key = state.keys.create(
+            name=body.name,
+            role=body.role,
+            tenant=tenant,
+            created_by=caller.identity,
+            expires_in=None if body.expires_in_s is None else timedelta(seconds=body.expires_in_s),
+            agent=body.agent,
+            workflows=body.workflows,
+            approval_roles=body.approval_roles,
+            bridge=body.bridge,
+        )
+    except UsageError as exc:  # a binding that does not fit the role
+        raise ApiProblem(422, "validation", str(exc)) from None
+    return KeyCreated(**KeyOut.of(info).model_dump(), key=key)
+
+
+@router.get("/keys", response_model=KeyList, responses=ERRORS, summary="List API keys (admins)")
+async def list_keys(state: State, caller: Caller) -> KeyList:
+    require(caller)
+    scope = None if caller.tenant == ALL_TENANTS else caller.tenant
+    return KeyList(items=[KeyOut.of(k) for k in state.keys.list(tenant=scope)])
+
+
+@router.post(
+    "/keys/{key_id}/revoke",
+    response_model=KeyOut,
+    responses=ERRORS,
+    summary="Revoke an API key (admins); every replica refuses it within the key cache time",
+)
+async def revoke_key(key_id: str, state: State, caller: Caller) -> KeyOut:
+    require(caller)
+    try:
+        found = state.keys.get(key_id)
+    except NotFoundError:
+        raise ApiProblem(404, "not-found", f"no key {key_id!r}") from None
+    visible(caller, found.tenant, f"key {key_id!r}")
+    return KeyOut.of(state.keys.revoke(key_id))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from sqlalchemy import select
 
 from warden.approvals import ApprovalRecord
 from warden.auth import Role
 from warden.errors import NotFoundError
-from warden.server._deps import Caller, State, require, visible
+from warden.server._deps import Caller, State, bound_agent, require, visible
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -20,6 +21,7 @@ from warden.server._schemas import (
     ApprovalList,
     ApprovalOut,
 )
+from warden.store._tables import runs
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -39,7 +41,17 @@ def _get(state: State, caller: Caller, approval_id: str) -> ApprovalRecord:
     except NotFoundError:
         raise ApiProblem(404, "not-found", f"no approval {approval_id!r}") from None
     visible(caller, record.tenant, f"approval {approval_id!r}")
+    if bound_agent(caller) is not None:  # an agent key sees its own agent's approvals only
+        owner = _run_agents(state, [record.run_id]).get(record.run_id)
+        if owner is None or not caller.owns(owner, record.workflow):
+            raise ApiProblem(404, "not-found", f"no approval {approval_id!r}")
     return record
+
+
+def _run_agents(state: State, run_ids: list[str]) -> dict[str, str]:
+    with state.store.read() as conn:
+        found = conn.execute(select(runs.c.run_id, runs.c.agent).where(runs.c.run_id.in_(run_ids)))
+        return {str(row.run_id): str(row.agent) for row in found}
 
 
 @router.get(
@@ -75,6 +87,9 @@ async def list_approvals(
     if min_age_s is not None:
         cutoff = now - timedelta(seconds=min_age_s)
         records = [r for r in records if r.created_at <= cutoff]
+    if bound_agent(caller) is not None and records:
+        agents = _run_agents(state, sorted({r.run_id for r in records}))
+        records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
     return ApprovalList(items=[ApprovalOut.of(r, now) for r in records])
 
 
@@ -114,20 +129,52 @@ async def wait_approval(
     summary="Approve or reject",
 )
 async def decide(
-    approval_id: str, body: ApprovalDecision, state: State, caller: Caller
+    approval_id: str,
+    body: ApprovalDecision,
+    state: State,
+    caller: Caller,
+    on_behalf_of_header: str | None = Header(
+        default=None,
+        alias="X-On-Behalf-Of",
+        min_length=1,
+        max_length=200,
+        description="bridge keys only: the person this decision is made for (or the body's"
+        " `on_behalf_of`)",
+    ),
 ) -> ApprovalOut:
     require(caller, Role.APPROVER)
     record = _get(state, caller, approval_id)
+    on_behalf_of = body.on_behalf_of or on_behalf_of_header
+    if body.on_behalf_of and on_behalf_of_header and body.on_behalf_of != on_behalf_of_header:
+        raise ApiProblem(
+            422, "validation", "on_behalf_of in the body and X-On-Behalf-Of name different people"
+        )
+    if on_behalf_of is not None and not caller.bridge:
+        raise ApiProblem(
+            403,
+            "forbidden",
+            "only a bridge key (warden keys create --bridge) may decide on behalf of someone",
+        )
     gateway = state.gateway(record.workflow)
+    # The key's approval roles, not the request, say which approvals it may decide.
     if body.decision == "reject":
         if body.args is not None:
             raise ApiProblem(422, "validation", "edited args only go with decision 'approve'")
         decided = await gateway.reject(
-            approval_id, approver=caller.identity, rationale=body.rationale
+            approval_id,
+            approver=caller.identity,
+            rationale=body.rationale,
+            roles=caller.approval_roles,
+            on_behalf_of=on_behalf_of,
         )
     else:
         decided = await gateway.approve(
-            approval_id, approver=caller.identity, rationale=body.rationale, args=body.args
+            approval_id,
+            approver=caller.identity,
+            rationale=body.rationale,
+            args=body.args,
+            roles=caller.approval_roles,
+            on_behalf_of=on_behalf_of,
         )
     return ApprovalOut.of(decided, _now())
 
@@ -143,7 +190,9 @@ async def execute(
 ) -> ActionResult:
     require(caller, Role.AGENT)
     record = _get(state, caller, approval_id)
-    result = await state.gateway(record.workflow).execute_approved(approval_id, wait=wait_s)
+    result = await state.gateway(record.workflow).execute_approved(
+        approval_id, wait=wait_s, actor=caller.identity
+    )
     return ActionResult.of(result)
 
 

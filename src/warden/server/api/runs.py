@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from warden.auth import ALL_TENANTS, Principal, Role
 from warden.pipeline._runs import claim_step
-from warden.server._deps import Caller, State, require, tenant_for, visible
+from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -34,11 +34,13 @@ def _run_row(state: State, run_id: str) -> Any:
 
 
 def _visible_run(state: State, caller: Caller, run_id: str, *, running: bool = False) -> Any:
-    """The run's row; 404 if absent or another tenant's; 409 if it must be running and is not."""
+    """The run's row; 404 if absent, another tenant's or (for an agent key) another agent's;
+    409 if it must be running and is not."""
     row = _run_row(state, run_id)
     if row is None:
         raise ApiProblem(404, "not-found", f"no run {run_id!r}")
-    visible(caller, row["tenant"], f"run {run_id!r}")
+    bound_agent(caller)
+    visible(caller, row["tenant"], f"run {run_id!r}", agent=row["agent"], workflow=row["workflow"])
     if running and row["status"] != "running":
         raise ApiProblem(409, "run-finished", f"run {run_id} is {row['status']}; open a new run")
     return row
@@ -53,6 +55,7 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
     require(caller, Role.AGENT)
     tenant = tenant_for(caller, body.tenant)
     gateway = state.gateway(body.workflow)
+    caller.check_open(body.agent, body.workflow)  # an agent key opens runs only as its agent
     run = gateway.open_run(
         tenant=tenant,
         agent=body.agent,
@@ -84,6 +87,11 @@ async def list_runs(
         query = query.where(runs.c.workflow == workflow)
     if status is not None:
         query = query.where(runs.c.status == status)
+    agent = bound_agent(caller)
+    if agent is not None:
+        query = query.where(runs.c.agent == agent)
+        if caller.workflows:
+            query = query.where(runs.c.workflow.in_(sorted(caller.workflows)))
     with state.store.read() as conn:
         return RunList(items=[_out(r) for r in conn.execute(query).mappings()])
 
@@ -121,11 +129,17 @@ async def govern(
     require(caller, Role.AGENT)
     # One statement takes the call's step and reads the run: action ids stay unique and
     # max_steps exact however many replicas serve the run's calls.
+    # An agent key claims only its own agent's runs: another agent's run keeps its steps.
+    agent = bound_agent(caller)
+    workflows = state.workflow_names
+    if agent is not None and caller.workflows:
+        workflows = tuple(w for w in workflows if w in caller.workflows)
     row = claim_step(
         state.store,
         run_id,
-        workflows=state.workflow_names,
+        workflows=workflows,
         tenant=None if caller.tenant == ALL_TENANTS else caller.tenant,
+        agent=agent,
     )
     if row is None:  # say why: absent or another tenant's, finished, or not served here
         found = _visible_run(state, caller, run_id, running=True)
@@ -133,7 +147,11 @@ async def govern(
         raise ApiProblem(409, "run-finished", f"run {run_id} finished meanwhile; open a new run")
     run = state.gateway(row["workflow"]).resume_run(run_id, row=row, claimed=True)
     result = await run.call(
-        body.tool, body.args, idempotency_key=body.idempotency_key, wait=body.wait_s
+        body.tool,
+        body.args,
+        idempotency_key=body.idempotency_key,
+        wait=body.wait_s,
+        actor=caller.identity,
     )
     run.save()
     return ActionResult.of(result)
