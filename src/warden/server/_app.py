@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warden.notify import Dispatcher
 from warden.server import _problems
+from warden.server._bodies import JsonBodyCheck
 from warden.server._deps import State
 from warden.server._fastpath import GovernedCallFastPath
 from warden.server._problems import Problem, problem_response
@@ -27,11 +28,18 @@ log = logging.getLogger("warden.server")
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit with 413, whether or not they declare a length."""
+    """Refuse request bodies over the limit with 413, whether or not they declare a length,
+    and bodies that have not fully arrived ``timeout_s`` after the request began with 408.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    The refusal is raised from inside ``receive``, so whatever reads the body stops there;
+    FastAPI turns any error while reading a body into its own 400, so the answers of the
+    app are dropped once a refusal is due, and the refusal is sent in their place.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 0.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,32 +47,63 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(scope, receive, send)
+            await self._too_large()(scope, receive, send)
             return
+        deadline = asyncio.get_running_loop().time() + self.timeout_s if self.timeout_s else None
         seen = 0
+        complete = False
+        refusal: JSONResponse | None = None
+        started = False
 
-        async def counting() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def checked() -> Message:
+            nonlocal seen, complete, refusal
+            if complete:  # what is left to receive is the disconnect, which may take long
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refusal = problem_response(
+                    408,
+                    "request-timeout",
+                    f"the request body did not arrive within {self.timeout_s:g} s",
+                    headers={"Connection": "close"},
+                )
+                raise _Refused from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    refusal = self._too_large()
+                    raise _Refused
+                complete = not message.get("more_body", False)
             return message
 
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if refusal is not None:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, counting, send)
-        except _TooLarge:
-            await self._too_large(scope, receive, send)
+            await self.app(scope, checked, sending)
+        except Exception:
+            if refusal is None:
+                raise
+        if refusal is not None and not started:
+            await refusal(scope, receive, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            413, "payload-too-large", f"request bodies are limited to {self.limit} bytes"
+    def _too_large(self) -> JSONResponse:
+        return problem_response(
+            413,
+            "payload-too-large",
+            f"request bodies are limited to {self.limit} bytes",
+            headers={"Connection": "close"},
         )
-        await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
@@ -113,9 +152,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.warden = warden_state
     _problems.install(app)
+    # The last added runs first: the body limit and timeout see every byte, then the fast
+    # path serves what it can, then every route's JSON body is checked.
+    app.add_middleware(JsonBodyCheck)
     if settings.fast_path:
-        app.add_middleware(GovernedCallFastPath)  # added first: inside the body limit
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+        app.add_middleware(GovernedCallFastPath)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(runs.router)
     app.include_router(approvals.router)
     app.include_router(admin.router)

@@ -6,7 +6,9 @@ response validation took about a quarter of each call's CPU, and skipping them r
 the governed call from 1,088-1,285/s to 1,631-1,791/s. This middleware handles only a
 well-formed request: the path's run id matches the route's pattern, the body is a JSON
 object that validates as ``ActionCreate``. Anything else goes to the FastAPI route
-untouched (body included), so its errors stay exactly what the OpenAPI document says.
+untouched (body included), so its errors stay exactly what the OpenAPI document says;
+a body that ``server._bodies`` refuses (a lone surrogate, nesting too deep) is answered
+here with the same 400 the routes give.
 The work itself is shared: the same ``principal_for`` as the auth dependency, the same
 ``govern`` as the route, and the same ``response_for`` as the exception handlers, so a
 test can compare both paths answer for answer (``tests/test_server_api.py``).
@@ -14,14 +16,14 @@ test can compare both paths answer for answer (``tests/test_server_api.py``).
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from warden.errors import InvalidInputError
+from warden.server._bodies import parse_json_body, read_body
 from warden.server._deps import principal_for
 from warden.server._problems import response_for
 from warden.server._schemas import ID_PATTERN, ActionCreate
@@ -47,7 +49,9 @@ class GovernedCallFastPath:
             return
         headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))  # the first one wins
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        body = await _read(receive)
+        body = await read_body(receive)
+        if body is None:  # the client went away mid-body: nothing to govern, no one to answer
+            return
         body_sent = False
 
         async def replay() -> Message:
@@ -57,7 +61,11 @@ class GovernedCallFastPath:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        action = _action(body) if content_type == b"application/json" else None
+        try:
+            action = _action(body) if content_type == b"application/json" else None
+        except InvalidInputError as exc:
+            await response_for(exc)(scope, replay, send)
+            return
         if action is None:  # the route says what is wrong with it
             await self.app(scope, replay, send)
             return
@@ -76,23 +84,11 @@ class GovernedCallFastPath:
         await response(scope, replay, send)
 
 
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 def _action(body: bytes) -> ActionCreate | None:
     """The body as the route would validate it (``json.loads``, then the model); None if
-    the route would refuse it."""
+    the route would refuse it; ``InvalidInputError`` if every route refuses it."""
     try:
-        data: Any = json.loads(body)
+        data = parse_json_body(body)
         return ActionCreate.model_validate(data) if isinstance(data, dict) else None
     except (ValueError, ValidationError):  # json.JSONDecodeError is a ValueError
         return None

@@ -20,6 +20,12 @@ class ServerSettings(BaseSettings):
     tools: list[str] = Field(default_factory=list)
     #: largest request body accepted, in bytes
     max_body_bytes: int = 1_048_576
+    #: a request's body must have fully arrived this many seconds after its headers,
+    #: else 408 (a slow client holds a connection and a task no longer than this; 0: off)
+    body_timeout_s: float = Field(default=30.0, ge=0)
+    #: a request's headers must have fully arrived this many seconds after the connection
+    #: opened or the previous request ended, else the connection is closed (``warden serve``)
+    header_timeout_s: float = Field(default=10.0, gt=0)
     #: requests per second per API key, decided in the store (0 disables)
     key_rate_limit: int = 0
     #: how long a verified key is trusted before it is looked up again (revocation delay)
