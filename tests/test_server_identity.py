@@ -450,3 +450,53 @@ async def test_only_a_bridge_key_decides_on_behalf_of_someone(api: Api) -> None:
         ("approved", "alice@acme.example"),
         ("rejected", "bob@acme.example"),
     ]
+
+
+def test_approvals_cli_decides_on_behalf_of_someone_with_a_bridge_key(
+    make_stack: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The terminal client of the queue over a real server: ``--on-behalf-of`` is taken
+    from a bridge key and refused, in one line, from any other key."""
+    stack = make_stack()
+    db = Store(stack.store_url)
+    chat = KeyStore(db).create(
+        name="chat",
+        role="approver",
+        tenant="acme",
+        created_by="tests",
+        approval_roles=["lead"],
+        bridge=True,
+    )[1]
+    db.dispose()
+    bot = stack.client("bot")
+    run_id = bot.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "t"}).json()[
+        "run_id"
+    ]
+    approval = bot.post(f"/v1/runs/{run_id}/actions", json={"tool": "pay", "args": PAY_300}).json()[
+        "approval_id"
+    ]
+
+    def approve(key: str) -> subprocess.CompletedProcess[str]:
+        return _warden(
+            "approvals",
+            "approve",
+            approval,
+            "--rationale",
+            "ok",
+            "--on-behalf-of",
+            "ana",
+            "--url",
+            stack.url,
+            "--api-key",
+            key,
+            cwd=tmp_path,
+        )
+
+    refused = approve(stack.keys["lead"])
+    assert refused.returncode != 0 and "403" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = approve(chat)
+    assert done.returncode == 0, done.stderr
+    events = stack.client("audit").get(f"/v1/ledger/runs/{run_id}/events").json()["items"]
+    decided = [e["payload"] for e in events if e["type"] == "approval_decided"]
+    assert [(d["approver"], d.get("on_behalf_of")) for d in decided] == [("key:chat", "ana")]

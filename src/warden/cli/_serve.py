@@ -25,6 +25,10 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="WARDEN_URL", help="The ser
 KeyOpt = Annotated[
     str, typer.Option("--api-key", envvar="WARDEN_API_KEY", help="An approver (or admin) key.")
 ]
+OnBehalfOpt = Annotated[
+    str | None,
+    typer.Option(help="Bridge keys only: the person this decision is made for (recorded)."),
+]
 
 
 def serve(
@@ -388,11 +392,14 @@ def approvals_approve(
     args: Annotated[
         str | None, typer.Option(help="Edited args as JSON (re-validated, re-evaluated).")
     ] = None,
+    on_behalf_of: OnBehalfOpt = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     api_key: KeyOpt = "",
 ) -> None:
     """Approve (optionally with edited args)."""
     body: dict[str, Any] = {"decision": "approve", "rationale": rationale}
+    if on_behalf_of is not None:
+        body["on_behalf_of"] = on_behalf_of
     if args is not None:
         try:
             body["args"] = json.loads(args)
@@ -406,15 +413,13 @@ def approvals_approve(
 def approvals_reject(
     approval_id: str,
     rationale: Annotated[str, typer.Option(help="Why (recorded on the ledger).")],
+    on_behalf_of: OnBehalfOpt = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     api_key: KeyOpt = "",
 ) -> None:
     """Reject."""
-    done = _api(
-        url,
-        api_key,
-        "POST",
-        f"/v1/approvals/{approval_id}/decision",
-        json={"decision": "reject", "rationale": rationale},
-    )
+    body: dict[str, Any] = {"decision": "reject", "rationale": rationale}
+    if on_behalf_of is not None:
+        body["on_behalf_of"] = on_behalf_of
+    done = _api(url, api_key, "POST", f"/v1/approvals/{approval_id}/decision", json=body)
     out.print(f"{done['approval_id']}: {done['state']} by {done['decided_by']}")
