@@ -18,8 +18,9 @@ from warden.spec import load_spec_text
 
 
 async def _pending_payment(gateway: Gateway, amount: float = 250.0) -> Pending:
-    async with gateway.run(tenant="t", agent="bot", task="big pay") as run:
-        result = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": amount})
+    # The run stays open: finishing it would cancel its pending approvals.
+    run = gateway.open_run(tenant="t", agent="bot", task="big pay")
+    result = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": amount})
     assert isinstance(result, Pending), result
     return result
 
@@ -37,7 +38,7 @@ async def test_approval_records_the_exact_action_and_why(gateway: Gateway) -> No
 
 async def test_approve_then_execute_once(gateway: Gateway, effects: Effects) -> None:
     pending = await _pending_payment(gateway)
-    await gateway.approve(pending.approval_id, approver="lead@x", rationale="fine")
+    await gateway.approve(pending.approval_id, approver="lead@x", roles=["lead"], rationale="fine")
     first = await gateway.execute_approved(pending.approval_id)
     second = await gateway.execute_approved(pending.approval_id)
     assert isinstance(first, Allowed) and not first.replayed
@@ -48,7 +49,7 @@ async def test_approve_then_execute_once(gateway: Gateway, effects: Effects) -> 
 
 async def test_reject_records_and_denies(gateway: Gateway, effects: Effects) -> None:
     pending = await _pending_payment(gateway)
-    await gateway.reject(pending.approval_id, approver="lead@x", rationale="suspicious")
+    await gateway.reject(pending.approval_id, approver="lead@x", roles=["lead"], rationale="suspicious")
     result = await gateway.execute_approved(pending.approval_id)
     assert isinstance(result, Denied) and result.kind is FailureKind.APPROVAL_REJECTED
     assert effects.paid == []
@@ -60,29 +61,29 @@ async def test_reject_records_and_denies(gateway: Gateway, effects: Effects) -> 
 async def test_decisions_are_single_use_and_need_another_identity(gateway: Gateway) -> None:
     pending = await _pending_payment(gateway)
     with pytest.raises(UsageError, match="cannot approve"):
-        await gateway.approve(pending.approval_id, approver="bot", rationale="self-approval")
-    await gateway.approve(pending.approval_id, approver="lead@x", rationale="ok")
+        await gateway.approve(pending.approval_id, approver="bot", roles=["lead"], rationale="self-approval")
+    await gateway.approve(pending.approval_id, approver="lead@x", roles=["lead"], rationale="ok")
     with pytest.raises(UsageError, match="not pending"):
-        await gateway.reject(pending.approval_id, approver="other@x", rationale="too late")
+        await gateway.reject(pending.approval_id, approver="other@x", roles=["lead"], rationale="too late")
 
 
 async def test_edit_is_revalidated_and_reevaluated(gateway: Gateway, effects: Effects) -> None:
     pending = await _pending_payment(gateway)
     with pytest.raises(UsageError, match="do not fit"):
         await gateway.approve(
-            pending.approval_id, approver="lead@x", rationale="x", args={"amount": "lots"}
+            pending.approval_id, approver="lead@x", roles=["lead"], rationale="x", args={"amount": "lots"}
         )
     with pytest.raises(UsageError, match="denied by policy"):
         await gateway.approve(
             pending.approval_id,
-            approver="lead@x",
+            approver="lead@x", roles=["lead"],
             rationale="x",
             args={"order_id": "o-bob", "customer_id": "c1", "amount": 50.0},
         )
     assert gateway.approvals.get(pending.approval_id).state == "pending"
     record = await gateway.approve(
         pending.approval_id,
-        approver="lead@x",
+        approver="lead@x", roles=["lead"],
         rationale="partial refund",
         args={"order_id": "o1", "customer_id": "c1", "amount": 80.0},
     )
@@ -101,7 +102,7 @@ async def test_wait_returns_after_a_decision_in_the_meantime(
         while not gateway.approvals.list(state="pending"):
             await asyncio.sleep(0.01)
         record = gateway.approvals.list(state="pending")[0]
-        await gateway.approve(record.approval_id, approver="lead@x", rationale="quick")
+        await gateway.approve(record.approval_id, approver="lead@x", roles=["lead"], rationale="quick")
 
     async with gateway.run(tenant="t", agent="bot", task="wait") as run:
         task = asyncio.create_task(approver())
@@ -176,12 +177,12 @@ SCRIPT = textwrap.dedent(
 
     async def main():
         if mode == "request":
-            async with gw.run(tenant="t", agent="bot", task="restart") as run:
-                r = await run.call("pay", {{"order_id": "o1", "customer_id": "c1", "amount": 400.0}})
+            run = gw.open_run(tenant="t", agent="bot", task="restart")  # left open: pending
+            r = await run.call("pay", {{"order_id": "o1", "customer_id": "c1", "amount": 400.0}})
             print(r.approval_id)
         else:
             if mode == "approve":
-                await gw.approve(sys.argv[2], approver="lead@x", rationale="after restart")
+                await gw.approve(sys.argv[2], approver="lead@x", roles=["lead"], rationale="after restart")
             r = await gw.execute_approved(sys.argv[2])
             print(json.dumps({{"allowed": isinstance(r, Allowed), "replayed": getattr(r, "replayed", None),
                                "paid": len(effects.paid)}}))
@@ -252,5 +253,5 @@ async def test_approver_who_opened_the_run_cannot_decide(gateway: Gateway) -> No
     pending = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 999.0})
     assert isinstance(pending, Pending)
     with pytest.raises(UsageError, match="cannot approve"):
-        await gateway.approve(pending.approval_id, approver="key:alice", rationale="mine")
-    await gateway.approve(pending.approval_id, approver="key:bob", rationale="four eyes")
+        await gateway.approve(pending.approval_id, approver="key:alice", roles=["lead"], rationale="mine")
+    await gateway.approve(pending.approval_id, approver="key:bob", roles=["lead"], rationale="four eyes")

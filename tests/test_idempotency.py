@@ -64,7 +64,7 @@ async def test_failed_write_frees_its_key(gateway: Gateway, effects: Effects) ->
     def flaky(key: str, value: int) -> dict[str, object]:
         calls.append(key)
         if len(calls) == 1:
-            raise ToolError("backend said no before doing anything")
+            raise ToolError("backend said no before doing anything", effect=False)
         return real(key=key, value=value)  # type: ignore[no-any-return]
 
     from dataclasses import replace

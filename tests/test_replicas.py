@@ -40,7 +40,13 @@ class Replicas:
         )
 
 
-def _start(store_url: str, spec: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start(
+    store_url: str,
+    spec: Path,
+    port: int,
+    env: dict[str, str],
+    tools: str = f"{TESTS / 'server_tools.py'}:tools",
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -54,7 +60,7 @@ def _start(store_url: str, spec: Path, port: int, env: dict[str, str]) -> subpro
             "--spec",
             str(spec),
             "--tools",
-            f"{TESTS / 'server_tools.py'}:tools",
+            tools,
             "--migrate",
         ],
         env=env,

@@ -43,10 +43,10 @@ def test_window_counts_and_resets(store_url: str, effects: Effects) -> None:
 
 def test_denied_and_rejected_actions_do_not_count(gateway: Gateway, effects: Effects) -> None:
     async def go() -> None:
-        async with gateway.run(tenant="t", agent="bot", task="big") as run:
-            big = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 500.0})
+        run = gateway.open_run(tenant="t", agent="bot", task="big")  # open: its approval pends
+        big = await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 500.0})
         assert not isinstance(big, Allowed) and hasattr(big, "approval_id")
-        await gateway.reject(big.approval_id, approver="lead@x", rationale="no")
+        await gateway.reject(big.approval_id, approver="lead@x", roles=["lead"], rationale="no")
 
     asyncio.run(go())
     results = [_pay(gateway, i) for i in range(3)]

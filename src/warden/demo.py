@@ -138,10 +138,10 @@ async def _approver_pass(
         email = helpdesk.customer_email(ticket_id)
         approve, why = approver_mod.decide(record.tool, record.args, record.evidence, email)
         if approve:
-            await gateway.approve(approval_id, approver="lead@support.example", rationale=why)
+            await gateway.approve(approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why)
             await gateway.execute_approved(approval_id)
         else:
-            await gateway.reject(approval_id, approver="lead@support.example", rationale=why)
+            await gateway.reject(approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why)
 
 
 def _summarize(

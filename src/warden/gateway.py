@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -23,17 +23,18 @@ from sqlalchemy import insert, select, update
 
 from warden import notify
 from warden.approvals import ApprovalQueue, ApprovalRecord
-from warden.errors import NotFoundError, UsageError
+from warden.errors import ForbiddenError, InvalidInputError, NotFoundError, UsageError
 from warden.ledger import LedgerWriter, VerifyReport, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
-from warden.pipeline._stages import PolicyStage, plain, wait_for_decision
+from warden.pipeline.stages import PolicyStage, outcome_of_approval, plain
 from warden.policy import Policy, Windows
-from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
+from warden.results import Allowed, Denied, FailureKind, Result
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
+from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
 from warden.tools import SchemaViolation, ToolRegistry
 
@@ -73,6 +74,10 @@ class Gateway:
             secrets=secrets or SecretResolver(),
         )
         self.pipeline = Pipeline(self.svc)
+        # Runs opened by this process and still referenced: a resumed run or an approved
+        # action of one of them shares its state (counters, provenance), so what the
+        # approved action taught the run reaches the object that requested it.
+        self._live: weakref.WeakValueDictionary[str, RunState] = weakref.WeakValueDictionary()
 
     @classmethod
     def from_spec(
@@ -168,6 +173,15 @@ class Gateway:
         if not tenant or not agent:
             raise UsageError("a run needs a tenant and an agent")
         spec = self.svc.loaded.spec
+        if (
+            end_user is None
+            and "max_requests_per_end_user_per_day" in spec.escalation.model_fields_set
+        ):
+            # Without it the per-person cap could be bypassed by leaving it out.
+            raise InvalidInputError(
+                f"workflow {spec.name!r} caps approval requests per end user "
+                "(escalation.max_requests_per_end_user_per_day): open the run with end_user"
+            )
         allowed = self._allowed_tools(task_type)
         scopes = self._principal(agent)
         state = RunState(
@@ -219,6 +233,7 @@ class Gateway:
                     "tier": spec.tier.value,
                 },
             )
+        self._live[state.run_id] = state
         return Run(self, state)
 
     @asynccontextmanager
@@ -277,6 +292,9 @@ class Gateway:
         it takes the call's step with ``pipeline.claim_step`` (pass that row and
         ``claimed=True``) and calls ``run.save()`` after the call.
         """
+        live = self._live.get(run_id) if row is None else None
+        if live is not None:
+            return Run(self, live)
         state, base, version = self._load_run(run_id, row, claimed=claimed)
         run = Run(self, state, base=base, version=version)
         run.closed = state.stopped is not None and state.stopped.startswith("the run is ")
@@ -291,16 +309,24 @@ class Gateway:
         approver: str,
         rationale: str,
         args: dict[str, Any] | None = None,
+        roles: Iterable[str] = (),
+        on_behalf_of: str | None = None,
     ) -> ApprovalRecord:
         """Approve a pending action, or approve it with edited ``args``.
+
+        ``roles``: the approval roles ``approver`` holds; deciding needs the approval's
+        current role (``ForbiddenError`` otherwise). Whoever proposed the action or opened
+        its run cannot decide it. ``on_behalf_of``: the human a bridge (chat, e-mail)
+        decides for; recorded, and held to the same separation of duties.
 
         Edited args are re-validated against the tool's schema and re-evaluated against the
         policy (facts and windows included) before the approval is recorded; if the policy
         denies the edited action, the approval stays pending and ``UsageError`` says why.
         """
-        record = self._pending(approval_id, approver)
+        record = self._pending(approval_id, approver, roles, on_behalf_of)
+        who = (approver, on_behalf_of)
         if args is None:
-            return self._decide(record, "approved", approver, rationale, record.args, None)
+            return self._decide(record, "approved", who, rationale, record.args, None)
         tool = self.svc.registry.get(record.tool)
         if tool is None:
             raise UsageError(f"tool {record.tool!r} is no longer bound")
@@ -314,41 +340,70 @@ class Gateway:
         # the policy stage records them again, with the edited args, if it does not deny.
         with self.svc.ledger.transaction() as conn:
             self.svc.windows.void(conn, record.action_id)
-        denied = await PolicyStage(self.svc)(call)
+        denied, _ = await PolicyStage(self.svc).evaluate(call)
         if denied is not None:
             original = Call(call.run, record.tool, record.args, record.action_id)
             original.tool, original.args = tool, record.args
-            await PolicyStage(self.svc)(original)
+            await PolicyStage(self.svc).evaluate(original)
             reasons = denied.reasons if isinstance(denied, Denied) else ()
             raise UsageError("the edited action is denied by policy: " + "; ".join(reasons))
         assert call.decision is not None
+        return self._decide(record, "approved", who, rationale, call.args, call.decision.to_json())
+
+    async def reject(
+        self,
+        approval_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        roles: Iterable[str] = (),
+        on_behalf_of: str | None = None,
+    ) -> ApprovalRecord:
+        """Reject a pending action (the same rules as ``approve`` on who may decide)."""
+        record = self._pending(approval_id, approver, roles, on_behalf_of)
         return self._decide(
-            record, "approved", approver, rationale, call.args, call.decision.to_json()
+            record, "rejected", (approver, on_behalf_of), rationale, record.args, None
         )
 
-    async def reject(self, approval_id: str, *, approver: str, rationale: str) -> ApprovalRecord:
-        record = self._pending(approval_id, approver)
-        return self._decide(record, "rejected", approver, rationale, record.args, None)
-
-    def _pending(self, approval_id: str, approver: str) -> ApprovalRecord:
+    def _pending(
+        self, approval_id: str, approver: str, roles: Iterable[str], on_behalf_of: str | None
+    ) -> ApprovalRecord:
         if not approver.strip():
             raise UsageError("a decision needs the approver's identity")
+        if on_behalf_of is not None and not on_behalf_of.strip():
+            raise UsageError("on_behalf_of, when given, names the human who decides")
         record = self.svc.approvals.get(approval_id)
         if record.state != "pending":
             raise UsageError(f"approval {approval_id} is {record.state}, not pending")
-        if approver == record.requested_by:
-            raise UsageError(f"{approver!r} requested this action and cannot approve it")
+        held = sorted(set(roles))
+        if record.role not in held:
+            raise ForbiddenError(
+                f"approval {approval_id} needs the approval role {record.role!r}; "
+                f"{approver!r} holds {', '.join(map(repr, held)) or 'no approval role'}"
+            )
+        with self.store.read() as conn:
+            opener = conn.execute(
+                select(runs.c.opened_by, runs.c.agent).where(runs.c.run_id == record.run_id)
+            ).first()
+        barred = {record.requested_by, *(opener or ())} - {None}
+        for who in (approver, on_behalf_of):
+            if who is not None and who in barred:
+                raise UsageError(
+                    f"{who!r} proposed this action or opened its run and cannot approve it "
+                    "(separation of duties)"
+                )
         return record
 
     def _decide(
         self,
         record: ApprovalRecord,
         state: str,
-        approver: str,
+        who: tuple[str, str | None],
         rationale: str,
         args: dict[str, Any],
         decision: dict[str, Any] | None,
     ) -> ApprovalRecord:
+        approver, on_behalf_of = who
         now = self.svc.clock()
         with self.svc.ledger.transaction() as conn:
             won = self.svc.approvals.transition(
@@ -369,7 +424,10 @@ class Gateway:
                 "decision": "edited" if args != record.args else state,
                 "approver": approver,
                 "rationale": rationale,
+                "role": record.role,
             }
+            if on_behalf_of is not None:
+                payload["on_behalf_of"] = on_behalf_of
             if args != record.args:
                 payload.update(args=args, policy=decision)
             self.svc.record(record.run_id, record.tenant, "approval_decided", payload)
@@ -457,33 +515,26 @@ class Gateway:
                 changed.append(self.svc.approvals.get(record.approval_id))
         return changed
 
-    async def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
+    async def execute_approved(
+        self, approval_id: str, *, wait: float = 0.0, actor: str | None = None
+    ) -> Result:
         """Execute an approved action exactly once, in this process or any other.
 
-        Safe to call from several processes at once, and again after a restart: one caller
-        executes, the others get its result (``replayed=True``) or ``Pending``. What the
-        execution taught the run (provenance of the tool's output, retries) is stored for
-        the run's next call, as after any call.
+        The action goes through the whole pipeline again (kill switches, run caps,
+        identity, scopes and schema are checked at this moment); the approval stage lets
+        it through. Safe to call from several processes at once, and again after a
+        restart: one caller executes, the others get its result (``replayed=True``),
+        ``in_progress`` or ``Pending``. What the execution taught the run (provenance of the
+        tool's output, retries) reaches the run's next call, in this process or another.
         """
         record = self.svc.approvals.get(approval_id)
+        if record.state == "pending" and wait > 0:
+            record = await self.pipeline.wait_for_decision(approval_id, wait)
+        answer = outcome_of_approval(record, record.action_id)
+        if answer is not None:
+            return answer
         run = self.resume_run(record.run_id)
-        call = Call(run.state, record.tool, record.args, record.action_id)
-        call.tool = self.svc.registry.get(record.tool)
-        if call.tool is None:
-            return Failed(
-                FailureKind.UNKNOWN_TOOL,
-                f"tool {record.tool!r} is no longer bound",
-                record.action_id,
-            )
-        call.approval_id = approval_id
-        pending = Pending(
-            approval_id, record.action_id, record.role, record.deadline, tuple(record.reasons)
-        )
-        outcome = await wait_for_decision(self.svc, call, pending, max(wait, 0.0), 0.05)
-        if outcome is not None:
-            return outcome
-        call.started = time.perf_counter()
-        result = await self.pipeline.act_on(call)
+        result = await self.pipeline.resume(run.state, record, actor)
         run.save()
         return result
 
@@ -536,8 +587,11 @@ class Run:
         *,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        actor: str | None = None,
     ) -> Result:
-        """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``."""
+        """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
+        (an approved action then runs at once); ``actor``: who proposes it (an API key's
+        identity), when not the run's opener; it may not approve it."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         state = self.state
@@ -548,6 +602,7 @@ class Run:
             f"{state.run_id}.{state.steps + 1}",
             given_key=idempotency_key,
             wait_s=wait,
+            actor=actor,
         )
         return await self._gateway.pipeline.call(call)
 
@@ -576,18 +631,64 @@ class Run:
             state.steps, state.stopped = steps, state.stopped or stopped
         self._base, self._saved_steps = stored, state.steps
 
+    def _cancel_open_approvals(self, conn: Any, now: datetime) -> None:
+        """A finished run's pending or approved-but-not-executed actions can no longer run:
+        each is cancelled and gets its terminal event."""
+        svc = self._gateway.svc
+        open_ = conn.execute(
+            select(approvals_table.c.approval_id, approvals_table.c.action_id).where(
+                approvals_table.c.run_id == self.run_id,
+                approvals_table.c.state.in_(("pending", "approved")),
+            )
+        ).all()
+        for approval_id, action_id in open_:
+            won = any(
+                svc.approvals.transition(
+                    conn,
+                    approval_id,
+                    state,
+                    state="cancelled",
+                    decided_at=now,
+                    decided_by="warden",
+                    rationale="the run finished before the action was executed",
+                )
+                for state in ("pending", "approved")
+            )
+            if not won:
+                continue
+            svc.windows.void(conn, action_id)
+            svc.record(
+                self.run_id,
+                self.state.tenant,
+                "approval_cancelled",
+                {"approval_id": approval_id, "action_id": action_id, "reason": "run finished"},
+            )
+            svc.record(
+                self.run_id,
+                self.state.tenant,
+                "denied",
+                {
+                    "action_id": action_id,
+                    "kind": FailureKind.APPROVAL_CANCELLED.value,
+                    "reasons": ["the run finished before the action was executed"],
+                    "rules": [],
+                },
+            )
+
     def finish(self, outcome: str = "completed") -> None:
         if self.closed:
             return
         self.closed = True
         gw = self._gateway
         self.save()
+        now = gw.svc.clock()
         with gw.svc.ledger.transaction() as conn:
             conn.execute(
                 update(runs)
                 .where(runs.c.run_id == self.run_id)
-                .values(status="finished", outcome=outcome, finished_at=gw.svc.clock())
+                .values(status="finished", outcome=outcome, finished_at=now)
             )
+            self._cancel_open_approvals(conn, now)
             gw.svc.record(
                 self.run_id,
                 self.state.tenant,
@@ -635,20 +736,53 @@ class SyncGateway:
         else:
             run.finish("completed")
 
-    def execute_approved(self, approval_id: str, *, wait: float = 0.0) -> Result:
-        return _run_sync(self._runner, self.gateway.execute_approved(approval_id, wait=wait))
+    def execute_approved(
+        self, approval_id: str, *, wait: float = 0.0, actor: str | None = None
+    ) -> Result:
+        return _run_sync(
+            self._runner, self.gateway.execute_approved(approval_id, wait=wait, actor=actor)
+        )
 
     def approve(
-        self, approval_id: str, *, approver: str, rationale: str, args: dict[str, Any] | None = None
+        self,
+        approval_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        args: dict[str, Any] | None = None,
+        roles: Iterable[str] = (),
+        on_behalf_of: str | None = None,
     ) -> ApprovalRecord:
         return _run_sync(
             self._runner,
-            self.gateway.approve(approval_id, approver=approver, rationale=rationale, args=args),
+            self.gateway.approve(
+                approval_id,
+                approver=approver,
+                rationale=rationale,
+                args=args,
+                roles=roles,
+                on_behalf_of=on_behalf_of,
+            ),
         )
 
-    def reject(self, approval_id: str, *, approver: str, rationale: str) -> ApprovalRecord:
+    def reject(
+        self,
+        approval_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        roles: Iterable[str] = (),
+        on_behalf_of: str | None = None,
+    ) -> ApprovalRecord:
         return _run_sync(
-            self._runner, self.gateway.reject(approval_id, approver=approver, rationale=rationale)
+            self._runner,
+            self.gateway.reject(
+                approval_id,
+                approver=approver,
+                rationale=rationale,
+                roles=roles,
+                on_behalf_of=on_behalf_of,
+            ),
         )
 
     def close(self) -> None:
@@ -678,9 +812,11 @@ class SyncRun:
         *,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        actor: str | None = None,
     ) -> Result:
         return _run_sync(
-            self._runner, self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait)
+            self._runner,
+            self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait, actor=actor),
         )
 
     def finish(self, outcome: str = "completed") -> None:

@@ -32,6 +32,7 @@ class FailureKind(StrEnum):
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_TIMEOUT = "approval_timeout"
     APPROVAL_LIMIT = "approval_limit"
+    APPROVAL_CANCELLED = "approval_cancelled"
     UNKNOWN_TOOL = "unknown_tool"
     CIRCUIT_OPEN = "circuit_open"
     KILLED = "killed"

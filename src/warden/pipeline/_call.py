@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from warden.approvals import ApprovalRecord
 from warden.policy import Decision, ProvenanceTracker
 from warden.secrets import Redactor
 from warden.spec import Tier
 from warden.tools import ToolDef
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class RunState:
     """What the gateway remembers about one open run, in the process that runs it."""
 
@@ -76,7 +77,11 @@ class RunState:
 
 @dataclass(slots=True)
 class Call:
-    """One proposed action on its way through the stages."""
+    """One proposed action on its way through the stages.
+
+    A resumed approval is a call too (``approval`` set): it enters the pipeline at the top,
+    with the approved (possibly edited) arguments, and the approval stage lets it through.
+    """
 
     run: RunState
     tool_name: str
@@ -84,6 +89,9 @@ class Call:
     action_id: str
     given_key: str | None = None
     wait_s: float | None = None
+    #: who proposed it (an API key's identity); the run's opener when not given
+    actor: str | None = None
+    approval: ApprovalRecord | None = None
     tool: ToolDef | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
@@ -92,12 +100,13 @@ class Call:
     facts: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
-    windows_recorded: bool = False
-    approval_id: str | None = None
-    intent_recorded: bool = False
-    effect_possible: bool = False
     attempts: int = 0
+    effect_possible: bool = False
     output: Any = None
     #: minted credential values of this call, scrubbed from its output and errors
     redactor: Redactor | None = None
     started: float = 0.0
+
+    @property
+    def proposer(self) -> str:
+        return self.actor or self.run.requested_by

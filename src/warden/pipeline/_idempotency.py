@@ -1,9 +1,13 @@
 """Idempotency keys in the store: one key, one side effect.
 
 States: ``started`` (claimed, intent durable, outcome not yet recorded), ``done`` (the
-first result is kept and returned to every repeat), ``unknown`` (timeout or bad output:
-the effect may have happened, so repeats are refused). A key whose tool refused before
-acting is deleted, so a corrected retry can run.
+first result is kept and returned to every repeat), ``unknown`` (the tool failed in a way
+that may have come after its effect: repeats are refused until an operator reconciles the
+key). Only a key whose tool declared that nothing happened (``ToolError(effect=False)``,
+or a call that never started) is deleted, so a corrected retry can run.
+
+A key is bound to the call it was first used for (workflow, tool, canonical args): the
+same key on another call is a conflict, never a replay of the first call's result.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from warden.ledger import canonical_json
 from warden.store import _fast as fast
 from warden.store._tables import utc_text
 
-_LOOKUP = "SELECT state, result, action_id FROM idempotency WHERE tenant = ? AND key = ?"
+_LOOKUP = (
+    "SELECT state, result, action_id, fingerprint FROM idempotency WHERE tenant = ? AND key = ?"
+)
 _CLAIM = (
-    "INSERT INTO idempotency (tenant, key, run_id, action_id, tool, state, result, created_at)"
-    " VALUES (?, ?, ?, ?, ?, 'started', NULL, ?) ON CONFLICT DO NOTHING RETURNING key"
+    "INSERT INTO idempotency"
+    " (tenant, key, run_id, action_id, tool, state, result, created_at, fingerprint)"
+    " VALUES (?, ?, ?, ?, ?, 'started', NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING key"
 )
 _SETTLE = "UPDATE idempotency SET state = ?, result = ? WHERE tenant = ? AND key = ?"
 _RELEASE = "DELETE FROM idempotency WHERE tenant = ? AND key = ?"
@@ -33,6 +40,12 @@ class KeyRecord:
     state: str
     result: str | None
     action_id: str
+    #: of the call that first used the key (None for keys recorded before fingerprints)
+    fingerprint: str | None = None
+
+    def binds(self, fingerprint: str) -> bool:
+        """Whether a call with ``fingerprint`` is the call this key was first used for."""
+        return self.fingerprint is None or self.fingerprint == fingerprint
 
 
 def derive_key(run_id: str, tool: str, args: Any) -> str:
@@ -40,22 +53,36 @@ def derive_key(run_id: str, tool: str, args: Any) -> str:
     return hashlib.sha256(f"{run_id}\x00{tool}\x00{canonical_json(args)}".encode()).hexdigest()
 
 
+def fingerprint(workflow: str, tool: str, args: Any) -> str:
+    """What a key is bound to: the workflow, the tool and the canonical arguments."""
+    return hashlib.sha256(f"{workflow}\x00{tool}\x00{canonical_json(args)}".encode()).hexdigest()
+
+
 def lookup(conn: Connection, tenant: str, key: str) -> KeyRecord | None:
     row = fast.fetch_one(conn, _LOOKUP, (tenant, key))
-    return None if row is None else KeyRecord(row[0], row[1], row[2])
+    return None if row is None else KeyRecord(row[0], row[1], row[2], row[3])
 
 
 def peek(engine: Engine, tenant: str, key: str) -> KeyRecord | None:
     """``lookup`` outside a transaction, for the cheap pre-check before deciding."""
     row = fast.query_one(engine, _LOOKUP, (tenant, key))
-    return None if row is None else KeyRecord(row[0], row[1], row[2])
+    return None if row is None else KeyRecord(row[0], row[1], row[2], row[3])
 
 
 def claim(
-    conn: Connection, *, tenant: str, key: str, run_id: str, action_id: str, tool: str, now: datetime
+    conn: Connection,
+    *,
+    tenant: str,
+    key: str,
+    run_id: str,
+    action_id: str,
+    tool: str,
+    now: datetime,
+    fingerprint: str,
 ) -> bool:
     """True if this call claimed the key; the database decides who was first."""
-    return fast.fetch_one(conn, _CLAIM, (tenant, key, run_id, action_id, tool, utc_text(now))) is not None
+    params = (tenant, key, run_id, action_id, tool, utc_text(now), fingerprint)
+    return fast.fetch_one(conn, _CLAIM, params) is not None
 
 
 def settle_done(conn: Connection, tenant: str, key: str, result: Any) -> None:

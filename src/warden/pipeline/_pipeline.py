@@ -1,155 +1,119 @@
 """The governed call: the one place that knows the order of the stages.
 
-    switches → caps → tool → identity → schema → replay → policy → approval
-             → draft → intent → execute → verify → record
+    record → switches → caps → tool → identity → schema → replay → serialize → policy
+           → approval → draft → idempotency → execute → verify
 
-Every call ends in exactly one terminal ledger event (executed, drafted, denied, failed,
-or approval_requested), whatever stage ended it.
+Each stage wraps the rest (``async (call, next) -> Result``). There is one entry: a call
+proposed by an agent and an approved action resumed later both go through every stage from
+the top, so a kill switch, a closed run or a lost scope stops an action approved an hour
+ago as it stops a new one. Every call ends in exactly one terminal ledger event (executed,
+drafted, denied or failed) or in ``approval_requested``.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+import asyncio
+from collections.abc import Sequence
+from functools import partial
 
-from warden.ledger import to_jsonable
-from warden.pipeline import _idempotency as idem
-from warden.pipeline._call import Call
+from warden.approvals import ApprovalRecord
+from warden.pipeline._call import Call, RunState
 from warden.pipeline._services import Services
-from warden.pipeline._stages import (
+from warden.pipeline.stages import (
     ApprovalStage,
     CapsStage,
     DraftStage,
     ExecuteStage,
+    IdempotencyStage,
     IdentityStage,
-    IntentStage,
+    Next,
     PolicyStage,
+    RecordStage,
     ReplayStage,
     SchemaStage,
+    SerializeStage,
     Stage,
     SwitchStage,
     ToolStage,
     VerifyStage,
+    outcome_of_approval,
 )
-from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
+from warden.results import Pending, Result
 
-# Failures after which the tool may have had its effect: its key stays claimed.
-_EFFECT_UNKNOWN = {FailureKind.TIMEOUT, FailureKind.OUTPUT_SCHEMA_ERROR}
+
+async def _end(call: Call) -> Result:  # pragma: no cover - VerifyStage never calls next
+    raise AssertionError("the innermost stage must return a result")
+
+
+def chain(stages: Sequence[Stage]) -> Next:
+    """The stages as one callable, the first outermost."""
+    entry: Next = _end
+    for stage in reversed(stages):
+        entry = partial(stage, next=entry)
+    return entry
 
 
 class Pipeline:
+    POLL_S = 0.05
+
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self.decide: list[Stage] = [
+        self.stages: list[Stage] = [
+            RecordStage(svc),
             SwitchStage(svc),
             CapsStage(svc),
             ToolStage(svc),
             IdentityStage(),
             SchemaStage(),
             ReplayStage(svc),
+            SerializeStage(svc),
             PolicyStage(svc),
             ApprovalStage(svc),
-        ]
-        self.act: list[Stage] = [
-            DraftStage(svc),
-            IntentStage(svc),
+            DraftStage(),
+            IdempotencyStage(svc),
             ExecuteStage(svc),
-            VerifyStage(svc),
+            VerifyStage(),
         ]
+        self._entry = chain(self.stages)
 
     async def call(self, call: Call) -> Result:
-        run = call.run
-        run.steps += 1
-        run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
-        call.started = time.perf_counter()
-        self.svc.record(
-            run.run_id,
-            run.tenant,
-            "action_requested",
-            {
-                "action_id": call.action_id,
-                "tool": call.tool_name,
-                "args": call.raw_args
-                if isinstance(call.raw_args, dict)
-                else to_jsonable(call.raw_args),
-                "step": run.steps,
-                "idempotency_key": call.given_key,
-            },
-        )
-        for stage in self.decide:
-            result = await stage(call)
-            if result is not None:
-                return self.finish(call, result)
-        return await self.act_on(call)
-
-    async def act_on(self, call: Call) -> Result:
-        """The stages after the decision; also the entry for an approved action."""
-        for stage in self.act:
-            result = await stage(call)
-            if result is not None:
-                return self.finish(call, result)
-        raise AssertionError("VerifyStage always returns a result")  # pragma: no cover
-
-    def finish(self, call: Call, result: Result) -> Result:
-        """Record the outcome and settle what the call reserved."""
-        svc, run = self.svc, call.run
-        ms = round((time.perf_counter() - call.started) * 1000, 3)
-        payload: dict[str, Any] = {"action_id": call.action_id}
-        match result:
-            case Allowed():
-                kind = "executed"
-                payload.update(
-                    result=result.result, attempts=call.attempts, ms=ms, replayed=result.replayed
-                )
-            case Drafted():
-                kind = "drafted"
-                payload.update(tool=result.tool, args=result.args)
-            case Denied():
-                kind = "denied"
-                payload.update(
-                    kind=result.kind.value, reasons=list(result.reasons), rules=list(result.rules)
-                )
-            case Failed():
-                kind = "failed"
-                payload.update(
-                    kind=result.kind.value,
-                    detail=result.detail,
-                    errors=[e.to_json() for e in result.errors],
-                    attempts=call.attempts,
-                )
-            case Pending():
-                return result  # approval_requested is already on the ledger
-        release_window = (
-            call.windows_recorded
-            and not isinstance(result, Allowed)
-            and not (isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN)
-        )
-        settle_key = call.intent_recorded and not (isinstance(result, Allowed) and result.replayed)
-        if not (release_window or settle_key or call.approval_id):
-            svc.record(run.run_id, run.tenant, kind, payload)
-            return result
-        # Writes: the outcome, the idempotency record and the approval state commit together.
-        # Not fsynced: the intent already is, so a power cut here leaves a visible "intent
-        # without outcome" and a key still "started" (repeats are refused, not re-run).
-        with svc.ledger.transaction(durable=False) as conn:
-            svc.record(run.run_id, run.tenant, kind, payload)
-            if release_window:
-                svc.windows.void(conn, call.action_id)
-            if settle_key:
-                assert call.key is not None
-                if isinstance(result, Allowed):
-                    idem.settle_done(conn, run.tenant, call.key, result.result)
-                elif isinstance(result, Failed) and result.kind in _EFFECT_UNKNOWN:
-                    idem.settle_unknown(conn, run.tenant, call.key)
-                else:
-                    idem.release(conn, run.tenant, call.key)
-            if call.approval_id:
-                state = "executed" if isinstance(result, Allowed) else "failed"
-                svc.approvals.transition(
-                    conn,
-                    call.approval_id,
-                    "executing",
-                    state=state,
-                    result=result.result if isinstance(result, Allowed) else payload,
-                )
+        """Govern one proposed action; with ``call.wait_s``, wait that long for a decision
+        on an approval it asks for, and run the approved action through the top again."""
+        result = await self._entry(call)
+        if isinstance(result, Pending) and call.wait_s:
+            return await self.wait_and_resume(call.run, result, call.wait_s, call.actor)
         return result
+
+    async def resume(self, run: RunState, record: ApprovalRecord, actor: str | None) -> Result:
+        """Execute an approved action: the pipeline from the top, with the approved
+        (possibly edited) arguments and the approval to let it through."""
+        call = Call(
+            run,
+            record.tool,
+            record.args,
+            record.action_id,
+            given_key=record.idempotency_key,
+            actor=actor,
+            approval=record,
+        )
+        return await self._entry(call)
+
+    async def wait_and_resume(
+        self, run: RunState, pending: Pending, wait_s: float, actor: str | None
+    ) -> Result:
+        record = await self.wait_for_decision(pending.approval_id, wait_s)
+        answer = outcome_of_approval(record, pending.action_id)
+        if answer is not None:
+            return answer
+        return await self.resume(run, record, actor)
+
+    async def wait_for_decision(self, approval_id: str, wait_s: float) -> ApprovalRecord:
+        """The approval once it is no longer pending, or as it is when ``wait_s`` ran out.
+        The store is read off the event loop."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait_s
+        while True:
+            record = await asyncio.to_thread(self.svc.approvals.get, approval_id)
+            if record.state != "pending" or loop.time() >= until:
+                return record
+            await asyncio.sleep(min(self.POLL_S, max(0.0, until - loop.time())))

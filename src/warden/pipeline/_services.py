@@ -9,7 +9,8 @@ from typing import Any
 
 from warden.approvals import ApprovalQueue
 from warden.ledger import LedgerWriter
-from warden.pipeline._execute import CircuitBreaker
+from warden.pipeline._execute import Executor
+from warden.pipeline._locks import ResourceLocks
 from warden.pipeline._switches import SwitchBoard
 from warden.policy import Policy, Windows
 from warden.secrets import SecretResolver
@@ -34,15 +35,15 @@ class Services:
     windows: Windows
     clock: Callable[[], datetime] = utc_now
     secrets: SecretResolver = field(default_factory=SecretResolver)
-    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     tool_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: Executor = field(init=False)
+    locks: ResourceLocks = field(init=False)
 
     def __post_init__(self) -> None:
         for tool in self.registry:
-            self.breakers[tool.name] = CircuitBreaker(
-                tool.circuit.failure_threshold, tool.circuit.reset_after.total_seconds()
-            )
             self.tool_contexts[tool.name] = _tool_context(tool)
+        self.executor = Executor(self.switches, self.secrets, self.workflow)
+        self.locks = ResourceLocks(self.store)
 
     @property
     def workflow(self) -> str:

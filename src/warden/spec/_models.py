@@ -108,6 +108,9 @@ class ToolSpec(_Model):
     credential: str | None = Field(default=None, pattern=r"^(env|file|hmac):[A-Za-z0-9_.\-]+$")
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+    #: CEL over ``args`` naming the resource a call acts on (e.g. ``args.order_id``): calls
+    #: on one resource hold a store lock from their fact lookups through their effect
+    serialize_on: str | None = Field(default=None, min_length=1)
     #: ``schema: any`` declares on purpose that some parameters have no type: their values
     #: are passed unchecked. Without it, a tool whose parameters lack types and that has no
     #: ``input_schema`` does not load. (Named ``schema`` in YAML; the attribute name avoids

@@ -181,9 +181,22 @@ idempotency = Table(
     Column("run_id", String(40), nullable=False),
     Column("action_id", String(40), nullable=False),
     Column("tool", String(120), nullable=False),
-    Column("state", String(12), nullable=False),  # started | done | failed
+    Column("state", String(12), nullable=False),  # started | done | unknown
     Column("result", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # SHA-256 of (workflow, tool, canonical args): a key is bound to the call it was
+    # first used for; another call with the same key is a conflict, never a replay.
+    Column("fingerprint", String(64), nullable=True),
+)
+
+# Held from a call's fact lookups through its side effect, for tools declared with
+# ``serialize_on`` (SQLite only: PostgreSQL uses advisory locks). See pipeline._locks.
+resource_locks = Table(
+    "resource_locks",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("holder", String(60), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 window_entries = Table(

@@ -41,7 +41,9 @@ class FakeTool:
         self.name = name
         self.returns = returns
         self.fail_times = fail_times
-        self.error = error or ToolError(f"{name} failed (scripted)")
+        # A scripted failure is the tool's own (its backend is down): it counts towards the
+        # circuit breaker, and a write's outcome is unknown after it.
+        self.error = error or ToolError(f"{name} failed (scripted)", fault="tool")
         self.delay = delay
         self.calls: list[dict[str, Any]] = []
         params = params or {}

@@ -1,0 +1,92 @@
+"""The outermost stage: the call's request and its one terminal event on the ledger."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from warden.errors import InvalidInputError
+from warden.ledger import canonical_json, to_jsonable
+from warden.pipeline._call import Call
+from warden.pipeline._services import Services
+from warden.pipeline.stages._base import Next
+from warden.results import Allowed, Denied, Drafted, Failed, Pending, Result
+
+
+def recordable(value: Any, what: str) -> None:
+    """Refuse input the ledger could not hash (a lone surrogate in a string), before
+    anything about the call is recorded: it is the caller's error, for this call alone."""
+    try:
+        canonical_json(value).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} cannot be recorded: {exc}") from None
+
+
+class RecordStage:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        run, svc = call.run, self.svc
+        raw = call.raw_args if isinstance(call.raw_args, dict) else to_jsonable(call.raw_args)
+        if call.approval is None:
+            recordable(raw, "the arguments")
+            run.steps += 1
+            run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
+            svc.record(
+                run.run_id,
+                run.tenant,
+                "action_requested",
+                {
+                    "action_id": call.action_id,
+                    "tool": call.tool_name,
+                    "args": raw,
+                    "step": run.steps,
+                    "idempotency_key": call.given_key,
+                    "proposed_by": call.proposer,
+                },
+            )
+        else:
+            svc.record(
+                run.run_id,
+                run.tenant,
+                "action_resumed",
+                {
+                    "action_id": call.action_id,
+                    "approval_id": call.approval.approval_id,
+                    "by": call.actor,
+                },
+            )
+        call.started = time.perf_counter()
+        result = await next(call)
+        self.outcome(call, result)
+        return result
+
+    def outcome(self, call: Call, result: Result) -> None:
+        ms = round((time.perf_counter() - call.started) * 1000, 3)
+        payload: dict[str, Any] = {"action_id": call.action_id}
+        match result:
+            case Allowed():
+                kind = "executed"
+                payload.update(
+                    result=result.result, attempts=call.attempts, ms=ms, replayed=result.replayed
+                )
+            case Drafted():
+                kind = "drafted"
+                payload.update(tool=result.tool, args=result.args)
+            case Denied():
+                kind = "denied"
+                payload.update(
+                    kind=result.kind.value, reasons=list(result.reasons), rules=list(result.rules)
+                )
+            case Failed():
+                kind = "failed"
+                payload.update(
+                    kind=result.kind.value,
+                    detail=result.detail,
+                    errors=[e.to_json() for e in result.errors],
+                    attempts=call.attempts,
+                )
+            case Pending():
+                return  # approval_requested is already on the ledger
+        self.svc.record(call.run.run_id, call.run.tenant, kind, payload)

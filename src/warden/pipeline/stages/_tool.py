@@ -1,0 +1,27 @@
+"""A tool the workflow does not have is a hallucination: denied, never an exception."""
+
+from __future__ import annotations
+
+from warden.pipeline._call import Call
+from warden.pipeline._services import Services
+from warden.pipeline.stages._base import Next
+from warden.results import Denied, FailureKind, Result
+
+
+class ToolStage:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        tool = self.svc.registry.get(call.tool_name)
+        if tool is None:
+            return Denied(
+                FailureKind.UNKNOWN_TOOL,
+                (
+                    f"no tool {call.tool_name!r} in workflow {self.svc.workflow!r}; "
+                    f"available: {', '.join(self.svc.registry.names())}",
+                ),
+                call.action_id,
+            )
+        call.tool = tool
+        return await next(call)

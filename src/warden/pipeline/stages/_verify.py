@@ -1,0 +1,55 @@
+"""The innermost stage: output schema, secrets scrubbed, untrusted output remembered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warden.ledger import canonical_json, to_jsonable
+from warden.pipeline._call import Call
+from warden.pipeline.stages._base import Next
+from warden.results import Allowed, Failed, FailureKind, Result
+from warden.secrets import Redactor
+from warden.tools import SchemaViolation
+
+
+def _scrub_bytes(value: Any, redactor: Redactor) -> Any:
+    """Redact inside bytes before they are base64-encoded for the ledger, where the
+    secret would no longer be found."""
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", "surrogateescape")
+        return redactor.redact_text(text).encode("utf-8", "surrogateescape")
+    if isinstance(value, dict):
+        return {k: _scrub_bytes(v, redactor) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_bytes(v, redactor) for v in value]
+    return value
+
+
+class VerifyStage:
+    async def __call__(self, call: Call, next: Next) -> Result:
+        tool = call.tool
+        assert tool is not None
+        output = call.output
+        if call.redactor is not None:
+            output = _scrub_bytes(output, call.redactor)
+        try:
+            result = tool.output.validate(output) if tool.output else to_jsonable(output)
+        except SchemaViolation as exc:
+            if call.redactor:  # field errors could quote the credential: keep only the text
+                detail = call.redactor.redact_text(str(exc))
+                return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, detail, call.action_id)
+            return Failed(
+                FailureKind.OUTPUT_SCHEMA_ERROR, str(exc), call.action_id, tuple(exc.errors)
+            )
+        if call.redactor:
+            result = call.redactor.redact(result)
+        try:
+            canonical_json(result).encode("utf-8")
+        except (UnicodeEncodeError, TypeError, ValueError) as exc:
+            return Failed(
+                FailureKind.OUTPUT_SCHEMA_ERROR,
+                f"the tool's output cannot be recorded: {exc}",
+                call.action_id,
+            )
+        call.run.provenance.observe(tool.name, result, untrusted=tool.untrusted_output)
+        return Allowed(result, call.action_id)
