@@ -21,9 +21,8 @@ async def test_lone_surrogate_does_not_jam_the_ledger(store_url: str, effects: E
         async with gw.run(tenant="t-bad", agent="bot", task="surrogate") as bad_run:
             try:
                 bad: Any = await bad_run.call("save", {"key": "\ud800", "value": 1})
-            except InvalidInputError as exc:
+            except InvalidInputError as exc:  # a 400 for this request alone
                 bad = exc
-                assert "key" in str(exc)  # names where the bad value is
             assert not isinstance(bad, Allowed)
             assert effects.saved == []  # the write was not executed
             # The same run, and every other tenant, go on being recorded.
