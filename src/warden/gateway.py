@@ -217,7 +217,7 @@ class Gateway:
                     started_at=now,
                 )
             )
-            self.svc.record(
+            self.svc.emit(
                 state.run_id,
                 tenant,
                 "run_started",
@@ -430,10 +430,10 @@ class Gateway:
                 payload["on_behalf_of"] = on_behalf_of
             if args != record.args:
                 payload.update(args=args, policy=decision)
-            self.svc.record(record.run_id, record.tenant, "approval_decided", payload)
+            self.svc.emit(record.run_id, record.tenant, "approval_decided", payload)
             if state == "rejected":
                 self.svc.windows.void(conn, record.action_id)
-                self.svc.record(
+                self.svc.emit(
                     record.run_id,
                     record.tenant,
                     "denied",
@@ -466,7 +466,7 @@ class Gateway:
                     )
                     if won:
                         _sla_breach(conn, record, now, f"escalated to {esc.approver_roles[nxt]}")
-                        self.svc.record(
+                        self.svc.emit(
                             record.run_id,
                             record.tenant,
                             "approval_escalated",
@@ -491,7 +491,7 @@ class Gateway:
                     if won:
                         _sla_breach(conn, record, now, "expired: the action is denied")
                         self.svc.windows.void(conn, record.action_id)
-                        self.svc.record(
+                        self.svc.emit(
                             record.run_id,
                             record.tenant,
                             "approval_expired",
@@ -500,7 +500,7 @@ class Gateway:
                                 "action_id": record.action_id,
                             },
                         )
-                        self.svc.record(
+                        self.svc.emit(
                             record.run_id,
                             record.tenant,
                             "denied",
@@ -657,13 +657,13 @@ class Run:
             if not won:
                 continue
             svc.windows.void(conn, action_id)
-            svc.record(
+            svc.emit(
                 self.run_id,
                 self.state.tenant,
                 "approval_cancelled",
                 {"approval_id": approval_id, "action_id": action_id, "reason": "run finished"},
             )
-            svc.record(
+            svc.emit(
                 self.run_id,
                 self.state.tenant,
                 "denied",
@@ -689,7 +689,7 @@ class Run:
                 .values(status="finished", outcome=outcome, finished_at=now)
             )
             self._cancel_open_approvals(conn, now)
-            gw.svc.record(
+            gw.svc.emit(
                 self.run_id,
                 self.state.tenant,
                 "run_finished",

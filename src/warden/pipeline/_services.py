@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from warden.approvals import ApprovalQueue
+from warden.events import EventKind
 from warden.ledger import LedgerWriter
 from warden.pipeline._execute import Executor
 from warden.pipeline._locks import ResourceLocks
+from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._switches import SwitchBoard
 from warden.policy import Policy, Windows
 from warden.secrets import SecretResolver
@@ -36,6 +40,7 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     secrets: SecretResolver = field(default_factory=SecretResolver)
     tool_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sinks: list[Sink] = field(default_factory=list)
     executor: Executor = field(init=False)
     locks: ResourceLocks = field(init=False)
 
@@ -44,13 +49,24 @@ class Services:
             self.tool_contexts[tool.name] = _tool_context(tool)
         self.executor = Executor(self.switches, self.secrets, self.workflow)
         self.locks = ResourceLocks(self.store)
+        if not self.sinks:
+            self.sinks = [LedgerSink(self.ledger), OutboxSink(self.workflow, self.clock)]
 
     @property
     def workflow(self) -> str:
         return self.loaded.spec.name
 
-    def record(self, run_id: str, tenant: str, type: str, payload: dict[str, Any]) -> None:
-        self.ledger.append(run_id, tenant, run_id, type, payload)
+    def emit(
+        self,
+        run_id: str,
+        tenant: str,
+        kind: EventKind,
+        payload: dict[str, Any],
+        conn: Connection | None = None,
+    ) -> None:
+        """Hand one event of the run to every sink (see ``warden.events`` for the kinds)."""
+        for sink in self.sinks:
+            sink.emit(run_id, tenant, kind, payload, conn)
 
 
 def _tool_context(tool: ToolDef) -> dict[str, Any]:

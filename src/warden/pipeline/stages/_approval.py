@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from warden import notify
 from warden.approvals import ApprovalRecord
 from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
@@ -156,7 +155,8 @@ class ApprovalStage:
                 created_at=now,
                 deadline=deadline,
             )
-            svc.record(
+            # The ledger event and the webhook notification commit with the approval.
+            svc.emit(
                 run.run_id,
                 run.tenant,
                 "approval_requested",
@@ -169,26 +169,10 @@ class ApprovalStage:
                     "reasons": list(decision.reasons),
                     "risk": decision.risk,
                     "proposed_by": call.proposer,
-                },
-            )
-            # The notification commits with the approval, or not at all (outbox).
-            notify.enqueue(
-                conn,
-                tenant=run.tenant,
-                kind="approval_requested",
-                now=now,
-                payload={
-                    "approval_id": approval_id,
-                    "workflow": svc.workflow,
-                    "run_id": run.run_id,
                     "tool": tool.name,
                     "args": call.args,
-                    "role": role,
-                    "sla_class": decision.sla_class,
-                    "deadline": utc_text(deadline),
-                    "risk": decision.risk,
-                    "reasons": list(decision.reasons),
                 },
+                conn,
             )
         return Pending(approval_id, call.action_id, role, deadline, decision.reasons)
 

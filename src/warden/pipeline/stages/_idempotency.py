@@ -110,7 +110,7 @@ class IdempotencyStage:
                 found = idem.lookup(conn, run.tenant, key)
                 assert found is not None
                 return replay_result(call, found, fingerprint)
-            svc.record(
+            svc.emit(
                 run.run_id,
                 run.tenant,
                 "intent",

@@ -114,7 +114,7 @@ class PolicyStage:
             payload["window"] = call.windows
         if call.provenance.get("untrusted_args"):
             payload["provenance"] = call.provenance
-        self.svc.record(call.run.run_id, call.run.tenant, "decision", payload)
+        self.svc.emit(call.run.run_id, call.run.tenant, "decision", payload)
 
     async def _facts(
         self, call: Call, names: frozenset[str], activation: dict[str, Any]
@@ -146,7 +146,7 @@ class PolicyStage:
                 detail = f"{type(exc).__name__}: {exc}"
             if detail is not None:
                 detail = f"fact {name!r} ({fact.tool}) could not be looked up: {detail}"
-                svc.record(
+                svc.emit(
                     call.run.run_id,
                     call.run.tenant,
                     "facts",
@@ -155,7 +155,7 @@ class PolicyStage:
                 return Denied(
                     FailureKind.FACT_ERROR, (detail + "; failing closed",), call.action_id
                 )
-        svc.record(
+        svc.emit(
             call.run.run_id,
             call.run.tenant,
             "facts",

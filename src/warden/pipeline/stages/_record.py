@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from warden.errors import InvalidInputError
+from warden.events import EventKind
 from warden.ledger import canonical_json, to_jsonable
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
@@ -33,7 +34,7 @@ class RecordStage:
             recordable(raw, "the arguments")
             run.steps += 1
             run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
-            svc.record(
+            svc.emit(
                 run.run_id,
                 run.tenant,
                 "action_requested",
@@ -47,7 +48,7 @@ class RecordStage:
                 },
             )
         else:
-            svc.record(
+            svc.emit(
                 run.run_id,
                 run.tenant,
                 "action_resumed",
@@ -65,6 +66,7 @@ class RecordStage:
     def outcome(self, call: Call, result: Result) -> None:
         ms = round((time.perf_counter() - call.started) * 1000, 3)
         payload: dict[str, Any] = {"action_id": call.action_id}
+        kind: EventKind
         match result:
             case Allowed():
                 kind = "executed"
@@ -89,4 +91,4 @@ class RecordStage:
                 )
             case Pending():
                 return  # approval_requested is already on the ledger
-        self.svc.record(call.run.run_id, call.run.tenant, kind, payload)
+        self.svc.emit(call.run.run_id, call.run.tenant, kind, payload)

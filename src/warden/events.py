@@ -1,0 +1,321 @@
+"""Typed, versioned events: what the stages of the governed call (and the gateway around
+them) emit, and what the ledger, the API, the CLI and the demo read back.
+
+One pydantic model per kind, in a union discriminated by ``type``. An event's payload on
+the ledger is its fields without ``type``; ``v`` is the version of its kind's shape. Models
+allow extra fields, so an event written by a newer Warden still reads; an older one gets
+its missing fields' defaults.
+
+The stages emit a kind (``EventKind``, checked by mypy) and a plain payload dict, not a
+model instance: measured here, ``model_construct`` cost 13-17 µs an event and validation
+6-9 µs, against ~0.3 µs for the dict, and a governed read (34.5 µs median) emits three.
+The models are paid for only by readers; tests/test_events.py parses every event of
+every kind a full scenario emits with ``strict_event`` (no extra fields allowed), so an
+emitter that drifts from its model fails the suite.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    #: the version of this kind's shape; absent on the ledger means 1
+    v: int = 1
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    workflow: str
+    version: str
+    spec_fingerprint: str
+    policy_fingerprint: str
+    agent: str
+    scopes: list[str]
+    task: str
+    task_type: str | None = None
+    tier: str
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    outcome: str
+    steps: int
+    stopped: str | None = None
+
+
+class ActionRequested(_Event):
+    type: Literal["action_requested"] = "action_requested"
+    action_id: str
+    tool: str
+    args: Any
+    step: int
+    idempotency_key: str | None = None
+    proposed_by: str | None = None
+
+
+class ActionResumed(_Event):
+    """An approved action entering the pipeline again to be executed."""
+
+    type: Literal["action_resumed"] = "action_resumed"
+    action_id: str
+    approval_id: str
+    by: str | None = None
+
+
+class FactsLookedUp(_Event):
+    type: Literal["facts"] = "facts"
+    action_id: str
+    facts: dict[str, Any]
+    error: str | None = None
+
+
+class DecisionMade(_Event):
+    type: Literal["decision"] = "decision"
+    action_id: str
+    effect: str
+    rules: list[str] = Field(default_factory=list)
+    matched: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    risk: float = 0.0
+    approvers: str | None = None
+    sla_class: str | None = None
+    policy: str | None = None
+    window: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+
+
+class Intent(_Event):
+    type: Literal["intent"] = "intent"
+    action_id: str
+    tool: str
+    args: dict[str, Any]
+    idempotency_key: str
+
+
+class Executed(_Event):
+    type: Literal["executed"] = "executed"
+    action_id: str
+    result: Any = None
+    attempts: int = 0
+    ms: float = 0.0
+    replayed: bool = False
+
+
+class Drafted(_Event):
+    type: Literal["drafted"] = "drafted"
+    action_id: str
+    tool: str
+    args: dict[str, Any]
+
+
+class Denied(_Event):
+    type: Literal["denied"] = "denied"
+    action_id: str
+    kind: str
+    reasons: list[str] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=list)
+
+
+class Failed(_Event):
+    type: Literal["failed"] = "failed"
+    action_id: str
+    kind: str
+    detail: str = ""
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    attempts: int = 0
+
+
+class ApprovalRequested(_Event):
+    type: Literal["approval_requested"] = "approval_requested"
+    action_id: str
+    approval_id: str
+    role: str
+    sla_class: str | None = None
+    deadline: datetime | str
+    reasons: list[str] = Field(default_factory=list)
+    risk: float = 0.0
+    proposed_by: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+
+
+class ApprovalDecided(_Event):
+    type: Literal["approval_decided"] = "approval_decided"
+    approval_id: str
+    action_id: str
+    decision: Literal["approved", "rejected", "edited"]
+    approver: str
+    rationale: str
+    role: str | None = None
+    on_behalf_of: str | None = None
+    args: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+
+
+class ApprovalEscalated(_Event):
+    type: Literal["approval_escalated"] = "approval_escalated"
+    approval_id: str
+    action_id: str
+    from_role: str
+    to_role: str
+    deadline: datetime | str
+
+
+class ApprovalExpired(_Event):
+    type: Literal["approval_expired"] = "approval_expired"
+    approval_id: str
+    action_id: str
+
+
+class ApprovalCancelled(_Event):
+    type: Literal["approval_cancelled"] = "approval_cancelled"
+    approval_id: str
+    action_id: str
+    reason: str
+
+
+class SwitchChanged(_Event):
+    type: Literal["switch_changed"] = "switch_changed"
+    scope: str
+    target: str
+    active: bool
+    by: str
+    reason: str
+
+
+class Reconciled(_Event):
+    """An operator settled an action whose outcome was not recorded (``ledger settle``)."""
+
+    type: Literal["reconciled"] = "reconciled"
+    action_id: str
+    settled_as: Literal["done", "not-executed"]
+    note: str
+    by: str
+    reason: str
+    idempotency_key: str | None = None
+    result: Any = None
+
+
+Event = Annotated[
+    RunStarted
+    | RunFinished
+    | ActionRequested
+    | ActionResumed
+    | FactsLookedUp
+    | DecisionMade
+    | Intent
+    | Executed
+    | Drafted
+    | Denied
+    | Failed
+    | ApprovalRequested
+    | ApprovalDecided
+    | ApprovalEscalated
+    | ApprovalExpired
+    | ApprovalCancelled
+    | SwitchChanged
+    | Reconciled,
+    Field(discriminator="type"),
+]
+
+EventKind = Literal[
+    "run_started",
+    "run_finished",
+    "action_requested",
+    "action_resumed",
+    "facts",
+    "decision",
+    "intent",
+    "executed",
+    "drafted",
+    "denied",
+    "failed",
+    "approval_requested",
+    "approval_decided",
+    "approval_escalated",
+    "approval_expired",
+    "approval_cancelled",
+    "switch_changed",
+    "reconciled",
+]
+
+EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+MODELS: dict[str, type[_Event]] = {
+    m.model_fields["type"].default: m
+    for m in (
+        RunStarted,
+        RunFinished,
+        ActionRequested,
+        ActionResumed,
+        FactsLookedUp,
+        DecisionMade,
+        Intent,
+        Executed,
+        Drafted,
+        Denied,
+        Failed,
+        ApprovalRequested,
+        ApprovalDecided,
+        ApprovalEscalated,
+        ApprovalExpired,
+        ApprovalCancelled,
+        SwitchChanged,
+        Reconciled,
+    )
+}
+KINDS: frozenset[str] = frozenset(MODELS)
+
+
+def parse_event(type: str, payload: dict[str, Any]) -> Event:
+    """The typed event of a ledger row (``type`` column, ``payload`` JSON)."""
+    return EVENTS.validate_python({**payload, "type": type})
+
+
+def strict_event(type: str, payload: dict[str, Any]) -> _Event:
+    """``parse_event`` that also refuses fields its model does not declare (for tests and
+    ``ledger verify --strict`` style checks of what this version writes)."""
+    model = MODELS[type]
+    strict = type_(
+        f"Strict{model.__name__}", (model,), {"model_config": ConfigDict(extra="forbid")}
+    )
+    return strict.model_validate({**payload, "type": type})
+
+
+def type_(name: str, bases: tuple[type[_Event], ...], ns: dict[str, Any]) -> type[_Event]:
+    made: type[_Event] = type(name, bases, ns)
+    return made
+
+
+__all__ = [
+    "EVENTS",
+    "KINDS",
+    "MODELS",
+    "ActionRequested",
+    "ActionResumed",
+    "ApprovalCancelled",
+    "ApprovalDecided",
+    "ApprovalEscalated",
+    "ApprovalExpired",
+    "ApprovalRequested",
+    "DecisionMade",
+    "Denied",
+    "Drafted",
+    "Event",
+    "EventKind",
+    "Executed",
+    "FactsLookedUp",
+    "Failed",
+    "Intent",
+    "Reconciled",
+    "RunFinished",
+    "RunStarted",
+    "SwitchChanged",
+    "parse_event",
+    "strict_event",
+]
