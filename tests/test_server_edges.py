@@ -39,8 +39,12 @@ class Api:
         self.app = app
         keys = KeyStore(app.state.warden.store)
         self.keys = {
-            who: keys.create(name=who, role=role, tenant="acme", created_by="tests")[1]
-            for who, role in [("bot", "agent"), ("lead", "approver"), ("admin", "admin")]
+            who: keys.create(name=who, role=role, tenant="acme", created_by="tests", **bound)[1]
+            for who, role, bound in [
+                ("bot", "agent", {"agent": "bot"}),
+                ("lead", "approver", {"approval_roles": ["lead"]}),
+                ("admin", "admin", {}),
+            ]
         }
         self.clients: list[httpx.AsyncClient] = []
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from warden.approvals._waiter import approval_changed
 from warden.errors import NotFoundError
 from warden.ledger import LedgerWriter, canonical_json
 from warden.store import Store
@@ -148,4 +149,7 @@ class ApprovalQueue:
             .where(approvals.c.approval_id == approval_id, approvals.c.state == from_state)
             .values(**values)
         )
-        return done.rowcount == 1
+        if done.rowcount != 1:
+            return False
+        approval_changed(conn, approval_id)  # waits on it wake once this commits
+        return True

@@ -113,7 +113,7 @@ async def _sla_loop(state: ServerState, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
         for gateway in state.gateways.values():
             try:
-                gateway.expire_overdue()
+                await state.run_sync(gateway.expire_overdue)
             except Exception:
                 log.exception("SLA sweep failed; will retry")
 
@@ -175,7 +175,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     async def readyz(state: State) -> Any:
         try:
-            state.store.check_schema()
+            await state.run_sync(state.store.check_schema)
         except Exception as exc:
             return problem_response(503, "not-ready", str(exc))
         return Health(status="ok")

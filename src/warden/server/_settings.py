@@ -26,6 +26,9 @@ class ServerSettings(BaseSettings):
     #: a request's headers must have fully arrived this many seconds after the connection
     #: opened or the previous request ended, else the connection is closed (``warden serve``)
     header_timeout_s: float = Field(default=10.0, gt=0)
+    #: threads per process that run request handlers' store work off the event loop (on
+    #: PostgreSQL each may hold a connection)
+    store_threads: int = Field(default=16, ge=1, le=256)
     #: requests per second per API key, decided in the store (0 disables)
     key_rate_limit: int = 0
     #: how long a verified key is trusted before it is looked up again (revocation delay)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, RateLimiter
 from warden.errors import UsageError
 from warden.gateway import Gateway
@@ -18,6 +23,9 @@ from warden.pipeline import SwitchBoard
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def load_factory(ref: str) -> Callable[[], Any]:
@@ -80,6 +88,15 @@ class ServerState:
             gateway.svc.switches = self.switches
         self.keys = KeyStore(self.store, cache_s=settings.key_cache_s)
         self.limiter = RateLimiter(self.store, settings.key_rate_limit)
+        #: wakes long-polls on approvals (shared with the gateways on this store)
+        self.waiter = ApprovalWaiter.for_store(self.store)
+        # Store work of request handlers runs here, off the event loop: a statement that
+        # waits for a lock (SQLite's write lock, a PostgreSQL row lock) then holds up only
+        # its own request. Bounded, so that on PostgreSQL each thread's own autocommit
+        # connection (store.autocommit) stays a bounded number of sessions.
+        self._store_threads = ThreadPoolExecutor(
+            max_workers=settings.store_threads, thread_name_prefix="warden-store"
+        )
 
     @property
     def workflow_names(self) -> tuple[str, ...]:
@@ -95,7 +112,14 @@ class ServerState:
             )
         return found
 
+    async def run_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` in a store thread, awaited from the event loop."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_threads, call)
+
     def close(self) -> None:
+        self.waiter.close()
+        self._store_threads.shutdown(wait=True)
         for gateway in self.gateways.values():
             gateway.svc.ledger.close()
         self.ledger.close()

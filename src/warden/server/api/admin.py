@@ -40,7 +40,7 @@ ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 async def list_switches(state: State, caller: Caller) -> SwitchList:
     items = [
         SwitchOut.of(s)
-        for s in state.switches.list()
+        for s in await state.run_sync(state.switches.list)
         if caller.tenant == ALL_TENANTS or s.scope is not Scope.TENANT or s.target == caller.tenant
     ]
     return SwitchList(items=items)
@@ -61,10 +61,15 @@ async def set_switch(body: SwitchSet, state: State, caller: Caller) -> SwitchOut
         if body.scope != "global" and not body.target:
             raise ApiProblem(422, "validation", f"a {body.scope} switch needs a target")
         target = body.target or "*"
-    switch = state.switches.set(
-        body.scope, target, active=body.active, by=caller.identity, reason=body.reason
+    switch = await state.run_sync(
+        state.switches.set,
+        body.scope,
+        target,
+        active=body.active,
+        by=caller.identity,
+        reason=body.reason,
     )
-    state.ledger.flush(durable=True)
+    await state.run_sync(state.ledger.flush, durable=True)
     return SwitchOut.of(switch)
 
 
@@ -84,11 +89,16 @@ async def run_events(run_id: RunId, state: State, caller: Caller) -> EventList:
         if run is None:
             raise ApiProblem(404, "not-found", f"no events for run {run_id!r}")
         visible(caller, run.tenant, f"events for run {run_id!r}", agent=run.agent, workflow=run.workflow)
-    for gateway in state.gateways.values():
-        gateway.flush()
-    events = [
-        EventOut(**e.to_json()) for e in iter_events(state.store, run_id=run_id, tenant=tenant)
-    ]
+
+    def read() -> list[EventOut]:
+        for gateway in state.gateways.values():
+            gateway.flush()
+        return [
+            EventOut(**e.to_json())
+            for e in iter_events(state.store, run_id=run_id, tenant=tenant)
+        ]
+
+    events = await state.run_sync(read)
     if not events:
         raise ApiProblem(404, "not-found", f"no events for run {run_id!r}")
     return EventList(items=events)
@@ -104,7 +114,7 @@ async def verify_ledger(
 ) -> VerifyOut:
     require(caller, Role.AUDITOR)
     scope = tenant if caller.tenant == ALL_TENANTS else tenant_for(caller, tenant)
-    report = verify(state.store, tenant=scope)
+    report = await state.run_sync(verify, state.store, tenant=scope)
     return VerifyOut(
         ok=report.ok,
         events=report.events,

@@ -81,14 +81,15 @@ async def list_approvals(
         tenant = caller.tenant
     now = _now()
     any_gateway = next(iter(state.gateways.values()))
-    records = any_gateway.approvals.list(
+    records = await state.run_sync(
+        any_gateway.approvals.list,
         tenant=tenant, state=approval_state, role=role, sla_class=sla_class, limit=limit
     )
     if min_age_s is not None:
         cutoff = now - timedelta(seconds=min_age_s)
         records = [r for r in records if r.created_at <= cutoff]
     if bound_agent(caller) is not None and records:
-        agents = _run_agents(state, sorted({r.run_id for r in records}))
+        agents = await state.run_sync(_run_agents, state, sorted({r.run_id for r in records}))
         records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
     return ApprovalList(items=[ApprovalOut.of(r, now) for r in records])
 
@@ -97,7 +98,7 @@ async def list_approvals(
     "/{approval_id}", response_model=ApprovalOut, responses=ERRORS, summary="Get an approval"
 )
 async def get_approval(approval_id: ApprovalId, state: State, caller: Caller) -> ApprovalOut:
-    return ApprovalOut.of(_get(state, caller, approval_id), _now())
+    return ApprovalOut.of(await state.run_sync(_get, state, caller, approval_id), _now())
 
 
 @router.get(
@@ -112,13 +113,16 @@ async def wait_approval(
     caller: Caller,
     timeout_s: float = Query(default=30.0, ge=0, le=60),
 ) -> ApprovalOut:
-    record = _get(state, caller, approval_id)
     loop = asyncio.get_running_loop()
     until = loop.time() + timeout_s
-    gateway = state.gateway(record.workflow)
-    while record.state == "pending" and loop.time() < until:
-        await asyncio.sleep(0.1)
-        record = gateway.approvals.get(approval_id)
+    # Woken when the approval changes, here or on any replica (approvals.ApprovalWaiter):
+    # an open wait costs no query until then. Watching before the first read means a
+    # decision between the read and the wait is not missed.
+    async with state.waiter.watch(approval_id) as watch:
+        record = await state.run_sync(_get, state, caller, approval_id)
+        gateway = state.gateway(record.workflow)
+        while record.state == "pending" and await watch.changed(until - loop.time()):
+            record = await state.run_sync(gateway.approvals.get, approval_id)
     return ApprovalOut.of(record, _now())
 
 
@@ -143,7 +147,7 @@ async def decide(
     ),
 ) -> ApprovalOut:
     require(caller, Role.APPROVER)
-    record = _get(state, caller, approval_id)
+    record = await state.run_sync(_get, state, caller, approval_id)
     on_behalf_of = body.on_behalf_of or on_behalf_of_header
     if body.on_behalf_of and on_behalf_of_header and body.on_behalf_of != on_behalf_of_header:
         raise ApiProblem(
@@ -189,7 +193,7 @@ async def execute(
     approval_id: str, state: State, caller: Caller, wait_s: float = Query(default=0.0, ge=0, le=60)
 ) -> ActionResult:
     require(caller, Role.AGENT)
-    record = _get(state, caller, approval_id)
+    record = await state.run_sync(_get, state, caller, approval_id)
     result = await state.gateway(record.workflow).execute_approved(
         approval_id, wait=wait_s, actor=caller.identity
     )

@@ -56,7 +56,8 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
     tenant = tenant_for(caller, body.tenant)
     gateway = state.gateway(body.workflow)
     caller.check_open(body.agent, body.workflow)  # an agent key opens runs only as its agent
-    run = gateway.open_run(
+    run = await state.run_sync(
+        gateway.open_run,
         tenant=tenant,
         agent=body.agent,
         task=body.task,
@@ -64,7 +65,7 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
         end_user=body.end_user,
         opened_by=caller.identity,
     )
-    return _out(_run_row(state, run.run_id))
+    return _out(await state.run_sync(_run_row, state, run.run_id))
 
 
 @router.get("", response_model=RunList, responses=ERRORS, summary="List runs")
@@ -92,22 +93,30 @@ async def list_runs(
         query = query.where(runs.c.agent == agent)
         if caller.workflows:
             query = query.where(runs.c.workflow.in_(sorted(caller.workflows)))
-    with state.store.read() as conn:
-        return RunList(items=[_out(r) for r in conn.execute(query).mappings()])
+
+    def read() -> RunList:
+        with state.store.read() as conn:
+            return RunList(items=[_out(r) for r in conn.execute(query).mappings()])
+
+    return await state.run_sync(read)
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS, summary="Get a run")
 async def get_run(run_id: RunId, state: State, caller: Caller) -> RunOut:
-    return _out(_visible_run(state, caller, run_id))
+    return _out(await state.run_sync(_visible_run, state, caller, run_id))
 
 
 @router.post("/{run_id}/finish", response_model=RunOut, responses=ERRORS, summary="Finish a run")
 async def finish_run(run_id: RunId, body: RunFinish, state: State, caller: Caller) -> RunOut:
     require(caller, Role.AGENT)
-    row = _visible_run(state, caller, run_id, running=True)
-    run = state.gateway(row["workflow"]).resume_run(run_id)
-    run.finish(body.outcome)
-    return _out(_run_row(state, run_id))
+
+    def finish() -> Any:
+        row = _visible_run(state, caller, run_id, running=True)
+        run = state.gateway(row["workflow"]).resume_run(run_id)
+        run.finish(body.outcome)
+        return _run_row(state, run_id)
+
+    return _out(await state.run_sync(finish))
 
 
 @router.post(
@@ -134,7 +143,8 @@ async def govern(
     workflows = state.workflow_names
     if agent is not None and caller.workflows:
         workflows = tuple(w for w in workflows if w in caller.workflows)
-    row = claim_step(
+    row = await state.run_sync(
+        claim_step,
         state.store,
         run_id,
         workflows=workflows,
@@ -142,7 +152,7 @@ async def govern(
         agent=agent,
     )
     if row is None:  # say why: absent or another tenant's, finished, or not served here
-        found = _visible_run(state, caller, run_id, running=True)
+        found = await state.run_sync(_visible_run, state, caller, run_id, running=True)
         state.gateway(found["workflow"])
         raise ApiProblem(409, "run-finished", f"run {run_id} finished meanwhile; open a new run")
     run = state.gateway(row["workflow"]).resume_run(run_id, row=row, claimed=True)
@@ -153,5 +163,5 @@ async def govern(
         wait=body.wait_s,
         actor=caller.identity,
     )
-    run.save()
+    await state.run_sync(run.save)
     return ActionResult.of(result)
