@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 import weakref
@@ -26,11 +27,12 @@ from warden.errors import InvalidInputError, NotFoundError, UsageError
 from warden.ledger import LedgerWriter, VerifyReport, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._desk import ApprovalDesk
+from warden.pipeline._pipeline import PENDING, UNSETTLED
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
 from warden.pipeline.stages import outcome_of_approval
 from warden.policy import Policy, Windows
-from warden.results import Allowed, Denied, FailureKind, Result
+from warden.results import Allowed, Denied, Failed, FailureKind, Result
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
@@ -364,15 +366,25 @@ class Gateway:
         ``in_progress`` or ``Pending``. What the execution taught the run (provenance of the
         tool's output, retries) reaches the run's next call, in this process or another.
         """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + max(wait, 0.0)
         record = self.svc.approvals.get(approval_id)
-        if record.state == "pending" and wait > 0:
-            record = await self.pipeline.wait_for_decision(approval_id, wait)
+        if record.state in ("pending", "executing") and wait > 0:
+            waiting = PENDING if record.state == "pending" else UNSETTLED - {"approved"}
+            record = await self.pipeline.wait_for_decision(approval_id, wait, while_in=waiting)
         answer = outcome_of_approval(record, record.action_id)
         if answer is not None:
             return answer
         run = self.resume_run(record.run_id)
         result = await self.pipeline.resume(run.state, record, actor)
         run.save()
+        left = until - loop.time()
+        if isinstance(result, Failed) and result.kind is FailureKind.IN_PROGRESS and left > 0:
+            # Another caller claimed it first: wait for its outcome, as promised.
+            record = await self.pipeline.wait_for_decision(
+                approval_id, left, while_in=UNSETTLED - {"approved"}
+            )
+            return outcome_of_approval(record, record.action_id) or result
         return result
 
 

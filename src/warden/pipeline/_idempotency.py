@@ -17,22 +17,45 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 
 from warden.ledger import canonical_json
 from warden.store import _fast as fast
-from warden.store._tables import utc_text
+from warden.store._statements import Statement, insert_ignoring
+from warden.store._tables import idempotency, utc_text
 
-_LOOKUP = (
-    "SELECT state, result, action_id, fingerprint FROM idempotency WHERE tenant = ? AND key = ?"
+_KEY = (idempotency.c.tenant == bindparam("tenant")) & (idempotency.c.key == bindparam("key"))
+_LOOKUP = Statement(
+    lambda _: select(
+        idempotency.c.state,
+        idempotency.c.result,
+        idempotency.c.action_id,
+        idempotency.c.fingerprint,
+    ).where(_KEY)
 )
-_CLAIM = (
-    "INSERT INTO idempotency"
-    " (tenant, key, run_id, action_id, tool, state, result, created_at, fingerprint)"
-    " VALUES (?, ?, ?, ?, ?, 'started', NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING key"
+_CLAIM = Statement(
+    lambda dialect: (
+        insert_ignoring(dialect, idempotency)
+        .values(
+            tenant=bindparam("tenant"),
+            key=bindparam("key"),
+            run_id=bindparam("run_id"),
+            action_id=bindparam("action_id"),
+            tool=bindparam("tool"),
+            state="started",
+            result=None,
+            created_at=bindparam("now"),
+            fingerprint=bindparam("fingerprint"),
+        )
+        .returning(idempotency.c.key)
+    )
 )
-_SETTLE = "UPDATE idempotency SET state = ?, result = ? WHERE tenant = ? AND key = ?"
-_RELEASE = "DELETE FROM idempotency WHERE tenant = ? AND key = ?"
+_SETTLE = Statement(
+    lambda _: (
+        update(idempotency).where(_KEY).values(state=bindparam("state"), result=bindparam("result"))
+    )
+)
+_RELEASE = Statement(lambda _: delete(idempotency).where(_KEY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +82,13 @@ def fingerprint(workflow: str, tool: str, args: Any) -> str:
 
 
 def lookup(conn: Connection, tenant: str, key: str) -> KeyRecord | None:
-    row = fast.fetch_one(conn, _LOOKUP, (tenant, key))
+    row = fast.one(conn, _LOOKUP, {"tenant": tenant, "key": key})
     return None if row is None else KeyRecord(row[0], row[1], row[2], row[3])
 
 
 def peek(engine: Engine, tenant: str, key: str) -> KeyRecord | None:
     """``lookup`` outside a transaction, for the cheap pre-check before deciding."""
-    row = fast.query_one(engine, _LOOKUP, (tenant, key))
+    row = fast.read_one(engine, _LOOKUP, {"tenant": tenant, "key": key})
     return None if row is None else KeyRecord(row[0], row[1], row[2], row[3])
 
 
@@ -81,17 +104,30 @@ def claim(
     fingerprint: str,
 ) -> bool:
     """True if this call claimed the key; the database decides who was first."""
-    params = (tenant, key, run_id, action_id, tool, utc_text(now), fingerprint)
-    return fast.fetch_one(conn, _CLAIM, params) is not None
+    values = {
+        "tenant": tenant,
+        "key": key,
+        "run_id": run_id,
+        "action_id": action_id,
+        "tool": tool,
+        "now": utc_text(now),
+        "fingerprint": fingerprint,
+    }
+    return fast.one(conn, _CLAIM, values) is not None
+
+
+def _settle(conn: Connection, tenant: str, key: str, state: str, result: str | None) -> None:
+    values = {"state": state, "result": result, "tenant": tenant, "key": key}
+    fast.run(conn, _SETTLE, values).close()
 
 
 def settle_done(conn: Connection, tenant: str, key: str, result: Any) -> None:
-    fast.execute(conn, _SETTLE, ("done", canonical_json(result), tenant, key)).close()
+    _settle(conn, tenant, key, "done", canonical_json(result))
 
 
 def settle_unknown(conn: Connection, tenant: str, key: str) -> None:
-    fast.execute(conn, _SETTLE, ("unknown", None, tenant, key)).close()
+    _settle(conn, tenant, key, "unknown", None)
 
 
 def release(conn: Connection, tenant: str, key: str) -> None:
-    fast.execute(conn, _RELEASE, (tenant, key)).close()
+    fast.run(conn, _RELEASE, {"tenant": tenant, "key": key}).close()

@@ -25,16 +25,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy import bindparam, delete, func, select
+
 from warden.errors import StoreError
 from warden.store import Store
 from warden.store import _fast as fast
+from warden.store._statements import Statement, insert_ignoring
+from warden.store._tables import resource_locks
 
-_TAKE = (
-    "INSERT INTO resource_locks (key, holder, expires_at) VALUES (?, ?, ?)"
-    " ON CONFLICT DO NOTHING RETURNING key"
+_KEY = resource_locks.c.key == bindparam("key")
+_TAKE = Statement(
+    lambda dialect: (
+        insert_ignoring(dialect, resource_locks)
+        .values(key=bindparam("key"), holder=bindparam("holder"), expires_at=bindparam("until"))
+        .returning(resource_locks.c.key)
+    )
 )
-_STEAL = "DELETE FROM resource_locks WHERE key = ? AND expires_at < ?"
-_GIVE = "DELETE FROM resource_locks WHERE key = ? AND holder = ?"
+_STEAL = Statement(
+    lambda _: delete(resource_locks).where(_KEY, resource_locks.c.expires_at < bindparam("now"))
+)
+_GIVE = Statement(
+    lambda _: delete(resource_locks).where(_KEY, resource_locks.c.holder == bindparam("holder"))
+)
+_ADVISORY_LOCK = Statement(lambda _: select(func.pg_advisory_lock(bindparam("id"))))
+_ADVISORY_UNLOCK = Statement(lambda _: select(func.pg_advisory_unlock(bindparam("id"))))
 
 
 def _advisory_id(key: str) -> int:
@@ -83,19 +97,20 @@ class ResourceLocks:
     def _try_row(self, key: str) -> bool:
         now = time.time()
         with self._store.autocommit(durable=False) as db:
-            db.execute(_STEAL, (key, now))
-            return db.fetch_one(_TAKE, (key, self._holder, now + self._lease_s)) is not None
+            db.run(_STEAL, {"key": key, "now": now})
+            taken = {"key": key, "holder": self._holder, "until": now + self._lease_s}
+            return db.one(_TAKE, taken) is not None
 
     def _give_row(self, key: str) -> None:
         with self._store.autocommit(durable=False) as db:
-            db.execute(_GIVE, (key, self._holder))
+            db.run(_GIVE, {"key": key, "holder": self._holder})
 
     # -- PostgreSQL: an advisory lock on a held connection -----------------------------
 
     def _advisory(self, key: str) -> Any:
         conn = self._store.engine.connect()
         try:
-            fast.execute(conn, "SELECT pg_advisory_lock(?)", (_advisory_id(key),)).close()
+            fast.run(conn, _ADVISORY_LOCK, {"id": _advisory_id(key)}).close()
             conn.commit()
         except BaseException:
             conn.close()
@@ -104,7 +119,7 @@ class ResourceLocks:
 
     def _unlock(self, conn: Any, key: str) -> None:
         try:
-            fast.execute(conn, "SELECT pg_advisory_unlock(?)", (_advisory_id(key),)).close()
+            fast.run(conn, _ADVISORY_UNLOCK, {"id": _advisory_id(key)}).close()
             conn.commit()
         finally:
             conn.close()

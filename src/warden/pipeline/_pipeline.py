@@ -40,6 +40,10 @@ from warden.pipeline.stages import (
 )
 from warden.results import Pending, Result
 
+PENDING = frozenset({"pending"})
+#: states after which an approved action's outcome is known
+UNSETTLED = frozenset({"pending", "approved", "executing"})
+
 
 async def _end(call: Call) -> Result:  # pragma: no cover - VerifyStage never calls next
     raise AssertionError("the innermost stage must return a result")
@@ -107,13 +111,16 @@ class Pipeline:
             return answer
         return await self.resume(run, record, actor)
 
-    async def wait_for_decision(self, approval_id: str, wait_s: float) -> ApprovalRecord:
-        """The approval once it is no longer pending, or as it is when ``wait_s`` ran out.
-        The store is read off the event loop."""
+    async def wait_for_decision(
+        self, approval_id: str, wait_s: float, *, while_in: frozenset[str] = PENDING
+    ) -> ApprovalRecord:
+        """The approval once its state is no longer one of ``while_in`` (by default: once
+        it is decided), or as it is when ``wait_s`` ran out. The store is read off the
+        event loop."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait_s
         while True:
             record = await asyncio.to_thread(self.svc.approvals.get, approval_id)
-            if record.state != "pending" or loop.time() >= until:
+            if record.state not in while_in or loop.time() >= until:
                 return record
             await asyncio.sleep(min(self.POLL_S, max(0.0, until - loop.time())))

@@ -20,9 +20,13 @@ from collections.abc import Collection
 from functools import cache
 from typing import Any
 
+from sqlalchemy import bindparam, case, select, update
+
 from warden.ledger import canonical_json
 from warden.store import Store
 from warden.store import _fast as fast
+from warden.store._statements import Statement
+from warden.store._tables import runs
 
 # What a call needs of its run's row (no timestamps: they are not on the hot path).
 RUN_FIELDS = (
@@ -43,14 +47,25 @@ RUN_FIELDS = (
 
 
 @cache
-def _claim_sql(workflows: int, by_tenant: bool, by_agent: bool = False) -> str:
-    return (
-        "UPDATE runs SET steps = steps + 1 WHERE run_id = ? AND status = 'running'"
-        f" AND workflow IN ({', '.join('?' * workflows)})"
-        + (" AND tenant = ?" if by_tenant else "")
-        + (" AND agent = ?" if by_agent else "")
-        + f" RETURNING {', '.join(RUN_FIELDS)}"
-    )
+def _claim(workflows: int, by_tenant: bool, by_agent: bool) -> Statement:
+    def build(_: str) -> Any:
+        where = [
+            runs.c.run_id == bindparam("run_id"),
+            runs.c.status == "running",
+            runs.c.workflow.in_([bindparam(f"w{i}") for i in range(workflows)]),
+        ]
+        if by_tenant:
+            where.append(runs.c.tenant == bindparam("tenant"))
+        if by_agent:
+            where.append(runs.c.agent == bindparam("agent"))
+        return (
+            update(runs)
+            .where(*where)
+            .values(steps=runs.c.steps + 1)
+            .returning(*(runs.c[name] for name in RUN_FIELDS))
+        )
+
+    return Statement(build)
 
 
 def claim_step(
@@ -66,24 +81,34 @@ def claim_step(
     with nothing changed, if there is no such run."""
     if not workflows:
         return None
-    params: list[Any] = [run_id, *workflows]
-    if tenant is not None:
-        params.append(tenant)
-    if agent is not None:
-        params.append(agent)
+    values: dict[str, Any] = {"run_id": run_id, "tenant": tenant, "agent": agent}
+    values.update((f"w{i}", name) for i, name in enumerate(workflows))
     with store.autocommit() as db:
-        sql = _claim_sql(len(workflows), tenant is not None, agent is not None)
-        row = db.fetch_one(sql, params)
+        row = db.one(_claim(len(workflows), tenant is not None, agent is not None), values)
     return None if row is None else dict(zip(RUN_FIELDS, row, strict=True))
 
 
-_SET = (
-    "state = ?, state_version = state_version + 1,"
-    " steps = CASE WHEN steps < ? THEN ? ELSE steps END"
-)
-_SAVE_IF_CURRENT = f"UPDATE runs SET {_SET} WHERE run_id = ? AND state_version = ?"
-_SAVE = f"UPDATE runs SET {_SET} WHERE run_id = ?"
-_READ_FOR_MERGE = "SELECT state, state_version FROM runs WHERE run_id = ?"
+def _save(if_version: bool) -> Statement:
+    def build(_: str) -> Any:
+        steps: Any = bindparam("steps")
+        where = [runs.c.run_id == bindparam("run_id")]
+        if if_version:
+            where.append(runs.c.state_version == bindparam("version"))
+        return (
+            update(runs)
+            .where(*where)
+            .values(
+                state=bindparam("state"),
+                state_version=runs.c.state_version + 1,
+                steps=case((runs.c.steps < steps, steps), else_=runs.c.steps),
+            )
+        )
+
+    return Statement(build)
+
+
+_SAVE_IF_CURRENT = _save(if_version=True)
+_SAVE = _save(if_version=False)
 
 
 def save_counters(
@@ -100,16 +125,18 @@ def save_counters(
     Returns the counters now stored and their version: ``mine`` if no other call wrote
     since ``version``, else the merge of ``mine`` onto what the other calls wrote.
     """
-    text = canonical_json(mine)
+    values = {"state": canonical_json(mine), "steps": steps, "run_id": run_id, "version": version}
     with store.autocommit() as db:
-        if db.execute(_SAVE_IF_CURRENT, (text, steps, steps, run_id, version)) == 1:
+        if db.run(_SAVE_IF_CURRENT, values) == 1:
             return mine, version + 1
     with store.write(durable=False) as conn:
-        row = fast.fetch_one(conn, _READ_FOR_MERGE + store.for_update, (run_id,))
+        read = select(runs.c.state, runs.c.state_version).where(runs.c.run_id == run_id)
+        row = conn.execute(read if store.is_sqlite else read.with_for_update()).first()
         if row is None:  # the run is gone (never expected): nothing to merge onto
             return mine, version
         merged = merge_counters(json.loads(row[0]) if row[0] else {}, base, mine)
-        fast.execute(conn, _SAVE, (canonical_json(merged), steps, steps, run_id)).close()
+        values["state"] = canonical_json(merged)
+        fast.run(conn, _SAVE, values).close()
         return merged, int(row[1]) + 1
 
 

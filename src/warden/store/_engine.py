@@ -185,7 +185,9 @@ class Store:
         if not self.is_sqlite:
             raw = self._session(durable)
             try:
-                yield fast.Statements(raw.dbapi_connection, self.engine.dialect.paramstyle)
+                yield fast.Statements(
+                    raw.dbapi_connection, self.engine.dialect.paramstyle, self.engine.dialect
+                )
             except Exception as exc:
                 errors = self.engine.dialect.loaded_dbapi
                 if isinstance(exc, errors.OperationalError | errors.InterfaceError):
@@ -206,7 +208,9 @@ class Store:
             if raw.info.get("warden_sync") != sync:
                 raw.dbapi_connection.execute(f"PRAGMA synchronous={sync}")  # type: ignore[union-attr]
                 raw.info["warden_sync"] = sync
-            yield fast.Statements(raw.dbapi_connection, self.engine.dialect.paramstyle)
+            yield fast.Statements(
+                raw.dbapi_connection, self.engine.dialect.paramstyle, self.engine.dialect
+            )
         finally:
             raw.close()
 

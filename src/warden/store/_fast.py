@@ -9,11 +9,14 @@ skipped. Everything else uses SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import Dialect
+
+from warden.store._statements import Statement
 
 
 @cache
@@ -34,7 +37,9 @@ def execute_many(conn: Connection, template: str, rows: Sequence[Sequence[Any]])
     cur.close()
 
 
-def insert_many(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def insert_many(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     """Insert ``rows``: COPY on PostgreSQL (measured: ~3x less client CPU per row than a
     pipelined executemany), executemany elsewhere."""
     if conn.dialect.name == "postgresql":
@@ -48,7 +53,9 @@ def insert_many(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
     execute_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
-def fetch_one(conn: Connection, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+def fetch_one(
+    conn: Connection, template: str, params: Sequence[Any] = ()
+) -> tuple[Any, ...] | None:
     cur = execute(conn, template, params)
     row = cur.fetchone()
     cur.close()
@@ -72,12 +79,65 @@ def query_one(engine: Engine, template: str, params: Sequence[Any] = ()) -> tupl
     return None if row is None else tuple(row)
 
 
+def run(conn: Connection, stmt: Statement, values: Mapping[str, Any]) -> Any:
+    """Execute a compiled ``Statement`` in the connection's transaction; the cursor."""
+    compiled = stmt.compiled(conn.dialect)
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cur.execute(compiled.sql, compiled.params(values))
+    return cur
+
+
+def one(conn: Connection, stmt: Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    cur = run(conn, stmt, values)
+    row = cur.fetchone()
+    cur.close()
+    return None if row is None else tuple(row)
+
+
+def read_one(engine: Engine, stmt: Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``one`` outside any SQLAlchemy transaction (see ``query_one``)."""
+    compiled = stmt.compiled(engine.dialect)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(compiled.sql, compiled.params(values))
+        row = cur.fetchone()
+        cur.close()
+    finally:
+        raw.close()
+    return None if row is None else tuple(row)
+
+
 class Statements:
     """Single statements on an autocommit DB-API connection (``Store.autocommit``)."""
 
-    def __init__(self, dbapi: Any, paramstyle: str) -> None:
+    def __init__(self, dbapi: Any, paramstyle: str, dialect: Dialect | None = None) -> None:
         self._dbapi = dbapi
         self._paramstyle = paramstyle
+        self._dialect = dialect
+
+    def one(self, stmt: Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """A compiled ``Statement``'s first row (``None`` if it returns none)."""
+        assert self._dialect is not None
+        compiled = stmt.compiled(self._dialect)
+        cur = self._dbapi.cursor()
+        try:
+            cur.execute(compiled.sql, compiled.params(values))
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return None if row is None else tuple(row)
+
+    def run(self, stmt: Statement, values: Mapping[str, Any]) -> int:
+        """Run a compiled ``Statement``; the number of rows it changed."""
+        assert self._dialect is not None
+        compiled = stmt.compiled(self._dialect)
+        cur = self._dbapi.cursor()
+        try:
+            cur.execute(compiled.sql, compiled.params(values))
+            return int(cur.rowcount)
+        finally:
+            cur.close()
 
     def fetch_one(self, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         cur = self._dbapi.cursor()

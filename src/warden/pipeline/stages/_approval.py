@@ -13,6 +13,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam, func, select
+
 from warden.approvals import ApprovalRecord
 from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
@@ -21,7 +23,25 @@ from warden.pipeline.stages._base import Next
 from warden.results import Allowed, Denied, Failed, FailureKind, Pending, Result
 from warden.spec import Effect
 from warden.store import _fast as fast
-from warden.store._tables import utc_text
+from warden.store._statements import Statement
+from warden.store._tables import approvals, runs, utc_text
+
+_PER_RUN = Statement(
+    lambda _: (
+        select(func.count()).select_from(approvals).where(approvals.c.run_id == bindparam("run_id"))
+    )
+)
+_PER_USER = Statement(
+    lambda _: (
+        select(func.count())
+        .select_from(approvals.join(runs, runs.c.run_id == approvals.c.run_id))
+        .where(
+            runs.c.end_user == bindparam("end_user"),
+            runs.c.tenant == bindparam("tenant"),
+            approvals.c.created_at >= bindparam("since"),
+        )
+    )
+)
 
 
 def outcome_of_approval(record: ApprovalRecord, action_id: str) -> Result | None:
@@ -180,19 +200,16 @@ class ApprovalStage:
         esc = self.svc.loaded.spec.escalation
         store = self.svc.store
         store.lock(conn, f"approvals:{call.run.run_id}", f"approvals-user:{call.run.end_user}")
-        per_run = fast.fetch_one(
-            conn, "SELECT count(*) FROM approvals WHERE run_id = ?", (call.run.run_id,)
-        )
+        per_run = fast.one(conn, _PER_RUN, {"run_id": call.run.run_id})
         if per_run is not None and per_run[0] >= esc.max_requests_per_run:
             return f"this run already asked for {per_run[0]} approvals (max_requests_per_run)"
         if call.run.end_user is None:
             return None
         since = utc_text(now - timedelta(days=1))
-        per_user = fast.fetch_one(
+        per_user = fast.one(
             conn,
-            "SELECT count(*) FROM approvals a JOIN runs r ON r.run_id = a.run_id"
-            " WHERE r.end_user = ? AND r.tenant = ? AND a.created_at >= ?",
-            (call.run.end_user, call.run.tenant, since),
+            _PER_USER,
+            {"end_user": call.run.end_user, "tenant": call.run.tenant, "since": since},
         )
         if per_user is not None and per_user[0] >= esc.max_requests_per_end_user_per_day:
             return (
