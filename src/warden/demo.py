@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from warden import events as ev
 from warden.errors import UsageError
 from warden.gateway import Gateway
 from warden.ledger import iter_events, verify
@@ -138,10 +139,14 @@ async def _approver_pass(
         email = helpdesk.customer_email(ticket_id)
         approve, why = approver_mod.decide(record.tool, record.args, record.evidence, email)
         if approve:
-            await gateway.approve(approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why)
+            await gateway.approve(
+                approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why
+            )
             await gateway.execute_approved(approval_id)
         else:
-            await gateway.reject(approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why)
+            await gateway.reject(
+                approval_id, approver="lead@support.example", roles=["support_lead"], rationale=why
+            )
 
 
 def _summarize(
@@ -154,32 +159,34 @@ def _summarize(
     approvals: Counter[str] = Counter()
     approval_actions: set[str] = set()
     events = 0
-    for ev in iter_events(store, tenant=tenant):
+    for row in iter_events(store, tenant=tenant):
         events += 1
-        p = ev.payload
-        match ev.type:
-            case "decision":
-                decisions[p["effect"]] += 1
-            case "executed":
+        match row.event:
+            case ev.DecisionMade(effect=effect):
+                decisions[effect] += 1
+            case ev.Executed(action_id=action_id):
                 terminal["executed"] += 1
-                if p["action_id"] in approval_actions:
+                if action_id in approval_actions:
                     approvals["executed after approval"] += 1
-            case "drafted":
+            case ev.Drafted():
                 terminal["drafted"] += 1
-            case "denied" | "failed":
-                terminal[ev.type] += 1
-                failures[p["kind"]] += 1
-                if p["kind"] == "policy_block":
-                    for rule in p["rules"]:
+            case ev.Denied(kind=kind, rules=rules):
+                terminal["denied"] += 1
+                failures[kind] += 1
+                if kind == "policy_block":
+                    for rule in rules:
                         blocks[rule] += 1
-            case "approval_requested":
+            case ev.Failed(kind=kind):
+                terminal["failed"] += 1
+                failures[kind] += 1
+            case ev.ApprovalRequested(action_id=action_id):
                 approvals["requested"] += 1
-                approval_actions.add(p["action_id"])
-            case "approval_decided":
-                approvals[p["decision"]] += 1
-            case "approval_expired":
+                approval_actions.add(action_id)
+            case ev.ApprovalDecided(decision=decision):
+                approvals[decision] += 1
+            case ev.ApprovalExpired():
                 approvals["expired"] += 1
-            case "approval_escalated":
+            case ev.ApprovalEscalated():
                 approvals["escalated"] += 1
     report = verify(store, tenant=tenant)
     injection = next(

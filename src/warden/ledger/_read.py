@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import select
 
+from warden.events import Event, parse_event
 from warden.store import Store
 from warden.store._tables import ledger_events
 
@@ -25,6 +26,12 @@ class LedgerEvent:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+
+    @property
+    def event(self) -> Event:
+        """The typed event (``warden.events``); ``ValidationError`` if the payload does not
+        fit its kind's model."""
+        return parse_event(self.type, self.payload)
 
     def to_json(self) -> dict[str, Any]:
         return {
