@@ -137,8 +137,12 @@ def source_state() -> dict[str, Any]:
     measured paths; call it after importing Warden), so run-to-run spread is only computed
     over runs of exactly the same code, and edits elsewhere in src/ do not reset it.
     """
-    root = HERE.parent
-    pkg = (root / "src" / "warden").resolve()
+    import warden
+
+    # The tree Warden was imported from: this checkout, or another one put first on
+    # PYTHONPATH (benchmarks/compare measures the code before a change that way).
+    pkg = Path(warden.__file__).resolve().parent
+    root = pkg.parent.parent
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -165,6 +169,7 @@ def source_state() -> dict[str, Any]:
         rev, dirty = "", []
     return {
         "rev": rev or "unknown",
+        "tree": str(root),
         "dirty": dirty,
         "fingerprint": digest.hexdigest()[:12],
         "fingerprint_files": n_files,
@@ -259,14 +264,57 @@ def headline(out: dict[str, Any]) -> dict[str, float]:
     h["write_median_us"] = max(r["median_us"] for r in sqlite if r["kind"] == "write")
     h["read_calls_per_s"] = min(r["calls_per_s"] for r in sqlite if r["kind"] == "read")
     h["write_calls_per_s"] = min(r["calls_per_s"] for r in sqlite if r["kind"] == "write")
+    h["read_100_median_us"] = next(
+        r["median_us"] for r in sqlite if r["kind"] == "read" and r["n_rules"] == 100
+    )
     for peer, key, name in (
         ("agt", "policy_eval", "agt_policy_eval_100_median_us"),
+        ("agt", "full_path_in_loop", "agt_full_path_100_median_us"),
         ("cel", "full_ruleset", "cel_full_ruleset_100_median_us"),
     ):
         res = out["policy"]["100"].get(peer, {}).get("results", {}).get(key)
         if res:
             h[name] = res["median_us"]
+    floor = out["floor"].get("sqlite_commit_us")
+    if floor:
+        h["sqlite_commit_floor_us"] = floor
+        h["write_over_commit_floor"] = h["write_median_us"] / floor
+    if "agt_policy_eval_100_median_us" in h:
+        h["policy_100_speedup_vs_agt"] = h["agt_policy_eval_100_median_us"] / h["policy_100_median_us"]
+    if "agt_full_path_100_median_us" in h:
+        h["read_100_over_agt_full_path"] = h["read_100_median_us"] / h["agt_full_path_100_median_us"]
     return h
+
+
+#: Issue 7 section 4: each figure as a ratio to a calibration row measured in the same run,
+#: so it can be judged on any machine. (headline key, label, target, direction, what).
+RATIOS: tuple[tuple[str, str, float, str, str], ...] = (
+    (
+        "policy_100_speedup_vs_agt",
+        "100-rule evaluation: AGT `PolicyEvaluator.evaluate` median ÷ Warden median",
+        8.0,
+        ">=",
+        "x faster",
+    ),
+    (
+        "read_100_over_agt_full_path",
+        "governed read (SQLite, 100 rules) ÷ AGT gate + `StatelessKernel.execute` [await]",
+        1.0,
+        "<=",
+        "x AGT",
+    ),
+    (
+        "write_over_commit_floor",
+        "governed write (SQLite, worse of 20/100 rules) ÷ raw durable SQLite commit",
+        3.0,
+        "<=",
+        "x the floor",
+    ),
+)
+
+
+def ratio_verdict(value: float, target: float, direction: str) -> bool:
+    return value >= target if direction == ">=" else value <= target
 
 
 # --------------------------------------------------------------------------- history
@@ -345,13 +393,21 @@ def _policy_rows(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _kept_http_section(path: Path) -> str:
-    """The HTTP load section that ``benchmarks/load`` writes into the report, kept as is."""
-    begin, end = "<!-- BEGIN http-load -->", "<!-- END http-load -->"
+#: Sections other commands write into the report (``benchmarks/load`` the HTTP figures,
+#: ``benchmarks/compare`` the before/after comparison); a run keeps them as they are.
+KEPT_SECTIONS = ("http-load", "before-after")
+
+
+def _kept_sections(path: Path) -> str:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if begin not in old or end not in old:
-        return f"\n{begin}\n{end}\n"
-    return "\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+    out = ""
+    for name in KEPT_SECTIONS:
+        begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+        if begin in old and end in old:
+            out += "\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+        else:
+            out += f"\n{begin}\n{end}\n"
+    return out
 
 
 def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
@@ -441,6 +497,35 @@ def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
         "For reference, not a target: the 100-rule worst case (all 100 rules on the called "
         f"tool) is {_f(h['policy_100_worst_median_us'])} µs median."
     )
+    add("")
+    add("## Calibrated figures (issue 7 section 4)")
+    add("")
+    add(
+        "Each figure divided by a calibration row measured in this run on this machine, so "
+        "it can be judged on any machine: AGT's engine on the same rules and calls, and the "
+        "raw durable SQLite commit (WAL, `synchronous=FULL`, one INSERT) that any write "
+        "whose intent is durable before its effect must pay. The HTTP figures as a share of "
+        "a bare FastAPI/uvicorn endpoint are in the HTTP section below "
+        "(`benchmarks/load/run --bare`)."
+    )
+    add("")
+    add("| figure | Warden | calibration | ratio | target | result |")
+    add("|---|---:|---:|---:|---:|---|")
+    calib = {
+        "policy_100_speedup_vs_agt": ("policy_100_median_us", "agt_policy_eval_100_median_us"),
+        "read_100_over_agt_full_path": ("read_100_median_us", "agt_full_path_100_median_us"),
+        "write_over_commit_floor": ("write_median_us", "sqlite_commit_floor_us"),
+    }
+    for key, label, target, direction, unit in RATIOS:
+        mine, ref = calib[key]
+        if key not in h:
+            add(f"| {label} | {_f(h.get(mine))} µs | not measured | - | {direction} {target:g} | - |")
+            continue
+        ok = ratio_verdict(h[key], target, direction)
+        add(
+            f"| {label} | {_f(h[mine])} µs | {_f(h[ref])} µs | {h[key]:.2f}{unit} | "
+            f"{direction} {target:g} | {'**PASS**' if ok else '**FAIL**'} |"
+        )
     add("")
 
     add("## Policy evaluation: Warden and its peers, same rules, same calls, same process")
@@ -551,10 +636,14 @@ def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
     add("")
     add(
         "Each stage object of one gateway is wrapped with a timer (src/ untouched; ~0.3 µs "
-        "per wrapper). `mean µs/call` charges a batched ledger flush to the stage whose event "
-        'triggered it; `median µs` is a typical single entry. Rows marked "inside the above" '
-        "are already counted in the stage rows. `python -m benchmarks.profile_warden "
-        "read|write|policy` gives a function-level cProfile of the same loops."
+        "per wrapper, ~0.6 µs for a wrapping stage). Stages wrap the rest of the pipeline, "
+        "so a stage's row is its time EXCLUSIVE of the stages inside it (the time it spends "
+        "awaiting `next` is subtracted): the stage rows and `rest` add up to the whole call. "
+        "`mean µs/call` charges a ledger write made in the caller's thread to the stage whose "
+        "event triggered it; `median µs` is a typical single entry. The `(ledger ...)` rows "
+        "count every thread, the background flusher included, so they are not part of the "
+        "sum. `python -m benchmarks.profile_warden read|write|policy` gives a function-level "
+        "cProfile of the same loops."
     )
     for label, b in out["breakdown"].items():
         add("")
@@ -563,7 +652,8 @@ def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
             continue
         add(
             f"**{label}** (`{b['tool']}`): {b['samples']:,} calls, median "
-            f"{_f(b['median_us'])} µs, mean {_f(b['mean_us'])} µs"
+            f"{_f(b['median_us'])} µs, mean {_f(b['mean_us'])} µs; kernel: "
+            f"{b.get('kernel', 'flat lists (decide / act / finish)')}"
         )
         add("")
         add("| part | mean µs/call | median µs per entry | entries per call |")
@@ -712,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-url", default=os.environ.get("WARDEN_BENCH_PG_URL", PG_URL_DEFAULT))
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the report to write")
     p.add_argument("--no-history", action="store_true", help="do not append to history.jsonl")
+    p.add_argument(
+        "--raw-out", default=str(RESULTS_DIR / "latest.json"), help="where the raw figures go"
+    )
     ns = p.parse_args(argv)
     if ns.quick:
         ns.repeat, ns.warmup = 2_000, 200
@@ -728,23 +821,28 @@ def main(argv: list[str] | None = None) -> int:
     out = run_benchmarks(ns, log)
     out["quick"] = bool(ns.quick)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    Path(ns.raw_out).write_text(json.dumps(out, indent=2, default=str) + "\n")
     history = RESULTS_DIR / "history.jsonl"
     if ns.no_history:
         same = [{"headline": out["headline"]}]
     else:
         same = update_history(out, history)
     report = render(out, same)
-    Path(ns.out).write_text(report + _kept_http_section(Path(ns.out)), encoding="utf-8")
+    Path(ns.out).write_text(report + _kept_sections(Path(ns.out)), encoding="utf-8")
 
     print()
     for key, label, limit in TARGETS:
         val = out["headline"][key]
         print(f"{'PASS' if val <= limit else 'FAIL'}  {label}: {_f(val)} µs (limit {_f(limit)} µs)")
+    for key, label, target, direction, _unit in RATIOS:
+        if key in out["headline"]:
+            val = out["headline"][key]
+            verdict = "PASS" if ratio_verdict(val, target, direction) else "FAIL"
+            print(f"{verdict}  {label}: {val:.2f} (target {direction} {target:g})")
     for peer, why in out["peers_missing"].items():
         print(f"NOT MEASURED  {peer}: {' '.join(why.split())}")
     print(f"report: {ns.out}")
-    print(f"raw:    {RESULTS_DIR / 'latest.json'}")
+    print(f"raw:    {ns.raw_out}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -94,11 +95,12 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             packages[name] = "not installed"
     wrk = _sh("wrk", "--version") or ""
-    git = _sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    tree = warden_tree()
+    git = _sh("git", "-C", str(tree), "rev-parse", "--short", "HEAD")
     digest = hashlib.sha256()
-    for f in sorted((ROOT / "src").rglob("*.py")):
-        digest.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
-    dirty = _sh("git", "-C", str(ROOT), "status", "--porcelain", "--", "src")
+    for f in sorted((tree / "src").rglob("*.py")):
+        digest.update(str(f.relative_to(tree)).encode() + b"\0" + f.read_bytes())
+    dirty = _sh("git", "-C", str(tree), "status", "--porcelain", "--", "src")
     return {
         "cpu": model.group(1).strip() if model else platform.processor(),
         "cores": os.cpu_count(),
@@ -111,8 +113,18 @@ def machine() -> dict[str, Any]:
         "packages": packages,
         "wrk": wrk.splitlines()[0] if wrk else "wrk (version unknown)",
         "git": f"{git}{' + uncommitted changes in src/' if dirty else ''}" if git else "n/a",
+        "tree": str(tree),
         "src_sha256": digest.hexdigest()[:12],
     }
+
+
+def warden_tree() -> Path:
+    """The checkout whose Warden the servers run: this one, or another put first on
+    PYTHONPATH (``benchmarks/compare`` measures the code before a change that way)."""
+    spec = importlib.util.find_spec("warden")
+    if spec is None or spec.origin is None:
+        return ROOT
+    return Path(spec.origin).resolve().parent.parent.parent
 
 
 def pg_info(url: str) -> dict[str, str]:
@@ -222,11 +234,16 @@ def warden_bin() -> str:
 
 
 def create_key(store_url: str) -> str:
-    done = subprocess.run(
-        [warden_bin(), "keys", "create", "--role", "agent", "--name", "bench",
-         "--tenant", "acme", "--agent", "bench", "--store", store_url],
-        capture_output=True, text=True, timeout=120, env=clean_env(),
-    )
+    cmd = [warden_bin(), "keys", "create", "--role", "agent", "--name", "bench",
+           "--tenant", "acme", "--agent", "bench", "--store", store_url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env())
+    if done.returncode != 0 and "--agent" in done.stderr + done.stdout:
+        # Warden before keys were bound to an agent (issue 7) has no --agent: any agent
+        # key may open a run as any agent there.
+        cmd.remove("--agent")
+        cmd.remove("bench")  # the agent's name; the key's --name is "bench" too
+        cmd.insert(cmd.index("--name") + 1, "bench")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env())
     if done.returncode != 0:
         raise RuntimeError(f"warden keys create failed: {done.stderr or done.stdout}")
     return done.stdout.strip().splitlines()[-1].strip()
@@ -270,18 +287,33 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def bare_command(workers: int, port: int) -> list[str]:
+    """The HTTP floor (``bare.py``), with uvicorn's defaults as ``warden serve`` has them
+    (uvloop, httptools)."""
+    return [
+        sys.executable, "-m", "uvicorn", "bare:app", "--app-dir", str(HERE), "--host",
+        "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]
+
+
 class Server:
-    def __init__(self, store_url: str, workers: int) -> None:
+    def __init__(self, store_url: str | None, workers: int) -> None:
+        """``warden serve`` on ``store_url``, or the bare endpoint when it is None."""
         self.store_url, self.workers = store_url, workers
         self.port = free_port()
         env = clean_env()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="warden_load_server_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [warden_bin(), *server_args(workers, self.port, store_url)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        cmd = (
+            bare_command(workers, self.port) if store_url is None
+            else [warden_bin(), *server_args(workers, self.port, store_url)]
         )
-        deadline = time.time() + 60
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        # Generous: on a 2-core machine busy with something else, start-up (imports,
+        # migrations, spawning workers) has taken over a minute.
+        deadline = time.time() + 180
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"warden serve exited:\n{self.log_text()}")
@@ -414,12 +446,12 @@ class CpuSample:
         }
 
 
-def pg_pids(store_url: str) -> list[int]:
+def pg_pids(store_url: str | None) -> list[int]:
     """PostgreSQL processes working for this benchmark, when PostgreSQL runs here: the
     backends connected to its database (their process title names it) and the server's
     auxiliary processes (WAL writer, checkpointer, ...). Read again at every sample, as
     backends come and go with the connection pool."""
-    if store_url.startswith("sqlite"):
+    if store_url is None or store_url.startswith("sqlite"):
         return []
     db = store_url.rsplit("/", 1)[1]
     out = []
@@ -518,16 +550,19 @@ PATHS = {"allow": 0, "deny": 1}
 
 
 def measure_server(
-    backend: str, store_url: str, workers: int, concs: list[int], warmup: float, duration: float,
-    max_wait: float, attempts: int,
-) -> tuple[list[Point], dict[str, Any]]:
-    key = create_key(store_url)
+    backend: str, store_url: str | None, workers: int, concs: list[int], warmup: float,
+    duration: float, max_wait: float, attempts: int,
+) -> tuple[list[Point], dict[str, Any] | None]:
+    """The points of one server: ``warden serve`` on ``store_url``, or the bare endpoint
+    (``store_url`` None, no key and no ledger to check)."""
+    key = "bare" if store_url is None else create_key(store_url)
     server = Server(store_url, workers)
     points: list[Point] = []
     answered = {"allowed": 0, "denied": 0}
     try:
         log(
-            f"{backend}: warden serve --workers {workers} up at {server.url}, pids {server.pids()}"
+            f"{backend}: {'bare endpoint' if store_url is None else 'warden serve'} --workers {workers}"
+            f" up at {server.url}, pids {server.pids()}"
         )
         tmp = Path(tempfile.mkdtemp(prefix="warden_load_runs_"))
         try:
@@ -580,6 +615,8 @@ def measure_server(
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         server.stop()
+    if store_url is None:
+        return points, None
     # Every answered decision must be on the ledger (the server flushed it at shutdown).
     # The ledger may hold a few more: calls in flight when wrk stopped were decided and
     # recorded, but their responses were not counted.
@@ -610,17 +647,25 @@ def cmd_load(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     points: list[Point] = []
     checks: dict[str, Any] = {}
-    backends = ([] if args.no_sqlite else ["sqlite"]) + ([] if pg_skip else ["postgres"])
+    backends = (
+        (["bare"] if args.bare else [])
+        + ([] if args.no_sqlite else ["sqlite"])
+        + ([] if pg_skip else ["postgres"])
+    )
     for backend in backends:
         for workers in workers_list:
-            store_cm = sqlite_store() if backend == "sqlite" else pg_database()
+            store_cm: contextlib.AbstractContextManager[str | None] = (
+                contextlib.nullcontext() if backend == "bare"
+                else sqlite_store() if backend == "sqlite" else pg_database()
+            )
             with store_cm as store_url:
                 got, check = measure_server(
                     backend, store_url, workers, concs, warmup, duration, args.max_wait,
                     args.attempts,
                 )
                 points.extend(got)
-                checks[f"{backend}/{workers}"] = check
+                if check is not None:
+                    checks[f"{backend}/{workers}"] = check
     raw = {
         "started": started.isoformat(),
         "machine": info,
@@ -632,11 +677,15 @@ def cmd_load(args: argparse.Namespace) -> int:
         "ledger_checks": checks,
         "quick": args.quick,
     }
-    RAW.mkdir(exist_ok=True)
-    (RAW / "load-latest.json").write_text(json.dumps(raw, indent=1, default=str))
-    write_section("load", render_load(raw, points))
-    write_summary()
-    log(f"wrote {RESULTS.relative_to(ROOT)} (raw figures: {(RAW / 'load-latest.json').relative_to(ROOT)})")
+    raw_out = Path(args.raw_out) if args.raw_out else RAW / "load-latest.json"
+    raw_out.parent.mkdir(parents=True, exist_ok=True)
+    raw_out.write_text(json.dumps(raw, indent=1, default=str))
+    if args.no_report:
+        log(f"raw figures: {raw_out} (--no-report: RESULTS.md untouched)")
+    else:
+        write_section("load", render_load(raw, points))
+        write_summary()
+        log(f"wrote {RESULTS.relative_to(ROOT)} (raw figures: {raw_out})")
     bad = sum(p.errors for p in points)
     return 1 if bad or not all(c["ok"] and c["unique_ids"] for c in checks.values()) else 0
 
@@ -671,6 +720,28 @@ def _server_cpu(cpu: dict[str, Any]) -> str:
 
 def _fmt(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+STORE_LABEL = {"sqlite": "SQLite", "postgres": "PostgreSQL", "bare": "bare endpoint"}
+
+
+def share_of_bare(p: Point, points: list[Point]) -> float | None:
+    """``p``'s throughput as a share of the bare endpoint's at the same workers, path and C."""
+    for b in points:
+        if b.backend == "bare" and (b.workers, b.path, b.conns) == (p.workers, p.path, p.conns):
+            return p.rps / b.rps if b.rps else None
+    return None
+
+
+def _share(p: Point, points: list[Point]) -> str:
+    if p.backend == "bare":
+        return "100%"
+    share = share_of_bare(p, points)
+    return "-" if share is None else f"{share:.0%}"
+
+
+#: Issue 7 section 4: governed HTTP throughput as a share of the bare endpoint's.
+TARGET_SHARE_OF_BARE = 0.30
 
 
 def render_load(raw: dict[str, Any], points: list[Point]) -> str:
@@ -713,13 +784,18 @@ def render_load(raw: dict[str, Any], points: list[Point]) -> str:
         f"machine has {info['cores']}, so the load generator and PostgreSQL compete with the "
         "server for them.",
         "",
-        "| store | workers | path | C | decisions/s | p50 | p90 | p99 | p99.9 | max | errors | CPU server / wrk / PG / other | bg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "`% of bare`: decisions/s as a share of the bare FastAPI/uvicorn endpoint "
+        "(`benchmarks/load/bare.py`: the same JSON body parsed with pydantic, one comparison, "
+        "an answer of the same shape; no auth, run state, policy or ledger) at the same "
+        "workers, path and C, measured in this run with `--bare`; `-` when it was not.",
+        "",
+        "| store | workers | path | C | decisions/s | % of bare | p50 | p90 | p99 | p99.9 | max | errors | CPU server / wrk / PG / other | bg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for p in points:
         out.append(
-            f"| {'SQLite' if p.backend == 'sqlite' else 'PostgreSQL'} | {p.workers} | {p.path} | {p.conns} "
-            f"| {p.rps:,.0f} | {_fmt(p.p50_ms)} | {_fmt(p.p90_ms)} | {_fmt(p.p99_ms)} "
+            f"| {STORE_LABEL[p.backend]} | {p.workers} | {p.path} | {p.conns} "
+            f"| {p.rps:,.0f} | {_share(p, points)} | {_fmt(p.p50_ms)} | {_fmt(p.p90_ms)} | {_fmt(p.p99_ms)} "
             f"| {_fmt(p.p999_ms)} | {_fmt(p.max_ms)} | {p.errors} "
             f"| {_server_cpu(p.cpu)} / {p.cpu['wrk']:.2f} / {p.cpu['pg']:.2f} / {p.cpu['other']:.2f} "
             f"| {p.background:.2f} |"
@@ -769,9 +845,30 @@ def render_load(raw: dict[str, Any], points: list[Point]) -> str:
         f"{TARGET_RPS:,.0f} governed calls/s with p99 <= {TARGET_P99_MS:g} ms on PostgreSQL.",
         "",
         target_verdict(points),
+        "",
+        f"**Target** (issue 7 section 4): governed HTTP allow and deny at >= "
+        f"{TARGET_SHARE_OF_BARE:.0%} of the bare endpoint's decisions/s.",
+        "",
+        share_verdict(points),
     ]
     out.append("")
     return "\n".join(out)
+
+
+def share_verdict(points: list[Point]) -> str:
+    """Whether every governed point with a bare counterpart is at the target share."""
+    shares = [
+        (p, share) for p in points
+        if p.backend != "bare" and (share := share_of_bare(p, points)) is not None
+    ]
+    if not shares:
+        return "Not measured: run with `--bare`."
+    low = [f"{STORE_LABEL[p.backend]} {p.path} C={p.conns} --workers {p.workers}: {share:.0%}"
+           for p, share in shares if share < TARGET_SHARE_OF_BARE]
+    span = f"{min(s for _, s in shares):.0%} to {max(s for _, s in shares):.0%}"
+    if low:
+        return f"**Not met** ({span}); below target: " + "; ".join(low) + "."
+    return f"**Met**: every governed point is at {span} of the bare endpoint."
 
 
 def target_verdict(points: list[Point]) -> str:
@@ -1021,13 +1118,16 @@ def render_summary() -> str:
             f"Load run {raw['started'][:16].replace('T', ' ')} UTC (git {raw['machine']['git']}), "
             f"--workers {shown[0].workers if shown else '?'}:",
             "",
-            "| store | path | C | decisions/s | p50 ms | p99 ms | errors |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| store | path | C | decisions/s | % of bare | p50 ms | p99 ms | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
             *(
-                f"| {'PostgreSQL' if p.backend == 'postgres' else 'SQLite'} | {p.path} | {p.conns} "
-                f"| {p.rps:,.0f} | {_fmt(p.p50_ms)} | {_fmt(p.p99_ms)} | {p.errors} |"
+                f"| {STORE_LABEL[p.backend]} | {p.path} | {p.conns} "
+                f"| {p.rps:,.0f} | {_share(p, shown)} | {_fmt(p.p50_ms)} | {_fmt(p.p99_ms)} | {p.errors} |"
                 for p in shown
             ),
+            "",
+            f"Share of the bare FastAPI/uvicorn endpoint (target >= {TARGET_SHARE_OF_BARE:.0%}): "
+            + share_verdict(shown),
             "",
         ]
         checks = raw.get("ledger_checks", {})
@@ -1092,6 +1192,14 @@ def main() -> int:
     load.add_argument("--concurrency", default="1,16,64", help="comma list [1,16,64]")
     load.add_argument("--warmup", type=float, default=5.0, help="seconds [5]")
     load.add_argument("--duration", type=float, default=15.0, help="measured seconds [15]")
+    load.add_argument(
+        "--bare", action="store_true",
+        help="also measure the bare FastAPI/uvicorn endpoint (bare.py), the floor for HTTP",
+    )
+    load.add_argument("--raw-out", help="write the raw figures here [results/load-latest.json]")
+    load.add_argument(
+        "--no-report", action="store_true", help="do not touch RESULTS.md (benchmarks/compare)"
+    )
     soak = sub.add_parser("soak", help="minutes of steady load on PostgreSQL, RSS sampled")
     soak.add_argument("--minutes", type=float, default=10.0)
     soak.add_argument("--concurrency", type=int, default=32)

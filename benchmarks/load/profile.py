@@ -228,12 +228,16 @@ MARKERS = [
     ("      resume_run: the run's state from that row", "resume_run", "warden/gateway.py"),
     ("      Run.call: the pipeline", "Run.call", "warden/gateway.py"),
     ("        Pipeline.call: all stages", "Pipeline.call", "warden/pipeline/_pipeline.py"),
-    ("        SwitchStage", "SwitchStage.__call__", "warden/pipeline/_stages.py"),
-    ("        SchemaStage", "SchemaStage.__call__", "warden/pipeline/_stages.py"),
-    ("        PolicyStage", "PolicyStage.__call__", "warden/pipeline/_stages.py"),
+    # Stages wrap the rest (warden/pipeline/stages/_*.py; before the kernel rewrite they
+    # ran one after another from warden/pipeline/_stages.py), so a stage's inclusive time
+    # holds every stage inside it: read a row as "this stage and the ones after it".
+    ("        RecordStage and inside (action_requested, terminal event)", "RecordStage.__call__", "warden/pipeline/"),
+    ("        SwitchStage and inside", "SwitchStage.__call__", "warden/pipeline/"),
+    ("        SchemaStage and inside", "SchemaStage.__call__", "warden/pipeline/"),
+    ("        PolicyStage and inside", "PolicyStage.__call__", "warden/pipeline/"),
     ("          Policy.decide (CEL)", "Policy.decide", "warden/policy/"),
-    ("        ExecuteStage (the no-op tool)", "ExecuteStage.__call__", "warden/pipeline/_stages.py"),
-    ("        VerifyStage", "VerifyStage.__call__", "warden/pipeline/_stages.py"),
+    ("        ExecuteStage and inside (the no-op tool)", "ExecuteStage.__call__", "warden/pipeline/"),
+    ("        VerifyStage", "VerifyStage.__call__", "warden/pipeline/"),
     ("        ledger append (buffer only)", "LedgerWriter.append", "warden/ledger/_writer.py"),
     ("      Run.save: UPDATE runs SET state (versioned)", "Run.save", "warden/gateway.py"),
     ("    response serialization", "serialize_response", "fastapi/routing.py"),
