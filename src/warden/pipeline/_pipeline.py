@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from functools import partial
 
-from warden.approvals import ApprovalRecord
+from warden.approvals import ApprovalRecord, ApprovalWaiter
 from warden.pipeline._call import Call, RunState
 from warden.pipeline._services import Services
 from warden.pipeline.stages import (
@@ -58,8 +58,6 @@ def chain(stages: Sequence[Stage]) -> Next:
 
 
 class Pipeline:
-    POLL_S = 0.05
-
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.stages: list[Stage] = [
@@ -119,8 +117,11 @@ class Pipeline:
         event loop."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait_s
-        while True:
+        # Woken when the approval changes in this process or any other (ApprovalWaiter:
+        # in process, LISTEN/NOTIFY on PostgreSQL, one data_version poller on SQLite);
+        # watching before the first read means a change in between is not missed.
+        async with ApprovalWaiter.for_store(self.svc.store).watch(approval_id) as watch:
             record = await asyncio.to_thread(self.svc.approvals.get, approval_id)
-            if record.state not in while_in or loop.time() >= until:
-                return record
-            await asyncio.sleep(min(self.POLL_S, max(0.0, until - loop.time())))
+            while record.state in while_in and await watch.changed(until - loop.time()):
+                record = await asyncio.to_thread(self.svc.approvals.get, approval_id)
+        return record
