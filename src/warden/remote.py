@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import httpx
 
 from warden.errors import NotFoundError, UsageError, WardenError
-from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
-from warden.tools import FieldError
+from warden.results import Denied, FailureKind, Pending, Result, from_wire
 
 
 class RemoteError(WardenError):
@@ -34,31 +32,10 @@ class RemoteError(WardenError):
 
 
 def _result(data: dict[str, Any]) -> Result:
-    status = data["status"]
-    action_id = data["action_id"]
-    if status == "allowed":
-        return Allowed(data.get("result"), action_id, replayed=bool(data.get("replayed")))
-    if status == "denied":
-        return Denied(
-            FailureKind(data["kind"]),
-            tuple(data.get("reasons") or ()),
-            action_id,
-            tuple(data.get("rules") or ()),
-        )
-    if status == "pending":
-        return Pending(
-            data["approval_id"],
-            action_id,
-            data["role"],
-            datetime.fromisoformat(data["deadline"]),
-            tuple(data.get("reasons") or ()),
-        )
-    if status == "failed":
-        errors = tuple(FieldError(**e) for e in data.get("errors") or ())
-        return Failed(FailureKind(data["kind"]), data.get("detail") or "", action_id, errors)
-    if status == "drafted":
-        return Drafted(action_id, data["tool"], data.get("args") or {})
-    raise RemoteError(200, "unknown-status", f"unknown action status {status!r}")
+    try:
+        return from_wire(data)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RemoteError(200, "unknown-status", f"not an action result: {exc}") from None
 
 
 class RemoteGateway:

@@ -96,3 +96,77 @@ class Failed:
 
 
 Result = Allowed | Drafted | Denied | Pending | Failed
+
+
+def to_wire(result: Result) -> dict[str, Any]:
+    """The JSON form of a result (the API's ``ActionResult``, the remote SDK's input): the
+    one place a result is converted for the wire."""
+    match result:
+        case Allowed():
+            return {
+                "status": "allowed",
+                "action_id": result.action_id,
+                "result": result.result,
+                "replayed": result.replayed,
+            }
+        case Denied():
+            return {
+                "status": "denied",
+                "action_id": result.action_id,
+                "kind": result.kind.value,
+                "reasons": list(result.reasons),
+                "rules": list(result.rules),
+            }
+        case Pending():
+            return {
+                "status": "pending",
+                "action_id": result.action_id,
+                "approval_id": result.approval_id,
+                "role": result.role,
+                "deadline": result.deadline.isoformat(),
+                "reasons": list(result.reasons),
+            }
+        case Failed():
+            return {
+                "status": "failed",
+                "action_id": result.action_id,
+                "kind": result.kind.value,
+                "detail": result.detail,
+                "errors": [e.to_json() for e in result.errors],
+            }
+        case Drafted():
+            return {
+                "status": "drafted",
+                "action_id": result.action_id,
+                "tool": result.tool,
+                "args": result.args,
+            }
+
+
+def from_wire(data: dict[str, Any]) -> Result:
+    """The result ``to_wire`` made (``ValueError`` or ``KeyError`` for anything else)."""
+    status, action_id = data["status"], data["action_id"]
+    if status == "allowed":
+        return Allowed(data.get("result"), action_id, replayed=bool(data.get("replayed")))
+    if status == "denied":
+        return Denied(
+            FailureKind(data["kind"]),
+            tuple(data.get("reasons") or ()),
+            action_id,
+            tuple(data.get("rules") or ()),
+        )
+    if status == "pending":
+        deadline = data["deadline"]
+        return Pending(
+            data["approval_id"],
+            action_id,
+            data["role"],
+            deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
+            tuple(data.get("reasons") or ()),
+        )
+    if status == "failed":
+        errors = tuple(FieldError(**e) for e in data.get("errors") or ())
+        return Failed(FailureKind(data["kind"]), data.get("detail") or "", action_id, errors)
+    if status == "drafted":
+        return Drafted(action_id, data["tool"], data.get("args") or {})
+    raise ValueError(f"unknown action status {status!r}")

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from warden.approvals import ApprovalRecord
 from warden.auth import KeyInfo
 from warden.pipeline import Switch
-from warden.results import Allowed, Denied, Drafted, Failed, Pending, Result
+from warden.results import Result, to_wire
 
 #: identifiers (tenants, agents, workflows, roles, ids): no spaces, no control characters
 ID_PATTERN = r"^[A-Za-z0-9_.:@\-]+$"
@@ -124,44 +124,7 @@ class ActionResult(BaseModel):
 
     @classmethod
     def of(cls, result: Result) -> ActionResult:
-        match result:
-            case Allowed():
-                return cls(
-                    status="allowed",
-                    action_id=result.action_id,
-                    result=result.result,
-                    replayed=result.replayed,
-                )
-            case Denied():
-                return cls(
-                    status="denied",
-                    action_id=result.action_id,
-                    kind=result.kind.value,
-                    reasons=list(result.reasons),
-                    rules=list(result.rules),
-                )
-            case Pending():
-                return cls(
-                    status="pending",
-                    action_id=result.action_id,
-                    approval_id=result.approval_id,
-                    role=result.role,
-                    deadline=result.deadline,
-                    reasons=list(result.reasons),
-                )
-            case Failed():
-                return cls(
-                    status="failed",
-                    action_id=result.action_id,
-                    kind=result.kind.value,
-                    detail=result.detail,
-                    errors=[FieldErrorOut(**e.to_json()) for e in result.errors],
-                )
-            case Drafted():
-                return cls(
-                    status="drafted", action_id=result.action_id, tool=result.tool, args=result.args
-                )
-        raise AssertionError(f"unknown result {result!r}")  # pragma: no cover
+        return cls.model_validate(to_wire(result))
 
 
 class ApprovalOut(BaseModel):
