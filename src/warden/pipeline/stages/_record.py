@@ -5,22 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from warden.errors import InvalidInputError
 from warden.events import EventKind
-from warden.ledger import canonical_json, to_jsonable
+from warden.ledger import to_jsonable
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
 from warden.results import Allowed, Denied, Drafted, Failed, Pending, Result
-
-
-def recordable(value: Any, what: str) -> None:
-    """Refuse input the ledger could not hash (a lone surrogate in a string), before
-    anything about the call is recorded: it is the caller's error, for this call alone."""
-    try:
-        canonical_json(value).encode("utf-8")
-    except (UnicodeEncodeError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} cannot be recorded: {exc}") from None
 
 
 class RecordStage:
@@ -29,11 +19,11 @@ class RecordStage:
 
     async def __call__(self, call: Call, next: Next) -> Result:
         run, svc = call.run, self.svc
-        raw = call.raw_args if isinstance(call.raw_args, dict) else to_jsonable(call.raw_args)
         if call.approval is None:
-            recordable(raw, "the arguments")
-            run.steps += 1
-            run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
+            raw = call.raw_args if isinstance(call.raw_args, dict) else to_jsonable(call.raw_args)
+            # The ledger canonicalises the event as it takes it: arguments it cannot record
+            # (a lone surrogate) raise InvalidInputError here, naming where, before the
+            # call is counted or anything else happens: the caller's error, this call alone.
             svc.emit(
                 run.run_id,
                 run.tenant,
@@ -42,11 +32,13 @@ class RecordStage:
                     "action_id": call.action_id,
                     "tool": call.tool_name,
                     "args": raw,
-                    "step": run.steps,
+                    "step": run.steps + 1,
                     "idempotency_key": call.given_key,
                     "proposed_by": call.proposer,
                 },
             )
+            run.steps += 1
+            run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
         else:
             svc.emit(
                 run.run_id,
