@@ -506,7 +506,7 @@ def render(out: dict[str, Any], same_machine: list[dict[str, Any]]) -> str:
         "raw durable SQLite commit (WAL, `synchronous=FULL`, one INSERT) that any write "
         "whose intent is durable before its effect must pay. The HTTP figures as a share of "
         "a bare FastAPI/uvicorn endpoint are in the HTTP section below "
-        "(`benchmarks/load/run --bare`)."
+        "(`benchmarks/load/run` measures both)."
     )
     add("")
     add("| figure | Warden | calibration | ratio | target | result |")

@@ -240,9 +240,8 @@ def create_key(store_url: str) -> str:
     if done.returncode != 0 and "--agent" in done.stderr + done.stdout:
         # Warden before keys were bound to an agent (issue 7) has no --agent: any agent
         # key may open a run as any agent there.
-        cmd.remove("--agent")
-        cmd.remove("bench")  # the agent's name; the key's --name is "bench" too
-        cmd.insert(cmd.index("--name") + 1, "bench")
+        at = cmd.index("--agent")
+        del cmd[at : at + 2]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env())
     if done.returncode != 0:
         raise RuntimeError(f"warden keys create failed: {done.stderr or done.stdout}")
@@ -787,7 +786,7 @@ def render_load(raw: dict[str, Any], points: list[Point]) -> str:
         "`% of bare`: decisions/s as a share of the bare FastAPI/uvicorn endpoint "
         "(`benchmarks/load/bare.py`: the same JSON body parsed with pydantic, one comparison, "
         "an answer of the same shape; no auth, run state, policy or ledger) at the same "
-        "workers, path and C, measured in this run with `--bare`; `-` when it was not.",
+        "workers, path and C, measured in this run; `-` when it was not (`--no-bare`).",
         "",
         "| store | workers | path | C | decisions/s | % of bare | p50 | p90 | p99 | p99.9 | max | errors | CPU server / wrk / PG / other | bg |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -862,7 +861,7 @@ def share_verdict(points: list[Point]) -> str:
         if p.backend != "bare" and (share := share_of_bare(p, points)) is not None
     ]
     if not shares:
-        return "Not measured: run with `--bare`."
+        return "Not measured (`--no-bare`)."
     low = [f"{STORE_LABEL[p.backend]} {p.path} C={p.conns} --workers {p.workers}: {share:.0%}"
            for p, share in shares if share < TARGET_SHARE_OF_BARE]
     span = f"{min(s for _, s in shares):.0%} to {max(s for _, s in shares):.0%}"
@@ -1193,8 +1192,8 @@ def main() -> int:
     load.add_argument("--warmup", type=float, default=5.0, help="seconds [5]")
     load.add_argument("--duration", type=float, default=15.0, help="measured seconds [15]")
     load.add_argument(
-        "--bare", action="store_true",
-        help="also measure the bare FastAPI/uvicorn endpoint (bare.py), the floor for HTTP",
+        "--bare", action=argparse.BooleanOptionalAction, default=True,
+        help="also measure the bare FastAPI/uvicorn endpoint (bare.py), the floor for HTTP [on]",
     )
     load.add_argument("--raw-out", help="write the raw figures here [results/load-latest.json]")
     load.add_argument(
