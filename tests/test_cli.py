@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,20 @@ def test_demo_summary_and_verified_ledger(demo_dir: Path) -> None:
         assert heading in out
     assert "warden ledger show run_" in out
     assert (demo_dir / ".warden" / "warden.db").exists()
+
+
+def test_demo_approvals_are_decided_and_executed_not_cancelled(demo_dir: Path) -> None:
+    from warden.ledger import iter_events
+    from warden.store import Store
+
+    store = Store(f"sqlite:///{demo_dir / '.warden' / 'warden.db'}")
+    try:
+        kinds = Counter(e.type for e in iter_events(store))
+    finally:
+        store.dispose()
+    assert kinds["approval_requested"] > 0
+    assert kinds["approval_decided"] == kinds["approval_requested"]
+    assert kinds["action_resumed"] > 0 and kinds["approval_cancelled"] == 0
 
 
 def test_ledger_commands_on_the_demo_store(demo_dir: Path) -> None:

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from warden import events as ev
 from warden.errors import UsageError
-from warden.gateway import Gateway
+from warden.gateway import Gateway, Run
 from warden.ledger import iter_events, verify
 from warden.store import Store, default_store_url
 
@@ -111,19 +111,33 @@ async def _work(
     )
     with Progress(*columns, console=console, disable=not show, transient=True) as bar:
         task = bar.add_task("working tickets", total=len(plans))
+        waiting: list[Run] = []  # runs with approvals pending: finished after the pass
         for i, plan in enumerate(plans, 1):
-            async with gateway.run(
+            run = gateway.open_run(
                 tenant=tenant,
                 agent="refund-bot",
                 task=f"ticket {plan.ticket_id}",
                 task_type="refund_request",
-            ) as run:
+            )
+            try:
                 outcome = await agent_mod.work_ticket(run, plan.ticket_id, plan.kind)
+            except BaseException:
+                run.finish("error")
+                raise
             outcomes.append(outcome)
             pending.extend((approval_id, plan.ticket_id) for approval_id in outcome.pending)
+            # Finishing a run cancels its open approvals: one that waits on a human stays
+            # open until the approver's pass has decided (and executed) its actions.
+            if outcome.pending:
+                waiting.append(run)
+            else:
+                run.finish("completed")
             if i % BATCH == 0 or i == len(plans):
                 await _approver_pass(gateway, helpdesk, pending, approver_mod)
                 pending.clear()
+                for run in waiting:
+                    run.finish("completed")
+                waiting.clear()
             bar.advance(task)
     return outcomes
 
