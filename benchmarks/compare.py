@@ -748,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     order: list[str] = []
     t0 = time.monotonic()
     RAW_DIR.mkdir(parents=True, exist_ok=True)
-    partial = RAW_DIR / "compare-partial.json"
+    partial = tmp / "compare-partial.json"
+    log(f"raw figures so far: {partial}")
     for i in range(ns.pairs):
         for label in ("before", "after"):
             inproc[label].append(run_inprocess(trees[label], label, i, ns, tmp))
@@ -779,7 +780,6 @@ def main(argv: list[str] | None = None) -> int:
         "inproc": inproc,
         "load": load,
     }
-    partial.unlink(missing_ok=True)
     raw_file = RAW_DIR / ("compare-quick.json" if ns.quick else "compare-latest.json")
     raw_file.write_text(json.dumps(raw, indent=1, default=str) + "\n")
     main_sec, load_sec = render(raw)
