@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from server_tools import count_effects
@@ -41,3 +44,26 @@ async def test_a_switch_stops_an_approved_payment_executed_over_http(
     executed = (await bot.post(f"/v1/approvals/{approval}/execute")).json()
     assert executed["status"] == "allowed"
     assert count_effects(os.environ["WARDEN_TEST_EFFECTS"], "paid") == 1
+
+
+async def test_the_server_signs_checkpoints_periodically(
+    serve: Any,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    from warden.ledger import generate_key, load_public_key, read_checkpoint_file, verify
+
+    private, public = generate_key(tmp_path / "ledger.key")
+    out = tmp_path / "checkpoints.jsonl"
+    server = await serve(ledger_key=str(private), checkpoint_s=0.1, checkpoint_file=str(out))
+    bot = server.as_("bot", "agent", agent="bot")
+    run_id = await _open(bot)
+    assert (await _act(bot, run_id, "get_order", {"order_id": "o1"}))["status"] == "allowed"
+    server.app.state.warden.gateway("shop").flush()
+    for _ in range(100):  # the loop signs within a few ticks of 0.1 s
+        if out.exists() and read_checkpoint_file(out):
+            break
+        await asyncio.sleep(0.1)
+    checkpoints = read_checkpoint_file(out)
+    assert checkpoints
+    report = verify(server.app.state.warden.store, public_key=load_public_key(public))
+    assert report.ok and report.checkpoints >= 1 and report.key_pinned

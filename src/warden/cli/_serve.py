@@ -78,6 +78,19 @@ def serve(
     keep_alive: Annotated[
         int, typer.Option(help="Seconds an idle keep-alive connection stays open.", min=1)
     ] = 5,
+    ledger_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Ed25519 key file signing ledger checkpoints (warden ledger keygen); "
+            "default $WARDEN_LEDGER_KEY; none: no checkpoints.",
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        float, typer.Option(help="Seconds between signed checkpoints (with a key).", min=1)
+    ] = 60.0,
+    checkpoint_file: Annotated[
+        str | None, typer.Option(help="Also append every checkpoint to this file.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve the /v1 control-plane API (OpenAPI at /docs and /openapi.json).
@@ -99,17 +112,27 @@ def serve(
         "WARDEN_HEADER_TIMEOUT_S": str(header_timeout),
         "WARDEN_BODY_TIMEOUT_S": str(body_timeout),
     }
+    env["WARDEN_CHECKPOINT_S"] = str(checkpoint_every)
+    if ledger_key:
+        env["WARDEN_LEDGER_KEY"] = ledger_key
+    if checkpoint_file:
+        env["WARDEN_CHECKPOINT_FILE"] = checkpoint_file
     if webhooks:
         env["WARDEN_WEBHOOKS_FILE"] = webhooks
     if secrets_file:
         env["WARDEN_SECRETS_FILE"] = secrets_file
     os.environ.update(env)
     try:
+        from warden.ledger import key_path, load_private_key
         from warden.server import ServerSettings
         from warden.server._state import ServerState
 
         # Fail fast, with one line, on what every worker would fail on.
-        probe = ServerState(ServerSettings())
+        settings = ServerSettings()
+        signing = key_path(settings.ledger_key)
+        if signing is not None:
+            load_private_key(signing)  # a bad key is one line now, not a crash per worker
+        probe = ServerState(settings)
         names = ", ".join(sorted(probe.gateways))
         has_keys = bool(probe.keys.list())
         probe.close()
@@ -354,7 +377,9 @@ def approvals_list(
         **({"sla_class": sla_class} if sla_class else {}),
     }
     items = _api(url, api_key, "GET", "/v1/approvals", params=params)["items"]
-    table = Table(title=f"{len(items)} {state} approval(s); `warden approvals show ID` for the full action")
+    table = Table(
+        title=f"{len(items)} {state} approval(s); `warden approvals show ID` for the full action"
+    )
     table.add_column("approval", no_wrap=True)
     table.add_column("tenant")
     table.add_column("tool")

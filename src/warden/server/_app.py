@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from warden.ledger import checkpoint_loop, key_path, load_private_key
 from warden.notify import Dispatcher
 from warden.server import _problems
 from warden.server._bodies import JsonBodyCheck
@@ -130,6 +132,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if warden_state.webhooks:
             dispatcher = Dispatcher(warden_state.store, warden_state.webhooks, warden_state.secrets)
             tasks.append(asyncio.create_task(dispatcher.run_forever(stop)))
+        signing = key_path(settings.ledger_key)
+        if signing is not None:
+            # Signed checkpoints of the chain heads: a rewrite of the store before the last
+            # one is detected even by someone who can rewrite it consistently.
+            key = load_private_key(signing)
+            out = Path(settings.checkpoint_file) if settings.checkpoint_file else None
+            tasks.append(
+                asyncio.create_task(
+                    checkpoint_loop(
+                        warden_state.store, key, settings.checkpoint_s, out=out, stop=stop
+                    )
+                )
+            )
         try:
             yield
         finally:

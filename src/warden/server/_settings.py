@@ -37,6 +37,13 @@ class ServerSettings(BaseSettings):
     switch_refresh_s: float = 0.25
     #: how often each process looks for approvals past their deadline
     sla_sweep_s: float = 1.0
+    #: the Ed25519 key that signs ledger checkpoints (``warden ledger keygen``); also
+    #: ``WARDEN_LEDGER_KEY``. Unset: the server takes no checkpoints
+    ledger_key: str | None = None
+    #: how often the server signs a checkpoint of the chain heads that moved
+    checkpoint_s: float = Field(default=60.0, gt=0)
+    #: append every checkpoint to this file too (what an outsider keeps), optional
+    checkpoint_file: str | None = None
     #: a YAML/JSON file of webhook targets (url, secret, events), optional
     webhooks_file: str | None = None
     #: a YAML/JSON secrets file for ``file:`` secret references, optional
