@@ -49,7 +49,9 @@ _KEY_ID = re.compile(r"[0-9a-f]{1,32}")
 _NAME = re.compile(r"[A-Za-z0-9_.:@\-]{1,120}")
 
 #: How to bind a key made before keys were bound to agents (migration 0005).
-BIND_HINT = "bind it with `warden keys bind KEY_ID --agent NAME` (or create a new agent key with --agent)"
+BIND_HINT = (
+    "bind it with `warden keys bind KEY_ID --agent NAME` (or create a new agent key with --agent)"
+)
 
 
 class Role(StrEnum):
@@ -264,7 +266,9 @@ class KeyStore:
 
     def get(self, key_id: str) -> KeyInfo:
         with self._store.read() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+            row = (
+                conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+            )
         if row is None:
             raise NotFoundError(f"no key {key_id!r}")
         return _info(row)
@@ -320,6 +324,16 @@ class KeyStore:
     def _forget(self, key_id: str) -> None:
         with self._lock:
             self._cache.pop(key_id, None)
+
+    def answers_from_cache(self, token: str) -> bool:
+        """Whether ``verify(token)`` can answer from the cache, without a store read (so a
+        server may call it on its event loop)."""
+        parsed = _parse(token.strip()) if len(token) <= MAX_TOKEN_CHARS + 16 else None
+        if parsed is None:
+            return True  # refused without a lookup
+        with self._lock:
+            found = self._cache.get(parsed[0])
+        return found is not None and time.monotonic() - found[0] <= self._cache_s
 
     def verify(self, token: str) -> Principal | None:
         """The principal of a valid, active key; None for anything else."""

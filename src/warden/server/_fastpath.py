@@ -9,7 +9,7 @@ object that validates as ``ActionCreate``. Anything else goes to the FastAPI rou
 untouched (body included), so its errors stay exactly what the OpenAPI document says;
 a body that ``server._bodies`` refuses (a lone surrogate, nesting too deep) is answered
 here with the same 400 the routes give.
-The work itself is shared: the same ``principal_for`` as the auth dependency, the same
+The work itself is shared: the same ``caller_for`` as the auth dependency, the same
 ``govern`` as the route, and the same ``response_for`` as the exception handlers, so a
 test can compare both paths answer for answer (``tests/test_server_api.py``).
 """
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warden.errors import InvalidInputError
 from warden.server._bodies import parse_json_body, read_body
-from warden.server._deps import principal_for
+from warden.server._deps import caller_for
 from warden.server._problems import response_for
 from warden.server._schemas import ID_PATTERN, ActionCreate
 from warden.server.api.runs import govern
@@ -71,7 +71,7 @@ class GovernedCallFastPath:
             return
         state = scope["app"].state.warden
         try:
-            caller = principal_for(
+            caller = await caller_for(
                 state,
                 headers.get(b"authorization", b"").decode("latin-1"),
                 headers.get(b"x-api-key", b"").decode("latin-1"),

@@ -192,9 +192,11 @@ class Store:
                 errors = self.engine.dialect.loaded_dbapi
                 if isinstance(exc, errors.OperationalError | errors.InterfaceError):
                     # The connection is gone (restart, failover): so, probably, are the
-                    # pool's. Drop them all, as SQLAlchemy does on a disconnect it sees.
+                    # pool's. Close them all (closing a dead one is local, and a merely
+                    # dereferenced one would be closed by the garbage collector, with a
+                    # ResourceWarning, at some random later moment).
                     self._drop_session(durable)
-                    self._engine_for(durable).dispose(close=False)
+                    self._engine_for(durable).dispose()
                     raise _unavailable(exc) from exc
                 raise
             return
