@@ -401,3 +401,30 @@ async def test_m_one_tenants_outage_does_not_open_anothers_breaker(store_url: st
         assert isinstance(await b.call("get_order", {"order_id": "o1"}), Allowed)
     finally:
         gw.close()
+
+
+# -- h (kernel side). a tool's output the ledger cannot record -------------------------
+
+
+async def test_h_an_unrecordable_output_fails_the_call_and_the_ledger_stays_whole(
+    store_url: str,
+) -> None:
+    @tool
+    def get_doc(doc_id: str) -> dict[str, str]:
+        return {"id": doc_id, "text": "broken \ud800 text"}
+
+    @tool(effect="write")
+    def save(key: str, value: int) -> dict[str, str]:
+        return {"saved": "\ud800"}
+
+    others = [t for t in _tools(Effects()) if t.__name__ not in ("get_doc", "save")]
+    gw = Gateway(load_spec_text(SPEC, "shop.yaml"), [get_doc, save, *others], store=store_url)
+    try:
+        run = gw.open_run(tenant="t", agent="bot", task="bad output")
+        for tool_name, args in (("get_doc", {"doc_id": "d1"}), ("save", {"key": "k", "value": 1})):
+            result = await run.call(tool_name, args)
+            assert isinstance(result, Failed) and result.kind is FailureKind.OUTPUT_SCHEMA_ERROR
+        assert isinstance(await run.call("get_order", {"order_id": "o1"}), Allowed)
+        assert gw.verify_ledger().ok
+    finally:
+        gw.close()

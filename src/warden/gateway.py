@@ -137,6 +137,7 @@ class Gateway:
         return verify(self.store)
 
     def close(self) -> None:
+        self.svc.switches.close()
         self.svc.ledger.close()
         self.store.dispose()
 

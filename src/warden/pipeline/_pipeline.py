@@ -39,6 +39,7 @@ from warden.pipeline.stages import (
     outcome_of_approval,
 )
 from warden.results import Pending, Result
+from warden.tools import ToolDef
 
 PENDING = frozenset({"pending"})
 #: states after which an approved action's outcome is known
@@ -60,23 +61,41 @@ def chain(stages: Sequence[Stage]) -> Next:
 class Pipeline:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
+        self.replay, self.serialize = ReplayStage(svc), SerializeStage(svc)
+        self.draft, self.idempotency = DraftStage(), IdempotencyStage(svc)
+        #: the stages every call passes, outermost first; ``ToolStage`` then hands the
+        #: call to the chain of its tool
         self.stages: list[Stage] = [
             RecordStage(svc),
             SwitchStage(svc),
             CapsStage(svc),
-            ToolStage(svc),
+            ToolStage(svc, self.tool_chain),
+        ]
+        self._by_tool = {tool.name: self.tool_stages(tool) for tool in svc.registry}
+        self._chains = {name: chain(stages) for name, stages in self._by_tool.items()}
+        self._entry = chain(self.stages)
+
+    def tool_stages(self, tool: ToolDef) -> list[Stage]:
+        """The stages after the tool is known, for ``tool``: a stage that never applies to
+        it (idempotency for a read, ``serialize_on`` where it has none) is left out rather
+        than passed through (each level costs a coroutine; measured ~3 µs here)."""
+        svc, write = self.svc, tool.effect.is_write
+        stages: list[Stage | None] = [
             IdentityStage(),
             SchemaStage(),
-            ReplayStage(svc),
-            SerializeStage(svc),
+            self.replay if write else None,
+            self.serialize if tool.name in self.serialize.on else None,
             PolicyStage(svc),
             ApprovalStage(svc),
-            DraftStage(),
-            IdempotencyStage(svc),
+            self.draft if write else None,
+            self.idempotency if write else None,
             ExecuteStage(svc),
             VerifyStage(),
         ]
-        self._entry = chain(self.stages)
+        return [stage for stage in stages if stage is not None]
+
+    def tool_chain(self, tool: str) -> Next:
+        return self._chains[tool]
 
     async def call(self, call: Call) -> Result:
         """Govern one proposed action; with ``call.wait_s``, wait that long for a decision

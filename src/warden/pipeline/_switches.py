@@ -1,14 +1,20 @@
 """Kill switches at global, tenant, workflow and tool scope, persisted in the store.
 
-Every process polls the (tiny) switch table at most every ``refresh_s`` seconds, so a
-switch flipped anywhere stops the next call everywhere within that interval, with no
-restart and no cost on the hot path between refreshes.
+Every process re-reads the (tiny) switch table every ``refresh_s`` seconds, so a switch
+flipped anywhere stops the next call everywhere within that interval, with no restart.
+The re-read happens in a background thread, so a governed call never waits on the store
+for it (on a busy SQLite store, a read on the event loop could wait for a pooled
+connection held by writers); if that thread falls behind by ``4 * refresh_s`` (the store
+is unreachable, say), the call re-reads the table itself and fails with the store rather
+than pass on a stale view: fail closed.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +28,7 @@ from warden.store._ops import insert_if_absent
 from warden.store._tables import switches
 
 SWITCH_STREAM = "switches"
+log = logging.getLogger("warden.switches")
 
 
 class Scope(StrEnum):
@@ -55,6 +62,8 @@ class SwitchBoard:
         self._active: dict[tuple[Scope, str], Switch] = {}
         self._loaded_at = -1e9
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def set(
         self, scope: Scope | str, target: str | None, *, active: bool, by: str, reason: str
@@ -115,17 +124,39 @@ class SwitchBoard:
                 for r in rows
             ]
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, every_s: float | None = None) -> None:
         with self._lock:
-            if time.monotonic() - self._loaded_at < self._refresh_s:
+            if time.monotonic() - self._loaded_at < (
+                self._refresh_s if every_s is None else every_s
+            ):
                 return
             self._active = {(s.scope, s.target): s for s in self.list() if s.active}
             self._loaded_at = time.monotonic()
 
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=_refresh_loop,
+                args=(weakref.ref(self), self._stop, self._refresh_s),
+                name="warden-switches",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background re-reads (the board still answers, reading on demand)."""
+        self._stop.set()
+
     def blocking(self, tenant: str, workflow: str, tool: str) -> Switch | None:
         """The active switch that stops this call, if any."""
-        if time.monotonic() - self._loaded_at >= self._refresh_s:
-            self._refresh()
+        age = time.monotonic() - self._loaded_at
+        if age >= self._refresh_s:
+            if self._thread is None:
+                self._start()
+            if age >= 4 * self._refresh_s or self._stop.is_set():
+                self._refresh()  # never loaded, just changed here, or the thread is behind
         active = self._active
         if not active:
             return None
@@ -139,3 +170,16 @@ class SwitchBoard:
             if found is not None:
                 return found
         return None
+
+
+def _refresh_loop(ref: weakref.ref[SwitchBoard], stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        board = ref()
+        if board is None:
+            return
+        try:
+            board._refresh(every_s=every_s / 2)
+        except Exception:
+            # The calls see the view age and re-read (and fail) themselves: fail closed.
+            log.warning("kill switches could not be re-read; will retry", exc_info=True)
+        del board

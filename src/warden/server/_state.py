@@ -118,6 +118,7 @@ class ServerState:
         return await asyncio.get_running_loop().run_in_executor(self._store_threads, call)
 
     def close(self) -> None:
+        self.switches.close()
         self.waiter.close()
         self._store_threads.shutdown(wait=True)
         for gateway in self.gateways.values():

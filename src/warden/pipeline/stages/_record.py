@@ -5,12 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from warden.errors import InvalidInputError
 from warden.events import EventKind
 from warden.ledger import to_jsonable
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
-from warden.results import Allowed, Denied, Drafted, Failed, Pending, Result
+from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
+
+
+def _unrecordable(call: Call, exc: InvalidInputError) -> Failed:
+    return Failed(
+        FailureKind.OUTPUT_SCHEMA_ERROR,
+        f"a value this call produced cannot be recorded: {exc}",
+        call.action_id,
+    )
 
 
 class RecordStage:
@@ -51,8 +60,15 @@ class RecordStage:
                 },
             )
         call.started = time.perf_counter()
-        result = await next(call)
-        self.outcome(call, result)
+        try:
+            result = await next(call)
+        except InvalidInputError as exc:  # a value the call produced (a fact) is unrecordable
+            result = _unrecordable(call, exc)
+        try:
+            self.outcome(call, result)
+        except InvalidInputError as exc:  # its output is: the effect, if any, is recorded so
+            result = _unrecordable(call, exc)
+            self.outcome(call, result)
         return result
 
     def outcome(self, call: Call, result: Result) -> None:

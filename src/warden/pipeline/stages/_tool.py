@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
@@ -9,8 +11,13 @@ from warden.results import Denied, FailureKind, Result
 
 
 class ToolStage:
-    def __init__(self, svc: Services) -> None:
+    """Looks the tool up and hands the call to the chain of that tool's stages
+    (``Pipeline.tool_stages``): the rest of the pipeline, without the stages that cannot
+    apply to it. ``next`` is unused: every call continues in its tool's chain."""
+
+    def __init__(self, svc: Services, tool_chain: Callable[[str], Next]) -> None:
         self.svc = svc
+        self.tool_chain = tool_chain
 
     async def __call__(self, call: Call, next: Next) -> Result:
         tool = self.svc.registry.get(call.tool_name)
@@ -24,4 +31,4 @@ class ToolStage:
                 call.action_id,
             )
         call.tool = tool
-        return await next(call)
+        return await self.tool_chain(tool.name)(call)

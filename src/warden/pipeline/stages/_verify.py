@@ -43,13 +43,16 @@ class VerifyStage:
             )
         if call.redactor:
             result = call.redactor.redact(result)
-        try:
-            canonical_json(result).encode("utf-8")
-        except (UnicodeEncodeError, TypeError, ValueError) as exc:
-            return Failed(
-                FailureKind.OUTPUT_SCHEMA_ERROR,
-                f"the tool's output cannot be recorded: {exc}",
-                call.action_id,
-            )
+        if tool.effect.is_write:
+            # Checked before the key is settled with it (a read's output is checked by the
+            # ledger as it records the outcome: see RecordStage).
+            try:
+                canonical_json(result).encode("utf-8")
+            except (UnicodeEncodeError, TypeError, ValueError) as exc:
+                return Failed(
+                    FailureKind.OUTPUT_SCHEMA_ERROR,
+                    f"the tool's output cannot be recorded: {exc}",
+                    call.action_id,
+                )
         call.run.provenance.observe(tool.name, result, untrusted=tool.untrusted_output)
         return Allowed(result, call.action_id)
