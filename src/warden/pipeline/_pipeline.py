@@ -78,7 +78,7 @@ class Pipeline:
     def tool_stages(self, tool: ToolDef) -> list[Stage]:
         """The stages after the tool is known, for ``tool``: a stage that never applies to
         it (idempotency for a read, ``serialize_on`` where it has none) is left out rather
-        than passed through (each level costs a coroutine; measured ~3 µs here)."""
+        than passed through (each level is one more coroutine frame on every call)."""
         svc, write = self.svc, tool.effect.is_write
         stages: list[Stage | None] = [
             IdentityStage(),
