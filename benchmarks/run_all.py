@@ -394,8 +394,9 @@ def _policy_rows(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 #: Sections other commands write into the report (``benchmarks/load`` the HTTP figures,
-#: ``benchmarks/compare`` the before/after comparison); a run keeps them as they are.
-KEPT_SECTIONS = ("http-load", "before-after")
+#: ``benchmarks/compare`` the before/after comparison) and hand-written notes that read
+#: them; a run keeps them as they are.
+KEPT_SECTIONS = ("http-load", "before-after", "notes")
 
 
 def _kept_sections(path: Path) -> str:
