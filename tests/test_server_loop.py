@@ -176,7 +176,13 @@ async def test_open_waits_cost_no_queries_and_a_decision_wakes_them(
         asyncio.create_task(bot.get(f"/v1/approvals/{approval_id}/wait", params={"timeout_s": 60}))
         for _ in range(WAITS)
     ]
-    await asyncio.sleep(1.0)  # the waits open
+    # The waits open: each reads its approval once (through the store threads, which may
+    # take a while for 500 with one thread); wait until those first reads are done.
+    for _ in range(60):
+        statements = 0
+        await asyncio.sleep(0.5)
+        if statements < WAITS // 10:
+            break
     health = await bot.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     # In a second with nothing decided, fewer statements than there are waits go to the
@@ -217,7 +223,5 @@ async def test_a_decision_on_another_replica_wakes_the_wait(
 async def test_a_wait_that_times_out_answers_pending(make_api: Callable[[], Api]) -> None:
     api = make_api()
     _, approval_id = await _pending_payment(api)
-    r = await api.client("bot").get(
-        f"/v1/approvals/{approval_id}/wait", params={"timeout_s": 0.2}
-    )
+    r = await api.client("bot").get(f"/v1/approvals/{approval_id}/wait", params={"timeout_s": 0.2})
     assert r.status_code == 200 and r.json()["state"] == "pending", r.text

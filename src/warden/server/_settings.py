@@ -27,8 +27,12 @@ class ServerSettings(BaseSettings):
     #: opened or the previous request ended, else the connection is closed (``warden serve``)
     header_timeout_s: float = Field(default=10.0, gt=0)
     #: threads per process that run request handlers' store work off the event loop (on
-    #: PostgreSQL each may hold a connection)
-    store_threads: int = Field(default=16, ge=1, le=256)
+    #: PostgreSQL each may hold a connection). Measured (benchmarks/RESULTS.md, notes of
+    #: 2026-11-30, --workers 2, C=16): 1 thread served 861 calls/s on SQLite (p99 120 ms)
+    #: and 968/s on PostgreSQL (p99 45 ms), 16 threads 730/s (p99 416 ms) and 642/s: the
+    #: threads contend for SQLite's one write lock and for the GIL. Raise it when handlers'
+    #: queries are slow, not for throughput.
+    store_threads: int = Field(default=1, ge=1, le=256)
     #: requests per second per API key, decided in the store (0 disables)
     key_rate_limit: int = 0
     #: how long a verified key is trusted before it is looked up again (revocation delay)
