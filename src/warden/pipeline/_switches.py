@@ -146,8 +146,14 @@ class SwitchBoard:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop the background re-reads (the board still answers, reading on demand)."""
+        """Stop the background re-reads (the board still answers, reading on demand); waits
+        for a re-read under way, so that none is left holding a connection of a store that
+        is about to be disposed."""
         self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def blocking(self, tenant: str, workflow: str, tool: str) -> Switch | None:
         """The active switch that stops this call, if any."""
