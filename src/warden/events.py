@@ -17,6 +17,7 @@ emitter that drifts from its model fails the suite.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -277,19 +278,16 @@ def parse_event(type: str, payload: dict[str, Any]) -> Event:
     return EVENTS.validate_python({**payload, "type": type})
 
 
+@cache
+def _strict(model: type[_Event]) -> type[_Event]:
+    """``model`` refusing fields it does not declare (made once per kind)."""
+    return type(f"Strict{model.__name__}", (model,), {"model_config": ConfigDict(extra="forbid")})
+
+
 def strict_event(type: str, payload: dict[str, Any]) -> _Event:
-    """``parse_event`` that also refuses fields its model does not declare (for tests and
-    ``ledger verify --strict`` style checks of what this version writes)."""
-    model = MODELS[type]
-    strict = type_(
-        f"Strict{model.__name__}", (model,), {"model_config": ConfigDict(extra="forbid")}
-    )
-    return strict.model_validate({**payload, "type": type})
-
-
-def type_(name: str, bases: tuple[type[_Event], ...], ns: dict[str, Any]) -> type[_Event]:
-    made: type[_Event] = type(name, bases, ns)
-    return made
+    """``parse_event`` that also refuses fields its model does not declare (for tests of
+    what this version writes)."""
+    return _strict(MODELS[type]).model_validate({**payload, "type": type})
 
 
 __all__ = [
