@@ -10,8 +10,12 @@ Semantics follow the CEL specification (https://github.com/google/cel-spec): int
 arithmetic with overflow errors, truncating ``/`` and ``%``, heterogeneous equality
 (values of different types are unequal; ``1 == 1.0``), commutative error absorption in
 ``&&``/``||``, the ``has``/``all``/``exists``/``exists_one``/``map``/``filter`` macros,
-the standard functions, the cel-go ``lowerAscii``/``upperAscii`` extensions, and
-``timestamp``/``duration``.
+the standard functions, and ``timestamp``/``duration``. The cel-go extension libraries
+``ext.Strings`` (``charAt``, ``indexOf``, ``split``, ``strings.quote``, ...), ``ext.Math``
+(``math.greatest``, ``math.round``, bit operations, ...), ``ext.Lists`` (``slice``,
+``flatten``, ``distinct``, ``sort``, the ``sortBy`` macro, ``lists.range``) and
+``ext.Sets`` are built in, with cel-go's names and semantics, plus Warden's ``sum``,
+``min`` and ``max`` over lists. docs/policies.md lists every function.
 
 Python values map to CEL types as: dict -> map, list/tuple -> list, str -> string,
 bytes -> bytes, bool -> bool (never a number), int -> int, ``UInt`` -> uint,
@@ -28,7 +32,10 @@ Deviations from the specification, all deliberate:
 - ``matches`` uses Python's ``re`` (with ``re.search``) rather than RE2; the common
   syntax is the same, and Python accepts a few constructs RE2 rejects.
 - Timestamps and durations have microsecond, not nanosecond, resolution.
-- Protobuf message construction (``M{f: v}``) and optional syntax are not supported.
+- Protobuf message construction (``M{f: v}``) and optional syntax are not supported, so
+  neither are the extensions returning optionals (``list.first()``, ``list.last()``).
+- ``lists.range(n)`` refuses n above 100,000 (cel-go relies on cost limits instead), and
+  ``sort``/``sortBy`` fail on NaN rather than producing an arbitrary order.
 """
 
 from __future__ import annotations

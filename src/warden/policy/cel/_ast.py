@@ -95,12 +95,12 @@ class Has:
 @dataclass(frozen=True, slots=True)
 class Comprehension:
     pos: Pos
-    kind: str  # "all", "exists", "exists_one", "map", "filter"
+    kind: str  # "all", "exists", "exists_one", "map", "filter", "sortBy"
     range: Expr
     var: str
     # Predicate for all/exists/exists_one/filter, and the optional filter of 3-argument map.
     predicate: Expr | None
-    # Transform of map(); None for the other kinds.
+    # Transform of map(), the key of sortBy(); None for the other kinds.
     transform: Expr | None
 
 

@@ -1,13 +1,16 @@
 """Static checks between parsing and compiling: names, functions, macros.
 
 Resolves every identifier (a declared root, a comprehension variable, or a type name such
-as ``int``), expands the macros (``has``, ``all``, ``exists``, ``exists_one``, ``map``,
-``filter``) into dedicated nodes, and rejects unknown functions and wrong argument counts,
-so that a policy with a typo fails when it is loaded rather than when a rule first runs.
+as ``int``) and every namespaced function (``math.ceil(x)`` parses as a method call on
+``math``), expands the macros (``has``, ``all``, ``exists``, ``exists_one``, ``map``,
+``filter``, ``sortBy``) into dedicated nodes, and rejects unknown functions and wrong
+argument counts, so that a policy with a typo fails when it is loaded rather than when a
+rule first runs.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Set
 
 from warden.errors import CelCompileError
@@ -26,12 +29,21 @@ from warden.policy.cel._ast import (
     Select,
     Unary,
 )
-from warden.policy.cel._functions import GLOBAL_FUNCTIONS, MEMBER_FUNCTIONS
+from warden.policy.cel._functions import GLOBAL_FUNCTIONS, MEMBER_FUNCTIONS, NAMESPACES, Arity
 from warden.policy.cel._parser import RESERVED, check_int_literal
-from warden.policy.cel._values import TYPE_NAMES, CelType
+from warden.policy.cel._values import TYPE_NAMES, CelType, UInt
 
 # Macro name -> accepted argument counts (the first argument is always the variable).
-_MACROS = {"all": {2}, "exists": {2}, "exists_one": {2}, "map": {2, 3}, "filter": {2}}
+_MACROS = {
+    "all": {2},
+    "exists": {2},
+    "exists_one": {2},
+    "map": {2, 3},
+    "filter": {2},
+    "sortBy": {2},  # cel-go ext.Lists
+}
+# cel-go expands these as macros and rejects non-numeric literal arguments when parsing.
+_NUMERIC_LITERAL_ONLY = frozenset({"math.greatest", "math.least"})
 
 
 def check(node: Expr, roots: Set[str]) -> Expr:
@@ -43,7 +55,9 @@ def _error(message: str, node: Expr) -> CelCompileError:
     return CelCompileError(message, *node.pos)
 
 
-def _arguments(counts: Set[int]) -> str:
+def _arguments(counts: Arity | Set[int]) -> str:
+    if isinstance(counts, range):
+        return f"{counts.start} or more arguments"
     ordered = sorted(counts)
     text = " or ".join(str(n) for n in ordered)
     return f"{text} argument" if ordered == [1] else f"{text} arguments"
@@ -98,28 +112,40 @@ class _Checker:
 
     def _call(self, node: Call, scope: frozenset[str]) -> Expr:
         name, args = node.function, node.args
-        if node.target is None:
+        target = node.target
+        if isinstance(target, Ident) and target.name in NAMESPACES and target.name not in scope:
+            qualified = f"{target.name}.{name}"
+            if qualified in GLOBAL_FUNCTIONS:
+                return self._call(Call(target.pos, qualified, None, args), scope)
+            if target.name not in self.roots:
+                raise _error(f"unknown function '{qualified}'{_suggest(qualified)}", target)
+        if target is None:
             if name == "has":
                 return self._has(node, scope)
             entry = GLOBAL_FUNCTIONS.get(name)
             if entry is None:
                 if name in MEMBER_FUNCTIONS or name in _MACROS:
                     raise _error(f"'{name}' must be called as a method: x.{name}(...)", node)
-                raise _error(f"unknown function '{name}'", node)
+                raise _error(f"unknown function '{name}'{_suggest(name)}", node)
             if len(args) not in entry[0]:
                 raise _error(f"{name}() takes {_arguments(entry[0])}, got {len(args)}", node)
+            if name in _NUMERIC_LITERAL_ONLY:
+                _check_numeric_literals(node)
             return Call(node.pos, name, None, tuple(self.visit(a, scope) for a in args))
         if name in _MACROS:
-            return self._comprehension(node, node.target, scope)
+            return self._comprehension(node, target, scope)
         entry = MEMBER_FUNCTIONS.get(name)
         if entry is None:
             if name in GLOBAL_FUNCTIONS or name == "has":
                 raise _error(f"'{name}' must be called as a function: {name}(...)", node)
-            raise _error(f"unknown method '{name}'", node)
+            namespaced = sorted(f for f in GLOBAL_FUNCTIONS if f.endswith(f".{name}"))
+            if namespaced:
+                raise _error(f"'{name}' is a namespaced function: {namespaced[0]}(...)", node)
+            raise _error(f"unknown method '{name}'{_suggest(name, method=True)}", node)
         if len(args) not in entry[0]:
             raise _error(f".{name}() takes {_arguments(entry[0])}, got {len(args)}", node)
-        target = self.visit(node.target, scope)
-        return Call(node.pos, name, target, tuple(self.visit(a, scope) for a in args))
+        receiver = self.visit(target, scope)
+        return Call(node.pos, name, receiver, tuple(self.visit(a, scope) for a in args))
 
     def _has(self, node: Call, scope: frozenset[str]) -> Expr:
         if len(node.args) != 1:
@@ -142,4 +168,37 @@ class _Checker:
         if name == "map":
             predicate = checked[0] if len(checked) == 2 else None
             return Comprehension(node.pos, name, range_, var.name, predicate, checked[-1])
+        if name == "sortBy":
+            return Comprehension(node.pos, name, range_, var.name, None, checked[0])
         return Comprehension(node.pos, name, range_, var.name, checked[0], None)
+
+
+def _suggest(name: str, *, method: bool = False) -> str:
+    """A "did you mean" hint for a misspelled function name, or nothing."""
+    known = [*MEMBER_FUNCTIONS, *_MACROS] if method else [*GLOBAL_FUNCTIONS, "has"]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    if not close:
+        return ""
+    return f"; did you mean '{close[0]}'?"
+
+
+def _numeric_literal(node: Expr) -> bool:
+    """Whether ``node`` may be a number: anything but a literal that is not one."""
+    if isinstance(node, Literal):
+        return type(node.value) in (int, float, UInt)
+    return not isinstance(node, ListExpr | MapExpr)
+
+
+def _check_numeric_literals(node: Call) -> None:
+    """cel-go's parse-time checks on ``math.greatest``/``math.least`` arguments."""
+    if len(node.args) == 1:
+        (arg,) = node.args
+        if isinstance(arg, ListExpr):
+            if arg.elements and all(_numeric_literal(e) for e in arg.elements):
+                return
+        elif _numeric_literal(arg):
+            return
+        raise _error(f"{node.function}() takes numbers or one non-empty list of numbers", arg)
+    for arg in node.args:
+        if not _numeric_literal(arg):
+            raise _error(f"{node.function}() takes numbers; this argument is not one", arg)

@@ -1,4 +1,4 @@
-"""Closures for the comprehension macros: all, exists, exists_one, map and filter.
+"""Closures for the comprehension macros: all, exists, exists_one, map, filter and sortBy.
 
 The variable is bound in a copy of the activation made once per evaluation of the macro,
 so compiled expressions never share mutable state between evaluations or threads.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from warden.policy.cel._lists import sort_by_keys
 from warden.policy.cel._operators import Fn
 from warden.policy.cel._values import no_overload, type_name
 
@@ -117,10 +118,29 @@ def _filter(kind: str, range_: Fn, var: str, predicate: Predicate, _: Predicate)
     return filter_
 
 
+def _sort_by(kind: str, range_: Fn, var: str, _: Predicate, key: Predicate) -> Fn:
+    """cel-go's ``list.sortBy(x, key)``: the list ordered by each element's key."""
+    assert key is not None
+
+    def sort_by(a: Mapping[str, Any]) -> list[Any]:
+        items = range_(a)
+        if type_name(items) != "list":
+            raise no_overload("sortBy", items)
+        env = dict(a)
+        keys = []
+        for item in items:
+            env[var] = item
+            keys.append(key(env))
+        return sort_by_keys("sortBy", items, keys)
+
+    return sort_by
+
+
 COMPREHENSIONS: dict[str, Callable[[str, Fn, str, Predicate, Predicate], Fn]] = {
     "all": _all,
     "exists": _exists,
     "exists_one": _exists_one,
     "map": _map,
     "filter": _filter,
+    "sortBy": _sort_by,
 }

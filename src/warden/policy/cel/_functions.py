@@ -1,8 +1,12 @@
-"""CEL's standard functions (``size``, conversions, string tests, time) as Python callables.
+"""CEL's standard functions (``size``, conversions, string tests, time) as Python callables,
+and the registry of every function, standard or extension, by name.
 
 Two tables, by call style: ``GLOBAL_FUNCTIONS`` for ``f(x, ...)`` and ``MEMBER_FUNCTIONS``
-for ``x.f(...)`` (the receiver is passed first). Each entry lists the accepted argument
-counts, so the checker can reject a bad call before anything runs.
+for ``x.f(...)`` (the receiver is passed first). Namespaced functions (``math.ceil``) are
+global entries with a dotted name; the checker resolves ``math.ceil(x)``, which parses as
+a method call on ``math``, to them. Each entry lists the accepted argument counts, so the
+checker can reject a bad call before anything runs; the compiler binds the implementation
+once, so a function costs nothing to expressions that do not call it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from warden.policy.cel import _time
+from warden.policy.cel import _lists, _math, _strings, _time
 from warden.policy.cel._values import (
     DURATION,
     INT_MAX,
@@ -237,8 +241,14 @@ def upper_ascii(text: Any) -> str:
     return str(text).translate(_ASCII_UPPER)
 
 
+# Accepted argument counts: a set, or a range for variadic functions.
+Arity = frozenset[int] | range
+ONE_OR_MORE: Arity = range(1, 1 << 31)
 # name -> (accepted argument counts, implementation)
-FunctionTable = dict[str, tuple[frozenset[int], Callable[..., Any]]]
+FunctionTable = dict[str, tuple[Arity, Callable[..., Any]]]
+
+_ONE = frozenset({1})
+_TWO = frozenset({2})
 
 GLOBAL_FUNCTIONS: FunctionTable = {
     "size": (frozenset({1}), size),
@@ -253,7 +263,39 @@ GLOBAL_FUNCTIONS: FunctionTable = {
     "matches": (frozenset({2}), matches),
     "duration": (frozenset({1}), to_duration),
     "timestamp": (frozenset({1}), to_timestamp),
+    # Warden's aggregates (see _math)
+    "sum": (_ONE, _math.sum_),
+    "min": (ONE_OR_MORE, _math.min_),
+    "max": (ONE_OR_MORE, _math.max_),
+    # cel-go ext.Math
+    "math.greatest": (ONE_OR_MORE, _math.greatest),
+    "math.least": (ONE_OR_MORE, _math.least),
+    "math.ceil": (_ONE, _math.ceil),
+    "math.floor": (_ONE, _math.floor),
+    "math.round": (_ONE, _math.round_),
+    "math.trunc": (_ONE, _math.trunc),
+    "math.abs": (_ONE, _math.abs_),
+    "math.sign": (_ONE, _math.sign),
+    "math.isInf": (_ONE, _math.is_inf),
+    "math.isNaN": (_ONE, _math.is_nan),
+    "math.isFinite": (_ONE, _math.is_finite),
+    "math.sqrt": (_ONE, _math.sqrt),
+    "math.bitAnd": (_TWO, _math.bit_and),
+    "math.bitOr": (_TWO, _math.bit_or),
+    "math.bitXor": (_TWO, _math.bit_xor),
+    "math.bitNot": (_ONE, _math.bit_not),
+    "math.bitShiftLeft": (_TWO, _math.bit_shift_left),
+    "math.bitShiftRight": (_TWO, _math.bit_shift_right),
+    # cel-go ext.Strings, ext.Lists, ext.Sets
+    "strings.quote": (_ONE, _strings.quote),
+    "lists.range": (_ONE, _lists.lists_range),
+    "sets.contains": (_TWO, _lists.sets_contains),
+    "sets.equivalent": (_TWO, _lists.sets_equivalent),
+    "sets.intersects": (_TWO, _lists.sets_intersects),
 }
+
+#: The prefixes of the namespaced functions above.
+NAMESPACES = frozenset(name.split(".")[0] for name in GLOBAL_FUNCTIONS if "." in name)
 
 MEMBER_FUNCTIONS: FunctionTable = {
     "size": (frozenset({0}), size),
@@ -264,4 +306,23 @@ MEMBER_FUNCTIONS: FunctionTable = {
     "lowerAscii": (frozenset({0}), lower_ascii),
     "upperAscii": (frozenset({0}), upper_ascii),
     **{name: (frozenset({0, 1}), getter) for name, getter in _time.GETTERS.items()},
+    # cel-go ext.Strings
+    "charAt": (_ONE, _strings.char_at),
+    "indexOf": (frozenset({1, 2}), _strings.index_of),
+    "lastIndexOf": (frozenset({1, 2}), _strings.last_index_of),
+    "replace": (frozenset({2, 3}), _strings.replace),
+    "split": (frozenset({1, 2}), _strings.split),
+    "substring": (frozenset({1, 2}), _strings.substring),
+    "trim": (frozenset({0}), _strings.trim),
+    "join": (frozenset({0, 1}), _strings.join),
+    "reverse": (frozenset({0}), _lists.reverse),  # strings and lists
+    # cel-go ext.Lists (sortBy is a macro: see _checker)
+    "slice": (_TWO, _lists.slice_),
+    "flatten": (frozenset({0, 1}), _lists.flatten),
+    "distinct": (frozenset({0}), _lists.distinct),
+    "sort": (frozenset({0}), _lists.sort),
+    # Kubernetes' spelling of Warden's aggregates
+    "sum": (frozenset({0}), _math.sum_),
+    "min": (frozenset({0}), _math.list_min),
+    "max": (frozenset({0}), _math.list_max),
 }

@@ -71,6 +71,8 @@ _EXACT_TYPE_NAMES: dict[type, str] = {
 }
 NUMERIC = frozenset({"int", "uint", "double"})
 _ORDERED = frozenset({"string", "bytes", "bool", TIMESTAMP, DURATION})
+#: The types ``<`` orders: numbers (across numeric types) and the same-type orderables.
+ORDERED_TYPES = NUMERIC | _ORDERED
 # Types whose Python ``==`` is already CEL equality when both sides have that exact type.
 _PLAIN_EQ = frozenset({str, int, float, bool, bytes, UInt, type(None), CelType})
 
