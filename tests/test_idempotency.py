@@ -77,3 +77,38 @@ async def test_failed_write_frees_its_key(gateway: Gateway, effects: Effects) ->
     assert isinstance(first, Failed) and first.kind is FailureKind.TOOL_ERROR
     assert isinstance(second, Allowed) and not second.replayed
     assert len(effects.saved) == 1
+
+
+async def test_a_settlement_in_flight_replays_here_and_is_in_progress_elsewhere(
+    store_url: str, effects: Effects
+) -> None:
+    """A succeeded write's key is settled with the ledger's next batch: until then this
+    process replays the result, another process (a second gateway on the same store) says
+    ``in_progress`` rather than running the write again, and once written both replay."""
+    from conftest import make_gateway
+
+    here, there = make_gateway(store_url, effects), make_gateway(store_url, effects)
+    try:
+        # Hold the batch (the window under test): no flusher has started yet.
+        assert here.svc.ledger._flusher is None
+        here.svc.ledger._max_age_s = 60
+        async with here.run(tenant="t", agent="bot", task="first") as run:
+            first = await run.call("save", {"key": "a", "value": 1}, idempotency_key="k-fly")
+            again = await run.call("save", {"key": "a", "value": 1}, idempotency_key="k-fly")
+            assert isinstance(first, Allowed) and not first.replayed
+            assert isinstance(again, Allowed) and again.replayed
+            assert again.result == first.result
+            async with there.run(tenant="t", agent="bot", task="elsewhere") as other:
+                meanwhile = await other.call(
+                    "save", {"key": "a", "value": 1}, idempotency_key="k-fly"
+                )
+            assert isinstance(meanwhile, Failed) and meanwhile.kind is FailureKind.IN_PROGRESS
+        here.flush()
+        async with there.run(tenant="t", agent="bot", task="after") as other:
+            later = await other.call("save", {"key": "a", "value": 1}, idempotency_key="k-fly")
+        assert isinstance(later, Allowed) and later.replayed and later.result == first.result
+        assert len(effects.saved) == 1
+        assert here.svc.settling.overlay("t", "k-fly", None) is None
+    finally:
+        here.close()
+        there.close()

@@ -196,3 +196,59 @@ def test_a_transaction_that_meets_a_refused_event_does_not_pass_it_on(store_url:
             if not store.is_sqlite:
                 conn.execute(text("DROP FUNCTION refuse_poison()"))
         store.dispose()
+
+
+def test_deferred_statements_commit_with_the_next_batch(store_url: str) -> None:
+    """``defer``: the statement runs in the transaction that writes the events buffered
+    before it, and its callback only once that committed."""
+    store = Store(store_url)
+    ledger = LedgerWriter(store, max_age_s=60)  # no background flush during the test
+    seen: list[str] = []
+    try:
+        with store.write() as conn:
+            conn.execute(text("CREATE TABLE deferred_probe (note VARCHAR(20))"))
+        ledger.append("run_d", "t1", "run_d", "a", {"n": 1})
+        ledger.defer(
+            lambda conn: conn.execute(text("INSERT INTO deferred_probe VALUES ('written')")),
+            after=lambda: seen.append("after"),
+        )
+        with store.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM deferred_probe")).scalar() == 0
+        assert seen == []
+        with ledger.transaction():  # a caller's transaction carries the batch, as a flush does
+            pass
+        assert seen == ["after"]
+        with store.read() as conn:
+            assert conn.execute(text("SELECT note FROM deferred_probe")).scalars().all() == [
+                "written"
+            ]
+        assert [e.type for e in iter_events(store, run_id="run_d")] == ["a"]
+    finally:
+        ledger.close()
+        with store.write() as conn:
+            conn.execute(text("DROP TABLE deferred_probe"))
+        store.dispose()
+
+
+def test_a_deferred_statement_that_keeps_failing_is_given_up_not_the_events(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(store_url)
+    ledger = LedgerWriter(store, max_age_s=60)
+    seen: list[str] = []
+    try:
+        ledger.append("run_e", "t1", "run_e", "a", {"n": 1})
+        ledger.defer(
+            lambda conn: conn.execute(text("INSERT INTO no_such_table VALUES (1)")),
+            after=lambda: seen.append("after"),
+        )
+        ledger.append("run_e", "t1", "run_e", "b", {"n": 2})
+        ledger.flush()
+        assert [e.type for e in iter_events(store, run_id="run_e")] == ["a", "b"]
+        assert seen == ["after"]  # given up, so its owner stops waiting for it
+        assert "deferred statement failed twice" in caplog.text
+        ledger.flush()  # nothing left over to fail again
+        assert seen == ["after"]
+    finally:
+        ledger.close()
+        store.dispose()

@@ -23,6 +23,15 @@ def event_hash(
     Each field is length-prefixed, so no two different events share an input (a plain join
     would let characters move between neighbouring fields).
     """
-    fields = (stream, str(seq), tenant, "" if run_id is None else run_id, ts, type, payload, prev_hash)
+    fields = (
+        stream,
+        str(seq),
+        tenant,
+        "" if run_id is None else run_id,
+        ts,
+        type,
+        payload,
+        prev_hash,
+    )
     material = "".join(f"{len(f)}:{f}" for f in fields) + ("" if run_id is not None else "~")
     return hashlib.sha256(material.encode()).hexdigest()

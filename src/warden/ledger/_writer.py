@@ -24,24 +24,36 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import Connection
 
 from warden.errors import InvalidInputError, first_line
+from warden.events import EventKind
 from warden.ledger._canonical import canonical_json
 from warden.ledger._chain import GENESIS, event_hash
 from warden.store import Store
 from warden.store import _fast as fast
 
+_second: list[Any] = [None, ""]  # [whole second, its text up to the seconds], per process
+
 
 def _now_text() -> str:
-    # Same text as store._tables.utc_text, ~3x faster than strftime on this hot path.
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """Now as store._tables.utc_text writes it, ``2026-12-02T09:23:17.123456Z``; the part up
+    to the second is formatted once a second (this runs for every event)."""
+    now = time.time()
+    whole = int(now)
+    cached = _second
+    if cached[0] != whole:
+        prefix = datetime.fromtimestamp(whole, UTC).isoformat()[:19]
+        cached[0], cached[1] = whole, prefix  # a racing thread writes the same pair
+    else:
+        prefix = cached[1]
+    return f"{prefix}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +69,10 @@ class _Buffered:
 # The widths of ledger_events' columns (store/_tables.py): a longer value would make the
 # whole batch fail on PostgreSQL, so it is refused at append instead.
 _WIDTHS = (("stream", 80), ("tenant", 120), ("run_id", 40), ("type", 40))
+
+
+# Event types the pipeline writes (warden.events.EventKind): storable by construction.
+_KINDS = frozenset(get_args(EventKind))
 
 
 def _check_field(name: str, value: str, width: int) -> None:
@@ -130,6 +146,8 @@ class LedgerWriter:
         self._batch_size = batch_size
         self._max_age_s = max_age_s
         self._buffer: list[_Buffered] = []
+        # Statements that commit with the next batch (``defer``), in order.
+        self._deferred: list[_Deferred] = []
         self._buffer_lock = threading.Lock()
         # Held from taking the buffer until its transaction commits, so batches from one
         # process reach the database in the order they were appended.
@@ -142,6 +160,8 @@ class LedgerWriter:
         self._due = threading.Event()
         self._closed = False
         self._flusher: threading.Thread | None = None
+        # Envelopes (stream, tenant, run) whose fields passed _check_field (bounded).
+        self._checked: set[tuple[str, str, str | None]] = set()
         _LIVE_WRITERS.add(self)
 
     def append(
@@ -154,9 +174,16 @@ class LedgerWriter:
     ) -> None:
         """Buffer one event; ``InvalidInputError`` (and nothing buffered) if any of it
         cannot be stored."""
-        for (name, width), value in zip(_WIDTHS, (stream, tenant, run_id, type), strict=True):
-            if value is not None:
-                _check_field(name, value, width)
+        envelope = (stream, tenant, run_id)
+        if envelope not in self._checked:  # a run's events share one: checked once
+            for (name, width), value in zip(_WIDTHS, envelope, strict=False):
+                if value is not None:
+                    _check_field(name, value, width)
+            if len(self._checked) >= 4096:
+                self._checked.clear()
+            self._checked.add(envelope)
+        if type not in _KINDS:
+            _check_field("type", type, 40)
         event = _Buffered(
             stream, tenant, run_id, _now_text(), type, canonical_payload(type, payload)
         )
@@ -166,11 +193,25 @@ class LedgerWriter:
         if self._flusher is None:
             self._start_flusher()
         if size >= self._batch_size:
-            self._due.set()
+            if not self._due.is_set():  # set() takes a lock and notifies: once is enough
+                self._due.set()
             if size >= 8 * self._batch_size and not getattr(self._local, "in_tx", False):
                 # The flusher cannot keep up (or the store is down): push back on callers
                 # rather than let the buffer grow without bound.
                 self.flush()
+
+    def defer(self, op: Callable[[Connection], None], after: Callable[[], None]) -> None:
+        """Run ``op`` in the transaction that writes the next batch, after its events;
+        ``after()`` once it committed, or was given up (failed twice alone: logged).
+
+        For bookkeeping that must commit with the events already buffered, not before them,
+        and is not worth a transaction of its own on the caller's path (the settlement of an
+        idempotency key with its ``executed`` event: measured ~250 µs of thread hand-off per
+        governed write on this 2-core VM, a quarter of the call)."""
+        with self._buffer_lock:
+            self._deferred.append(_Deferred(op, after))
+        if self._flusher is None:
+            self._start_flusher()
 
     def _start_flusher(self) -> None:
         with self._buffer_lock:
@@ -197,13 +238,15 @@ class LedgerWriter:
     def flush(self, *, durable: bool = False) -> None:
         """Write everything buffered so far (fsynced only if ``durable``)."""
         with self._write_lock:
-            if not self._buffer:
+            if not self._buffer and not self._deferred:
                 return
             try:
                 with self._store.write(durable=durable) as conn:
-                    self._write_buffer(conn)
+                    done = self._write_buffer(conn)
             except Exception:
                 self._isolate(durable)
+            else:
+                _after(done)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
@@ -211,18 +254,20 @@ class LedgerWriter:
         with self._write_lock:
             outer = getattr(self._local, "in_tx", False)
             batch_failed = False
+            done: list[_Deferred] = []
             try:
                 with self._store.write(durable=durable) as conn:
                     self._local.in_tx = True
                     try:
                         yield conn
                         try:
-                            self._write_buffer(conn)
+                            done = self._write_buffer(conn)
                         except Exception:
                             batch_failed = True
                             raise
                     finally:
                         self._local.in_tx = outer
+                _after(done)
             except Exception:
                 if batch_failed and not outer:
                     # This caller's transaction is lost; the next one must not meet the
@@ -243,6 +288,7 @@ class LedgerWriter:
         """
         with self._buffer_lock:
             events, self._buffer = self._buffer, []
+            deferred, self._deferred = self._deferred, []
         done = 0
         try:
             for event in events:
@@ -265,23 +311,60 @@ class LedgerWriter:
             if done < len(events):
                 with self._buffer_lock:
                     self._buffer[:0] = events[done:]
+                    self._deferred[:0] = deferred
+        for item in deferred:
+            try:
+                self._run_alone(item, durable)
+            except Exception as exc:
+                try:
+                    self._run_alone(item, durable)
+                except Exception:
+                    log.error(
+                        "ledger: a deferred statement failed twice and was given up (%s)",
+                        first_line(exc),
+                    )
+            _after([item])
+
+    def _run_alone(self, item: _Deferred, durable: bool) -> None:
+        with self._store.write(durable=durable) as conn:
+            item.op(conn)
 
     def _write_alone(self, event: _Buffered, durable: bool) -> None:
         with self._store.write(durable=durable) as conn:
             write_events(self._store, conn, [event])
 
-    def _write_buffer(self, conn: Connection) -> None:
+    def _write_buffer(self, conn: Connection) -> list[_Deferred]:
+        """Write the buffer in ``conn``'s transaction; the deferred statements it ran (their
+        ``after`` is for the caller to call once the transaction committed)."""
         with self._buffer_lock:
             events, self._buffer = self._buffer, []
-        if not events:
-            return
+            deferred, self._deferred = self._deferred, []
         try:
-            write_events(self._store, conn, events)
+            if events:
+                write_events(self._store, conn, events)
+            for item in deferred:
+                item.op(conn)
         except BaseException:
-            # Nothing was committed: keep the events, in order, for the next attempt.
+            # Nothing was committed: keep everything, in order, for the next attempt.
             with self._buffer_lock:
                 self._buffer[:0] = events
+                self._deferred[:0] = deferred
             raise
+        return deferred
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    op: Callable[[Connection], None]
+    after: Callable[[], None]
+
+
+def _after(done: list[_Deferred]) -> None:
+    for item in done:
+        try:
+            item.after()
+        except Exception:  # bookkeeping of the caller's; the write itself is committed
+            log.exception("ledger: a deferred statement's callback failed")
 
 
 def _unrecordable(event: _Buffered, exc: BaseException) -> _Buffered:

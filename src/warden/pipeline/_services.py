@@ -13,6 +13,7 @@ from warden.approvals import ApprovalQueue
 from warden.events import EventKind
 from warden.ledger import LedgerWriter
 from warden.pipeline._execute import Executor
+from warden.pipeline._idempotency import Settling
 from warden.pipeline._locks import ResourceLocks
 from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._switches import SwitchBoard
@@ -41,6 +42,7 @@ class Services:
     secrets: SecretResolver = field(default_factory=SecretResolver)
     tool_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
     sinks: list[Sink] = field(default_factory=list)
+    settling: Settling = field(default_factory=Settling)
     executor: Executor = field(init=False)
     locks: ResourceLocks = field(init=False)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 
+from warden.ledger import canonical_json
 from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
@@ -65,7 +67,9 @@ class ReplayStage:
         if not tool.effect.is_write or call.approval is not None:
             return await next(call)
         call.key, fingerprint = _key_of(call)
-        found = idem.peek(self.svc.store.engine, call.run.tenant, call.key)
+        tenant = call.run.tenant
+        found = idem.peek(self.svc.store.engine, tenant, call.key)
+        found = self.svc.settling.overlay(tenant, call.key, found)
         if found is None:
             return await next(call)
         return replay_result(call, found, fingerprint)
@@ -89,8 +93,27 @@ class IdempotencyStage:
         except BaseException:
             await asyncio.to_thread(self._settle, call, None)
             raise
-        await asyncio.to_thread(self._settle, call, result)
+        if isinstance(result, Allowed):
+            self._settle_later(call, result, fingerprint)
+        else:
+            await asyncio.to_thread(self._settle, call, result)
         return result
+
+    def _settle_later(self, call: Call, result: Allowed, fingerprint: str) -> None:
+        """``done``, written with the ``executed`` event in the ledger's next batch rather
+        than in a transaction of its own on the call's path (a thread hand-off saved); until
+        then this process replays from ``Settling``. A crash before that batch leaves the
+        key ``started`` beside an intent without outcome, as a crash before any settlement
+        would: repeats are refused and ``warden ledger unsettled`` lists it."""
+        svc, tenant, key = self.svc, call.run.tenant, call.key
+        assert key is not None
+        text = canonical_json(result.result)  # VerifyStage checked that it can be written
+        record = idem.KeyRecord("done", text, call.action_id, fingerprint)
+        svc.settling.put(tenant, key, record)
+        svc.ledger.defer(
+            partial(idem.settle_done_text, tenant=tenant, key=key, text=text),
+            after=partial(svc.settling.written, tenant, key, record),
+        )
 
     def _claim(self, call: Call, fingerprint: str) -> Result | None:
         """Claim the key and make the intent durable, in one transaction (off the loop)."""
@@ -107,7 +130,7 @@ class IdempotencyStage:
                 now=svc.clock(),
                 fingerprint=fingerprint,
             ):
-                found = idem.lookup(conn, run.tenant, key)
+                found = svc.settling.overlay(run.tenant, key, idem.lookup(conn, run.tenant, key))
                 assert found is not None
                 return replay_result(call, found, fingerprint)
             svc.emit(
@@ -124,14 +147,14 @@ class IdempotencyStage:
         return None
 
     def _settle(self, call: Call, result: Result | None) -> None:
-        # Not fsynced: the intent already is, so a power cut here leaves a visible "intent
-        # without outcome" and a key still "started" (repeats are refused, not re-run).
+        """A call that did not succeed: its key released (the tool declared that nothing
+        happened) or ``unknown``. Not fsynced: the intent already is, so a power cut here
+        leaves a visible "intent without outcome" and a key still "started" (repeats are
+        refused, not re-run)."""
         tenant, key = call.run.tenant, call.key
         assert key is not None
         with self.svc.store.write(durable=False) as conn:
-            if isinstance(result, Allowed):
-                idem.settle_done(conn, tenant, key, result.result)
-            elif result is not None and not call.effect_possible:
+            if result is not None and not call.effect_possible:
                 idem.release(conn, tenant, key)
             else:
                 idem.settle_unknown(conn, tenant, key)
