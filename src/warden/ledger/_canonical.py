@@ -9,10 +9,6 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from json.encoder import (
-    c_encode_basestring,  # type: ignore[attr-defined]
-    c_make_encoder,  # type: ignore[attr-defined]
-)
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,10 +41,13 @@ def _default(value: Any) -> Any:
 # 4.1 µs for an action_requested payload). No circular-reference check, as with
 # ``check_circular=False``: a cycle ends in RecursionError, which callers handle (the
 # markers dict of that check would be shared by every thread, so it cannot be kept).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _ENCODE: Callable[[Any, int], Any] | None = (
     None
-    if c_make_encoder is None
-    else c_make_encoder(None, _default, c_encode_basestring, None, ":", ",", True, False, True)
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
 )
 
 
