@@ -13,6 +13,7 @@ engine that loads a spec whose rule sums a list of payments.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -296,8 +297,6 @@ def test_math_errors(source: str, message: str) -> None:
 
 
 def test_decimal_is_a_double_for_math() -> None:
-    from decimal import Decimal
-
     check("math.ceil(x)", 2.0, x=Decimal("1.25"))
     check("math.greatest(x, 1)", Decimal("1.25"), x=Decimal("1.25"))
     check("sum([x, x])", 2.5, x=Decimal("1.25"))
