@@ -37,6 +37,10 @@ class RunState:
     provenance: ProvenanceTracker = field(default_factory=ProvenanceTracker)
     principal: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The user's own request: values it names are not tainted by untrusted text.
+        self.provenance.observe_trusted_request(self.task)
+
     @property
     def requested_by(self) -> str:
         """Who an approval is requested by: the key that opened the run, else the agent."""
@@ -63,6 +67,7 @@ class RunState:
         self.repeats = int(data.get("repeats", 0))
         self.stopped = data.get("stopped")
         self.provenance = ProvenanceTracker.restore(data.get("provenance", {}))
+        self.provenance.observe_trusted_request(self.task)
 
     def context(self) -> dict[str, Any]:
         """The ``run`` value rules see."""

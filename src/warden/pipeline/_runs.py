@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, select, update
 
 from warden.ledger import canonical_json
+from warden.policy import ProvenanceTracker
 from warden.store import Store
 from warden.store import _fast as fast
 from warden.store._statements import Statement
@@ -153,15 +154,7 @@ def merge_counters(
         f, b, m = fresh.get(name, {}), base.get(name, {}), mine.get(name, {})
         merged[name] = {k: int(f.get(k, 0)) + int(m.get(k, 0)) - int(b.get(k, 0)) for k in {*f, *m}}
     merged["stopped"] = mine.get("stopped") or fresh.get("stopped")
-    f_prov, m_prov = fresh.get("provenance", {}), mine.get("provenance", {})
-    untrusted = [list(t) for t in f_prov.get("untrusted", [])]
-    seen = {tuple(t) for t in untrusted}
-    for item in m_prov.get("untrusted", []):
-        if tuple(item) not in seen:
-            seen.add(tuple(item))
-            untrusted.append(list(item))
-    merged["provenance"] = {
-        "untrusted": untrusted,
-        "trusted": sorted({*f_prov.get("trusted", []), *m_prov.get("trusted", [])}),
-    }
+    merged["provenance"] = ProvenanceTracker.merge_snapshots(
+        fresh.get("provenance", {}), mine.get("provenance", {})
+    )
     return merged

@@ -31,6 +31,9 @@ def _parse_duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$", max_length=120)]
+FieldPath = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*$", max_length=200)
+]
 
 
 class Tier(StrEnum):
@@ -101,7 +104,12 @@ class ToolSpec(_Model):
     timeout: Duration | None = None
     retry: RetrySpec | None = None
     circuit: CircuitSpec | None = None
-    untrusted_output: bool | None = None
+    #: true: the output is content someone else wrote (tickets, emails, web pages); or the
+    #: output fields that are (dotted paths without list indices, e.g. ``[subject, body]``)
+    untrusted_output: bool | Annotated[list[FieldPath], Field(min_length=1)] | None = None
+    #: the output is a private record: its values in later arguments are listed in
+    #: ``provenance.sensitive_args``
+    sensitive: bool | None = None
     scope: str | None = None
     #: secret reference (env:NAME, file:NAME, hmac:NAME) minted per call for the tool's
     #: ``Secret``-typed parameter; never shown to the agent or recorded

@@ -45,6 +45,10 @@ class ToolDef:
     #: parameters without a type annotation (``**name`` for a catch-all): such a tool loads
     #: only with an explicit ``input_schema`` or ``schema: any`` in the spec
     untyped_params: tuple[str, ...] = ()
+    #: when ``untrusted_output``: only these output fields are untrusted (empty: all)
+    untrusted_fields: tuple[str, ...] = ()
+    #: the output is a private record (``provenance.sensitive_args``)
+    sensitive: bool = False
 
     def __post_init__(self) -> None:
         # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
@@ -58,7 +62,7 @@ class ToolDef:
         for attr, target in (
             ("effect", "effect"),
             ("idempotent", "idempotent"),
-            ("untrusted_output", "untrusted_output"),
+            ("sensitive", "sensitive"),
             ("scope", "scope"),
             ("description", "description"),
             ("retry", "retry"),
@@ -67,6 +71,12 @@ class ToolDef:
             value = getattr(spec, attr)
             if value is not None:
                 changes[target] = value
+        if isinstance(spec.untrusted_output, list):
+            changes["untrusted_output"] = True
+            changes["untrusted_fields"] = tuple(spec.untrusted_output)
+        elif spec.untrusted_output is not None:
+            changes["untrusted_output"] = spec.untrusted_output
+            changes["untrusted_fields"] = ()
         if spec.credential is not None:
             changes["credential"] = spec.credential
         if spec.timeout is not None:

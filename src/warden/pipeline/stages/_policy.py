@@ -112,7 +112,7 @@ class PolicyStage:
         payload = {"action_id": call.action_id, **call.decision.to_json()}
         if call.windows:
             payload["window"] = call.windows
-        if call.provenance.get("untrusted_args"):
+        if call.provenance.get("untrusted_args") or call.provenance.get("sensitive_args"):
             payload["provenance"] = call.provenance
         self.svc.emit(call.run.run_id, call.run.tenant, "decision", payload)
 

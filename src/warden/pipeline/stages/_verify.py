@@ -54,5 +54,11 @@ class VerifyStage:
                     f"the tool's output cannot be recorded: {exc}",
                     call.action_id,
                 )
-        call.run.provenance.observe(tool.name, result, untrusted=tool.untrusted_output)
+        call.run.provenance.observe(
+            tool.name,
+            result,
+            untrusted=tool.untrusted_fields or tool.untrusted_output,
+            sensitive=tool.sensitive,
+            action_id=call.action_id,
+        )
         return Allowed(result, call.action_id)
