@@ -67,7 +67,13 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_demo_example(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     example = "warden/examples/refund_triage/"
-    for needed in ("workflow.yaml", "agent.py", "approver.py", "helpdesk.py"):
+    for needed in (
+        "workflow.yaml",
+        "agent.py",
+        "approver.py",
+        "helpdesk.py",
+        "policy_tests/refunds.yaml",
+    ):
         assert example + needed in names
     assert "warden/py.typed" in names
 

@@ -24,7 +24,7 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, runs
+from warden.server.api import admin, approvals, explain, runs
 
 log = logging.getLogger("warden.server")
 
@@ -176,6 +176,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(approvals.router)
     app.include_router(admin.router)
+    app.include_router(explain.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:
