@@ -31,7 +31,8 @@ from warden.pipeline._pipeline import PENDING, UNSETTLED
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
 from warden.pipeline.stages import outcome_of_approval
-from warden.policy import Policy, Windows
+from warden.policy import Windows
+from warden.policy._typecheck import checked_policy
 from warden.results import Allowed, Denied, Failed, FailureKind, Result
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
@@ -60,7 +61,8 @@ class Gateway:
         secrets: SecretResolver | None = None,
     ) -> None:
         registry = ToolRegistry.build(loaded, tools)
-        policy = Policy(loaded)
+        # Rules are type-checked against these tools: a mistake fails here, with its line.
+        policy = checked_policy(loaded, registry)
         self.store = store if isinstance(store, Store) else Store(store or default_store_url())
         ledger = LedgerWriter(self.store)
         self.svc = Services(

@@ -16,9 +16,10 @@ from warden.cli import _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
-from warden.errors import SpecError, WardenError
+from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
 from warden.pipeline import Scope, SwitchBoard
+from warden.spec import LoadedSpec
 from warden.store import Store, default_store_url
 
 app = typer.Typer(
@@ -52,21 +53,31 @@ def validate(
     files: Annotated[
         list[Path], typer.Argument(help="Workflow spec files (YAML).", show_default=False)
     ],
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Tool factory module:function or file.py:function returning the spec's tools "
+            "(as for `warden serve`), one per spec file, same order: rules, facts and windows "
+            "are then checked against the tools' schemas.",
+        ),
+    ] = None,
 ) -> None:
     """Check workflow specs: exit 0 if all are valid, else 1 with every error located."""
-    from warden.policy import Policy
     from warden.policy._engine import raw_condition_issues
-    from warden.spec import load_spec
 
+    if tools and len(tools) != len(files):
+        err.print(
+            f"[red]error[/red] give one --tools factory per spec file, in the same order "
+            f"({len(files)} files, {len(tools)} factories)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     failed = False
-    for file in files:
-        loaded = None
-        try:
-            loaded = load_spec(file)
-            Policy(loaded)
-        except SpecError as exc:
+    for n, file in enumerate(files):
+        loaded, issues = _validate_one(file, tools[n] if tools else None)
+        if issues:
             failed = True
-            issues = list(exc.issues)
             if loaded is None and file.exists():
                 # The spec failed before its rules were compiled: report their errors too.
                 seen = {str(i) for i in issues}
@@ -76,14 +87,57 @@ def validate(
             for issue in issues:
                 err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
             continue
+        assert loaded is not None
         out.print(
             f"[green]ok[/green] {file}: workflow {loaded.spec.name!r} v{loaded.spec.version}, "
             f"{len(loaded.spec.tools)} tools, {len(loaded.spec.policies)} rules, "
             f"fingerprint {loaded.fingerprint[:16]}",
             highlight=False,
         )
+    if not tools:
+        out.print(
+            "note: arguments, facts and windows were not checked against the tools' schemas "
+            "(pass --tools MODULE:FUNCTION)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if failed:
         raise typer.Exit(1)
+
+
+def _validate_one(file: Path, factory: str | None) -> tuple[LoadedSpec | None, list[SpecIssue]]:
+    """The spec and every issue found in it: the loader's, the rules', and the type
+    checker's (against the tools ``factory`` returns, when given)."""
+    from warden.policy._typecheck import checked_policy
+    from warden.spec import load_spec
+    from warden.tools import ToolRegistry
+
+    try:
+        loaded = load_spec(file)
+    except SpecError as exc:
+        return None, list(exc.issues)
+    registry = None
+    issues: list[SpecIssue] = []
+    if factory is not None:
+        from warden.server._state import load_factory
+
+        try:
+            implementations = load_factory(factory)()
+        except WardenError as exc:
+            return loaded, [SpecIssue(str(file), None, "", f"--tools {factory}: {exc}")]
+        except Exception as exc:  # the user's factory failed: one line, not a traceback
+            message = f"--tools {factory} failed: {type(exc).__name__}: {exc}"
+            return loaded, [SpecIssue(str(file), None, "", message)]
+        try:
+            registry = ToolRegistry.build(loaded, implementations)
+        except SpecError as exc:
+            issues += exc.issues
+    try:
+        checked_policy(loaded, registry)
+    except SpecError as exc:
+        issues += exc.issues
+    issues.sort(key=lambda i: i.line or 0)
+    return loaded, issues
 
 
 @app.command()
