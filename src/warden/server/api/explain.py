@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from warden.errors import NotFoundError
 from warden.ledger import iter_events
@@ -27,14 +27,20 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 ERRORS = problem_responses(400, 401, 403, 404, 409, 422, 429, 503)
 
 
-class PathValueOut(BaseModel):
+class _Out(BaseModel):
+    # ``StepExplanation.to_json`` is validated into these: a field added there and not
+    # here fails loudly instead of vanishing from the API.
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathValueOut(_Out):
     path: str
     missing: bool
     #: null when ``missing``
     value: Any = None
 
 
-class RuleOut(BaseModel):
+class RuleOut(_Out):
     name: str
     effect: str
     when: str
@@ -43,7 +49,7 @@ class RuleOut(BaseModel):
     values: list[PathValueOut]
 
 
-class DecisionOut(BaseModel):
+class DecisionOut(_Out):
     effect: str
     rules: list[str]
     matched: list[str]
@@ -54,7 +60,7 @@ class DecisionOut(BaseModel):
     policy: str | None = None
 
 
-class RecordedOut(BaseModel):
+class RecordedOut(_Out):
     effect: str
     rules: list[str]
     matched: list[str]
@@ -62,7 +68,7 @@ class RecordedOut(BaseModel):
     policy: str | None = None
 
 
-class ExplainOut(BaseModel):
+class ExplainOut(_Out):
     run_id: str
     step: int
     action_id: str
