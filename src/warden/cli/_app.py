@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from warden.cli import _serve
+from warden.cli import _policy, _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
@@ -38,6 +38,8 @@ app.command("serve")(_serve.serve)
 app.add_typer(_serve.keys_app, name="keys")
 app.add_typer(_serve.approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
+app.add_typer(_policy.policy_app, name="policy")
+app.command("explain")(_policy.explain)
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()
