@@ -203,7 +203,7 @@ def test_cli_names_what_is_missing(recorded: dict[str, Any], step: int, message:
     assert "Traceback" not in done.output
 
 
-def test_cli_refuses_another_workflows_spec(recorded: dict[str, Any], tmp_path: Path) -> None:
+def test_cli_refuses_another_workflows_spec(recorded: dict[str, Any]) -> None:
     done = _explain(recorded, 2, spec=EXAMPLE)
     assert done.exit_code == 1
     assert "is of workflow 'shop'" in done.output and "'refund_triage'" in done.output

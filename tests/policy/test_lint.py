@@ -190,3 +190,26 @@ def test_the_demo_spec_has_one_warning_its_unmentioned_escalation_tool() -> None
 def test_a_rule_that_does_not_compile_is_left_to_the_loader() -> None:
     loaded = load_spec_text(HEAD + _rule("broken", "args.amount >> 1"), "lint.yaml")
     assert [i.path for i in lint(loaded)] == ["tools.pay", "tools.send", "tools.remove"]
+
+
+def test_a_condition_on_the_tool_none_of_its_tools_meets_can_never_match() -> None:
+    issues = _lint(_rule("dead", 'tool.name in ["pay", "send"] && tool.effect == "delete"'))
+    assert len(issues) == 1
+    assert 'tool.effect == "delete" holds for none of the tools it applies to' in issues[0].message
+    assert (
+        'pay: tool.effect is "money"; send: tool.effect is "external_message"' in issues[0].message
+    )
+    scoped = _lint(_rule("dead", 'tool.scope == "admin"', tools="[send]"))
+    assert len(scoped) == 1 and 'send: tool.scope is "msg"' in scoped[0].message
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        'tool.name in ["pay", "remove"] && tool.effect == "delete"',  # remove is a delete
+        'tool.name == "pay" && tool.scope == "payments"',  # pay's scope is not in the spec
+        'tool.effect == "delete"',  # not pinned to tools
+    ],
+)
+def test_a_condition_on_the_tool_some_tool_may_meet_is_not_reported(when: str) -> None:
+    assert _lint(_rule("alive", when)) == []

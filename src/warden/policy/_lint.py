@@ -5,7 +5,9 @@ finds:
 
 - rules that can never match: comparisons of one context path with literals that cannot
   all hold (``args.amount > 100 && args.amount < 50``, ``tool.name == "a" && tool.name ==
-  "b"``, ``x == 1 && x != 1``, ``x in ["a"] && x == "b"``);
+  "b"``, ``x == 1 && x != 1``, ``x in ["a"] && x == "b"``), or a condition on the tool
+  (``tool.effect == "delete"``) that none of the tools it is pinned to meets, as the spec
+  declares them;
 - rules that never change a decision: whenever one matches, a rule with a stronger effect
   (or another ``deny``) matches too, because each of that rule's conjuncts is one of its
   own or follows from its comparisons (``args.amount > 200`` gives ``args.amount > 100``);
@@ -27,8 +29,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from warden.errors import CelCompileError, CelSyntaxError, SpecIssue
+from warden.errors import CelCompileError, CelSyntaxError, SpecIssue, UsageError
 from warden.policy._engine import CONTEXT_ROOTS, _default
+from warden.policy._explain import tool_context_from_spec
 from warden.policy.cel._analysis import pins
 from warden.policy.cel._ast import Binary, Expr, ListExpr, Literal, Unary, select_path
 from warden.policy.cel._checker import check
@@ -249,7 +252,7 @@ def _parse(index: int, rule: Rule) -> _Parsed | None:
     return _Parsed(index, rule, tree, tuple(atoms), frozenset(shapes))
 
 
-def _never(p: _Parsed) -> str | None:
+def _never(p: _Parsed, loaded: LoadedSpec) -> str | None:
     if ("Literal", False) in p.shapes:
         return "its condition has a literal 'false' conjunct"
     by_path: dict[Path, list[Atom]] = {}
@@ -258,7 +261,44 @@ def _never(p: _Parsed) -> str | None:
     for atoms in by_path.values():
         if not _satisfiable(atoms):
             return " && ".join(str(a) for a in atoms) + " cannot all hold"
-    return None
+    # The tools it is pinned to, with what the spec declares of them (``tool.effect``...).
+    pinned = pins(p.tree).get(_TOOL_NAME)
+    names = set(pinned) if pinned is not None else None
+    if p.rule.tools:
+        names = set(p.rule.tools) if names is None else names & set(p.rule.tools)
+    about_tool = {path: atoms for path, atoms in by_path.items() if path[0] == "tool"}
+    about_tool.pop(_TOOL_NAME, None)
+    if not names or not about_tool:
+        return None
+    seen = []
+    for name in sorted(names):
+        try:
+            context, _ = tool_context_from_spec(loaded, name)
+        except UsageError:
+            return None  # an undeclared effect (or tool): not known here
+        declared = loaded.spec.tools[name]
+        # what the spec leaves out, the implementation may set: only declared values count
+        for key, value in (
+            ("scope", declared.scope),
+            ("untrusted_output", declared.untrusted_output),
+        ):
+            if value is None:
+                del context[key]
+        if any(len(path) != 2 or path[1] not in context for path in about_tool):
+            return None
+        failing = next(
+            (
+                path
+                for path, atoms in about_tool.items()
+                if not _satisfiable([*atoms, Atom(path, "==", context[path[1]])])
+            ),
+            None,
+        )
+        if failing is None:
+            return None  # this tool can meet every condition on the tool
+        seen.append(f"{name}: {'.'.join(failing)} is {_show(context[failing[1]])}")
+    atoms_text = " && ".join(str(a) for atoms in about_tool.values() for a in atoms)
+    return f"{atoms_text} holds for none of the tools it applies to ({'; '.join(seen)})"
 
 
 def _covers(a: _Parsed, b: _Parsed) -> bool:
@@ -308,7 +348,7 @@ def lint(loaded: LoadedSpec) -> list[SpecIssue]:
     parsed = [p for i, r in enumerate(spec.policies) if (p := _parse(i, r)) is not None]
     dead: set[int] = set()
     for p in parsed:
-        why = _never(p)
+        why = _never(p, loaded)
         if why is not None:
             dead.add(p.index)
             issues.append(
