@@ -243,6 +243,17 @@ def test_has_of_a_field_that_cannot_exist() -> None:
     assert "has(args.roles) is always false" in issue.message
 
 
+def test_serialize_on_reads_the_tools_own_arguments() -> None:
+    text = edit("  refund: {effect: money}", "  refund: {effect: money, serialize_on: args.order}")
+    (issue,) = issues(text)
+    assert issue.line == line_of(text, "serialize_on: args.order")
+    assert "no field 'order' in refund's arguments" in issue.message
+    fine = edit(
+        "  refund: {effect: money}", "  refund: {effect: money, serialize_on: args.order_id}"
+    )
+    assert issues(fine) == []
+
+
 def test_every_mistake_is_reported_in_one_pass() -> None:
     text = edit("group_by: requester", "group_by: requestor")
     text = edit('args.role == "admin"', 'args.rol == "admin"', text)

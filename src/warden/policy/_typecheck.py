@@ -585,6 +585,14 @@ def check_policy(loaded: LoadedSpec, registry: ToolRegistry | None = None) -> li
                 fact_users[ref].append((rule.name, applicable))
     for name, window in spec.windows.items():
         _check_window(s, name, window.tool, window.group_by, window.field)
+    for name, declared_tool in spec.tools.items():
+        if declared_tool.serialize_on and registry is not None:
+            # Evaluated for every call of the tool: a mistake fails each one (schema_error).
+            tree = _tree(declared_tool.serialize_on, frozenset({"args", "tenant"}))
+            if tree is not None:
+                env = {"args": s.inputs[name], "tenant": CONTEXT["tenant"]}
+                reporter = s.cel_reporter(("tools", name, "serialize_on"), f"{name}: ")
+                _Checker(env, reporter, values).visit(tree, {})
     for name in spec.facts:
         _check_fact(s, name, fact_users[name], declared, base_env, values)
     s.issues.sort(key=lambda i: (i.line or 0, i.path))
