@@ -78,7 +78,8 @@ def _is_number(value: Any) -> bool:
 def _key(value: Any) -> tuple[str, Any]:
     """Values CEL holds equal get one key: numbers of any type compare by value."""
     if _is_number(value):
-        return ("num", float(value))
+        # Python compares (and hashes) int, float and Decimal by exact value, as CEL does
+        return ("num", int(value) if isinstance(value, UInt) else value)
     return (type(value).__name__, value)
 
 
@@ -154,8 +155,8 @@ def _satisfiable(atoms: Sequence[Atom]) -> bool:
     eq: set[tuple[str, Any]] = set()
     ne: set[tuple[str, Any]] = set()
     ins: list[set[tuple[str, Any]]] = []
-    lo: tuple[float, bool] | None = None  # (bound, inclusive)
-    hi: tuple[float, bool] | None = None
+    lo: tuple[Any, bool] | None = None  # (bound, inclusive)
+    hi: tuple[Any, bool] | None = None
     for atom in atoms:
         if atom.op == "==":
             eq.add(_key(atom.value))
@@ -164,7 +165,7 @@ def _satisfiable(atoms: Sequence[Atom]) -> bool:
         elif atom.op == "in":
             ins.append({_key(v) for v in atom.value})
         else:
-            bound = (float(atom.value), atom.op in ("<=", ">="))
+            bound = (atom.value, atom.op in ("<=", ">="))
             if atom.op in (">", ">="):
                 if lo is None or bound[0] > lo[0] or (bound[0] == lo[0] and not bound[1]):
                     lo = bound
