@@ -23,6 +23,7 @@ from warden.pipeline import SwitchBoard
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
+from warden.store._engine import WouldWait
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -116,6 +117,16 @@ class ServerState:
         """``fn(*args, **kwargs)`` in a store thread, awaited from the event loop."""
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._store_threads, call)
+
+    async def run_store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Store work on a call's hot path: done at once on the loop where the store can
+        do it without waiting (``Store.without_waiting``: SQLite with its write lock free),
+        else in a store thread like ``run_sync``. ``fn`` must change nothing before a
+        statement that could wait, so that a retry in the thread starts clean."""
+        try:
+            return self.store.without_waiting(fn, *args, **kwargs)
+        except WouldWait:
+            return await self.run_sync(fn, *args, **kwargs)
 
     def close(self) -> None:
         self.switches.close()

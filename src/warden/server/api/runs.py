@@ -143,7 +143,7 @@ async def govern(
     workflows = state.workflow_names
     if agent is not None and caller.workflows:
         workflows = tuple(w for w in workflows if w in caller.workflows)
-    row = await state.run_sync(
+    row = await state.run_store(
         claim_step,
         state.store,
         run_id,
@@ -163,5 +163,5 @@ async def govern(
         wait=body.wait_s,
         actor=caller.identity,
     )
-    await state.run_sync(run.save)
+    await state.run_store(run.save)
     return ActionResult.of(result)
