@@ -29,6 +29,14 @@ def test_validate_ok(tmp_path: Path) -> None:
     assert "ok" in done.stdout and "refund_triage" in done.stdout
 
 
+def test_validate_prints_lint_warnings_without_failing(tmp_path: Path) -> None:
+    """A write tool no rule mentions is worth a look, not an error."""
+    done = warden("validate", str(EXAMPLE), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning" in done.stderr and "'escalate_to_human'" in done.stderr
+    assert "not mentioned by any rule" in done.stderr
+
+
 def test_validate_reports_each_error_with_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     text = (

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from warden.cli import _policy, _serve
@@ -90,6 +91,12 @@ def validate(
                 err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
             continue
         assert loaded is not None
+        from warden.policy._lint import lint
+
+        for warning in lint(loaded):  # worth a look, not an error: the exit code stays 0
+            err.print(
+                f"[yellow]warning[/yellow] {escape(str(warning))}", highlight=False, soft_wrap=True
+            )
         out.print(
             f"[green]ok[/green] {file}: workflow {loaded.spec.name!r} v{loaded.spec.version}, "
             f"{len(loaded.spec.tools)} tools, {len(loaded.spec.policies)} rules, "
