@@ -128,7 +128,7 @@ def _validate_one(file: Path, factory: str | None) -> tuple[LoadedSpec | None, l
     registry = None
     issues: list[SpecIssue] = []
     if factory is not None:
-        from warden.server._state import load_factory
+        from warden.tools._factory import load_factory
 
         try:
             implementations = load_factory(factory)()

@@ -171,8 +171,8 @@ def _from_tools(loaded: Any, ref: str, tool: str, args: Any) -> tuple[dict[str, 
     """The tool context, effect class and validated arguments from the implementations."""
     from warden.pipeline._services import _tool_context
     from warden.pipeline.stages._base import plain
-    from warden.server._state import load_factory
     from warden.tools import SchemaViolation, ToolRegistry
+    from warden.tools._factory import load_factory
 
     registry = ToolRegistry.build(loaded, load_factory(ref)())
     found = registry.get(tool)

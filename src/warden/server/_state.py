@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, RateLimiter
@@ -24,33 +21,10 @@ from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
 from warden.store._engine import WouldWait
+from warden.tools._factory import load_factory
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def load_factory(ref: str) -> Callable[[], Any]:
-    """``package.module:function`` or ``path/to/file.py:function``."""
-    module_ref, _, attr = ref.rpartition(":")
-    if not module_ref or not attr:
-        raise UsageError(f"tool factory {ref!r} must look like module:function or file.py:function")
-    if module_ref.endswith(".py"):
-        path = Path(module_ref)
-        if not path.exists():
-            raise UsageError(f"tool factory file {path} does not exist")
-        name = f"warden_tools_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_ref)
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UsageError(f"{ref!r}: {attr} is not a function in {module_ref}")
-    return factory  # type: ignore[no-any-return]
 
 
 class ServerState:
