@@ -160,3 +160,22 @@ def test_two_replicas(pg_url: str, tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     _check(outcomes, payments)
+
+
+def test_a_serialize_on_that_does_not_compile_is_a_located_spec_error(tmp_path: Path) -> None:
+    """Not a raw CelSyntaxError out of the gateway: the file, line and what to fix, with the
+    spec's other errors in the same report."""
+    from warden.errors import SpecError
+
+    line = next(ln for ln in REFUND_SPEC.splitlines() if "serialize_on" in ln)
+    broken = REFUND_SPEC.replace(line, line.replace("args.order_id", "args.order_id +"))
+    assert broken != REFUND_SPEC
+    with pytest.raises(SpecError) as caught:
+        Gateway(
+            load_spec_text(broken, "refunds.yaml"),
+            tools(tmp_path),
+            store=f"sqlite:///{tmp_path / 'w.db'}",
+        )
+    (issue,) = caught.value.issues
+    assert issue.line == REFUND_SPEC.splitlines().index(line) + 1
+    assert "serialize_on" in issue.path and "CEL" in issue.message

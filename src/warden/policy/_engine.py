@@ -25,6 +25,8 @@ CONTEXT_ROOTS = frozenset(
 )
 #: A fact's arguments are computed from the action, before facts and windows exist.
 FACT_ARG_ROOTS = frozenset({"tool", "args", "principal", "tenant", "run"})
+#: ``serialize_on`` names the resource from the call's arguments alone.
+SERIALIZE_ROOTS = frozenset({"args", "tenant"})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -159,6 +161,19 @@ class Policy:
                         _cel_issue(loaded.file, loaded.content_line_of(fpath), fpath, exc)
                     )
             self.fact_args[fname] = compiled_args
+        #: per tool, its ``serialize_on`` (CEL over ``args`` and ``tenant``)
+        self.serialize_on: dict[str, CompiledExpression] = {}
+        for tname, tool_spec in spec.tools.items():
+            if tool_spec.serialize_on:
+                spath = ("tools", tname, "serialize_on")
+                try:
+                    self.serialize_on[tname] = compile_expression(
+                        tool_spec.serialize_on, roots=SERIALIZE_ROOTS
+                    )
+                except (CelSyntaxError, CelCompileError) as exc:
+                    issues.append(
+                        _cel_issue(loaded.file, loaded.content_line_of(spath), spath, exc)
+                    )
         if issues:
             raise SpecError(issues)
         # Rules keep their spec order within each tool's list so reasons read naturally.

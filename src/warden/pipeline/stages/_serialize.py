@@ -6,18 +6,15 @@ from warden.errors import CelError
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
-from warden.policy.cel import CompiledExpression, compile_expression
+from warden.policy.cel import CompiledExpression
 from warden.results import Failed, FailureKind, Result
 
 
 class SerializeStage:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self.on: dict[str, CompiledExpression] = {
-            name: compile_expression(spec.serialize_on, roots=("args", "tenant"))
-            for name, spec in svc.loaded.spec.tools.items()
-            if spec.serialize_on
-        }
+        # Compiled (and its mistakes reported, located) with the policy.
+        self.on: dict[str, CompiledExpression] = svc.policy.serialize_on
 
     async def __call__(self, call: Call, next: Next) -> Result:
         expr = self.on.get(call.tool_name)
