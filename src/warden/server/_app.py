@@ -136,7 +136,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if signing is not None:
             # Signed checkpoints of the chain heads: a rewrite of the store before the last
             # one is detected even by someone who can rewrite it consistently.
-            key = load_private_key(signing)
+            key = warden_state.ledger_key = load_private_key(signing)
             out = Path(settings.checkpoint_file) if settings.checkpoint_file else None
             tasks.append(
                 asyncio.create_task(

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, RateLimiter
 from warden.errors import UsageError
@@ -31,6 +33,8 @@ class ServerState:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.store = Store(settings.store, create=settings.auto_migrate)
+        #: signs the ledger checkpoints (set at start-up when ``ledger_key`` is configured)
+        self.ledger_key: Ed25519PrivateKey | None = None
         if not settings.auto_migrate:
             self.store.check_schema()
         self.secrets = SecretResolver(Path(settings.secrets_file) if settings.secrets_file else None)

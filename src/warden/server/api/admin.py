@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from warden.auth import ALL_TENANTS, KeyInfo, Role
 from warden.errors import NotFoundError, UsageError
-from warden.ledger import iter_events, verify
+from warden.ledger import iter_events, stored_checkpoints, take_checkpoint, verify
 from warden.pipeline import Scope
 from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
@@ -144,6 +145,17 @@ async def export_ledger(
 ) -> StreamingResponse:
     require(caller, Role.AUDITOR)
     scope = tenant if caller.tenant == ALL_TENANTS else tenant_for(caller, tenant)
+    if state.ledger_key is not None:
+        # As `warden ledger export --key`: the heads that moved are signed first, so the
+        # export can be verified offline up to its end (GET /v1/ledger/checkpoints).
+        out = state.settings.checkpoint_file
+        await state.run_sync(
+            take_checkpoint,
+            state.store,
+            state.ledger_key,
+            force=False,
+            out=None if out is None else Path(out),
+        )
 
     def lines() -> Iterator[str]:
         import json
@@ -152,6 +164,35 @@ async def export_ledger(
             yield json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get(
+    "/ledger/checkpoints",
+    responses={
+        200: {
+            "description": "One signed checkpoint per line, oldest first: the file "
+            "`warden ledger verify --export FILE --checkpoints FILE` reads",
+            "content": {"application/x-ndjson": {}},
+        },
+        **ERRORS,
+    },
+    summary="Signed checkpoints of the chain heads, as JSON lines",
+    response_class=StreamingResponse,
+)
+async def ledger_checkpoints(state: State, caller: Caller) -> StreamingResponse:
+    require(caller, Role.AUDITOR)
+    if caller.tenant != ALL_TENANTS:
+        # One signature covers every tenant's heads (stream, tenant, length, hash): a
+        # tenant's key would learn the other tenants and their runs.
+        raise ApiProblem(
+            403,
+            "forbidden",
+            "checkpoints sign every tenant's chain heads; fetch them with an all-tenant key",
+        )
+    found = await state.run_sync(stored_checkpoints, state.store)
+    return StreamingResponse(
+        iter([cp.to_line() + "\n" for cp in found]), media_type="application/x-ndjson"
+    )
 
 
 @router.get("/workflows", response_model=WorkflowList, responses=ERRORS, summary="Loaded workflows")
