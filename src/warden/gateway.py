@@ -32,13 +32,14 @@ from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
 from warden.pipeline.stages import outcome_of_approval
 from warden.policy import Policy, Windows
+from warden.policy._engine import schema_params
 from warden.results import Allowed, Denied, Failed, FailureKind, Result
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
-from warden.tools import ToolRegistry
+from warden.tools import ToolDef, ToolRegistry
 
 if TYPE_CHECKING:
     from warden.remote import RemoteGateway
@@ -60,7 +61,11 @@ class Gateway:
         secrets: SecretResolver | None = None,
     ) -> None:
         registry = ToolRegistry.build(loaded, tools)
-        policy = Policy(loaded)
+        policy = Policy(
+            loaded,
+            tool_params={t.name: _params(t) for t in registry},
+            tool_effects={t.name: t.effect for t in registry},
+        )
         self.store = store if isinstance(store, Store) else Store(store or default_store_url())
         ledger = LedgerWriter(self.store)
         self.svc = Services(
@@ -71,7 +76,7 @@ class Gateway:
             ledger=ledger,
             switches=SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
             approvals=ApprovalQueue(self.store, ledger),
-            windows=Windows(self.store, loaded.spec.windows),
+            windows=Windows(self.store, policy.windows),
             clock=clock,
             secrets=secrets or SecretResolver(),
         )
@@ -200,7 +205,7 @@ class Gateway:
             allowed_tools=allowed,
             end_user=end_user,
             opened_by=opened_by,
-            principal={"agent": agent, "scopes": sorted(scopes)},
+            principal={"agent": agent, "scopes": sorted(scopes), "key": None},
         )
         now = self.svc.clock()
         with self.svc.ledger.transaction() as conn:
@@ -277,7 +282,7 @@ class Gateway:
             allowed_tools=self._allowed_tools(row["task_type"]),
             end_user=row["end_user"],
             opened_by=row["opened_by"],
-            principal={"agent": row["agent"], "scopes": sorted(scopes)},
+            principal={"agent": row["agent"], "scopes": sorted(scopes), "key": None},
         )
         if row["state"]:
             state.restore(json.loads(row["state"]))
@@ -420,10 +425,13 @@ class Run:
         idempotency_key: str | None = None,
         wait: float | None = None,
         actor: str | None = None,
+        api_key: str | None = None,
     ) -> Result:
         """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
         (an approved action then runs at once); ``actor``: who proposes it (an API key's
-        identity), when not the run's opener; it may not approve it."""
+        identity), when not the run's opener; it may not approve it. ``api_key``: the id
+        of the API key the call came with (the server passes it; rules read it as
+        ``principal.key``)."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         state = self.state
@@ -435,6 +443,7 @@ class Run:
             given_key=idempotency_key,
             wait_s=wait,
             actor=actor,
+            api_key=api_key,
         )
         return await self._gateway.pipeline.call(call)
 
@@ -534,3 +543,8 @@ class Run:
 
 
 __all__ = ["Allowed", "Denied", "Gateway", "Run", "SyncGateway", "SyncRun"]
+
+
+def _params(tool: ToolDef) -> frozenset[str] | None:
+    """A tool's argument names (None when its schema names none: any are accepted)."""
+    return schema_params(tool.input.schema if tool.input is not None else None)

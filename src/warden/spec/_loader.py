@@ -246,7 +246,10 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
         if fact.tool in spec.tools and (spec.tools[fact.tool].effect or "read") != "read":
             issues.append(loaded.issue(("facts", name, "tool"), "a fact must use a read tool"))
     for name, window in spec.windows.items():
-        need_tool(window.tool, ("windows", name, "tool"))
+        if window.tool is not None:
+            need_tool(window.tool, ("windows", name, "tool"))
+        for j, tool_name in enumerate(window.tools or ()):
+            need_tool(tool_name, ("windows", name, "tools", j))
     for i, task in enumerate(spec.task_types):
         for j, tool_name in enumerate(task.allowed_tools):
             need_tool(tool_name, ("task_types", i, "allowed_tools", j))
@@ -262,6 +265,15 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
                 )
             )
         seen.setdefault(rule.name, i)
+        if rule.effect == "score" and rule.mode == "shadow":
+            issues.append(
+                loaded.issue(
+                    ("policies", i, "mode"),
+                    "a score rule decides nothing, so it cannot be a shadow rule",
+                    expected="mode: enforce (or another effect)",
+                    found="mode: shadow",
+                )
+            )
         for key in ("approvers", "sla"):
             if getattr(rule, key) is not None and rule.effect not in (
                 "require_approval",
