@@ -29,7 +29,15 @@ from warden.policy._derived import (
     uses_whole,
 )
 from warden.policy.cel import CompiledExpression, compile_expression
-from warden.spec import Effect, EffectClass, LoadedSpec, Tier, WindowSpec, format_path
+from warden.spec import (
+    Effect,
+    EffectClass,
+    LoadedSpec,
+    RuleEffect,
+    Tier,
+    WindowSpec,
+    format_path,
+)
 from warden.spec._loader import content_line, parse_yaml
 
 #: The identifiers a rule may use. Documented in docs/policies.md.
@@ -63,6 +71,7 @@ THRESHOLD_CLASSES = frozenset(
         EffectClass.DELETE,
     }
 )
+_AUTONOMY_DEFAULT = "default:autonomy"
 #: The pseudo-rule that names a decision sent to review by ``risk.review_at``.
 REVIEW_RULE = "risk:review_at"
 
@@ -262,7 +271,7 @@ class Policy:
             )
             compiled = CompiledRule(
                 rule.name,
-                None if rule.effect == "score" else Effect(rule.effect),
+                None if rule.effect is RuleEffect.SCORE else Effect(rule.effect.value),
                 rule.reason,
                 rule.approvers,
                 rule.risk,
@@ -406,7 +415,14 @@ class Policy:
             rules.append(REVIEW_RULE)
             reasons.append(f"risk {risk:g} is at or above risk.review_at ({review_at:g})")
         else:
-            if base_effect is effect and base_rule:
+            # The autonomy default is a fallback: named only when no rule asked the same.
+            if (
+                base_effect is effect
+                and base_rule
+                and not (
+                    base_rule == _AUTONOMY_DEFAULT and any(r.effect is effect for r in matched)
+                )
+            ):
                 rules.append(base_rule)
                 reasons.append(base_reason)
             for rule in matched:
@@ -671,7 +687,7 @@ def _default(
     if tier is Tier.AUTONOMOUS and effect_class in THRESHOLD_CLASSES and not allowed_by_rule:
         return (
             Effect.REQUIRE_APPROVAL,
-            "default:autonomy",
+            _AUTONOMY_DEFAULT,
             f"autonomous workflows run {effect_class.value} calls alone only under a rule "
             "that allows them (a threshold); none matched",
         )

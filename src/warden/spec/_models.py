@@ -80,6 +80,16 @@ _EFFECT_RANK = {
 }
 
 
+class RuleEffect(StrEnum):
+    """What a rule may say: an ``Effect``, or ``score`` (add risk, decide nothing)."""
+
+    ALLOW = "allow"
+    REQUIRE_APPROVAL = "require_approval"
+    ESCALATE = "escalate"
+    DENY = "deny"
+    SCORE = "score"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,7 +154,7 @@ class Rule(_Model):
     name: Identifier
     when: str = Field(min_length=1)
     #: ``score`` adds the rule's ``risk`` without deciding anything
-    effect: Effect | Literal["score"]
+    effect: RuleEffect
     reason: str = Field(min_length=1)
     approvers: str | None = None
     #: An SLA class from ``escalation.sla_classes``: how soon the approval is due.
@@ -156,7 +166,7 @@ class Rule(_Model):
 
     @model_validator(mode="after")
     def _score_needs_risk(self) -> Rule:
-        if self.effect == "score" and self.risk <= 0.0:
+        if self.effect is RuleEffect.SCORE and self.risk <= 0.0:
             raise ValueError("a rule with 'effect: score' needs a 'risk' above 0")
         return self
 
