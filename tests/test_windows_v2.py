@@ -191,3 +191,17 @@ def test_an_entry_is_voided_when_its_approval_is_rejected(wallet: Gateway) -> No
     results = [call(wallet, "pay", f"o{i}", 10.0) for i in range(3)]
     assert all(isinstance(r, Allowed) for r in results)
     assert window_of(wallet, results[-1])["paid"] == 20.0
+
+
+def test_a_bare_group_by_is_checked_against_the_bound_tool(store_url: str) -> None:
+    from warden.errors import SpecError
+
+    spec = SPEC.replace(
+        "windows:\n", "windows:\n  per_requestor: {tool: pay, group_by: requestor, period: 1h}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        Gateway(load_spec_text(spec, "wallet.yaml"), wallet_tools([]), store=store_url)
+    (issue,) = info.value.issues
+    assert "windows.per_requestor.group_by" in str(issue)
+    assert "'requestor' is not an argument of tool 'pay'" in str(issue)
+    assert "expected one of ['amount', 'order_id']" in str(issue)
