@@ -133,6 +133,8 @@ def test_approval_flow_through_the_api(stack: Stack) -> None:
     bot, lead = stack.client("bot"), stack.client("lead")
     run_id = _open(bot)
     pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    assert pending["status"] == "pending" and pending["reasons"] == ["big payment"]
+    assert pending["rules"] == ["big_pay_needs_approval"]
     queue = lead.get("/v1/approvals", params={"state": "pending", "role": "lead"}).json()["items"]
     assert [a["approval_id"] for a in queue] == [pending["approval_id"]]
     item = queue[0]

@@ -213,7 +213,6 @@ class Policy:
         self.fact_order: tuple[str, ...] = tuple(
             dependency_order(fact_deps) if cycle is None else fact_deps
         )
-        self._fact_deps = fact_deps
 
         # -- windows ----------------------------------------------------------------------
         self.windows: dict[str, CompiledWindow] = {}
