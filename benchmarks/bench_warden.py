@@ -45,7 +45,6 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from time import perf_counter_ns
@@ -186,7 +185,6 @@ class PolicyHarness:
             "provenance": self.provenance.tag(args),
             "window": {},
             "facts": {},
-            "now": datetime.now(UTC),
         }
 
     def decide(self, tool: str, args: dict[str, Any]) -> Decision:

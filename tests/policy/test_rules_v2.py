@@ -100,6 +100,29 @@ def test_now_is_the_decision_time() -> None:
     assert decide(p, now=NOW - timedelta(days=30)).effect.value == "allow"
 
 
+def test_the_clock_is_read_only_for_tools_whose_decision_reads_now() -> None:
+    p = policy(
+        """\
+facts:
+  order: {tool: get_order, args: {order_id: 'string(now) + "/" + args.order_id'}}
+variables:
+  recent: now - timestamp("2026-01-01T00:00:00Z") < duration("24h")
+policies:
+  - {name: direct, when: 'now < timestamp("2030-01-01T00:00:00Z")', effect: allow, reason: r, tools: [pay]}
+  - {name: via_variable, when: 'variables.recent', effect: deny, reason: r, tools: [refund]}
+  - {name: via_fact, when: 'facts.order.open', effect: deny, reason: r, tools: [wipe]}
+  - {name: without, when: 'args.key == "x"', effect: deny, reason: r, tools: [note]}
+"""
+    )
+    assert [p.for_tool(t).now for t in ("pay", "refund", "wipe", "note", "get_order")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 def test_a_timestamp_without_a_zone_is_a_load_error_with_its_line() -> None:
     found = issues(
         """\

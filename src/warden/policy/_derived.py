@@ -166,6 +166,8 @@ class CompiledWindow:
     field: CompiledExpression | None
     #: the facts its expressions read (looked up before the window is read or recorded)
     facts: frozenset[str]
+    #: whether its expressions read ``now``
+    now: bool = False
 
     def group_of(self, activation: Mapping[str, Any]) -> str:
         """The group key of the call in ``activation`` (``*``: the window has one group)."""

@@ -90,6 +90,8 @@ class CompiledRule:
     sla: str | None = None
     variables: frozenset[str] = frozenset()
     shadow: bool = False
+    #: whether the condition (or a variable it uses) reads ``now``
+    now: bool = False
     #: ``expr.evaluate``, held directly: one attribute lookup less per rule on the hot path
     evaluate: Callable[[Mapping[str, Any]], Any] = field(init=False, repr=False, compare=False)
 
@@ -148,6 +150,8 @@ class ToolPolicy:
     shadow: tuple[CompiledRule, ...] = ()
     #: whether any rule uses ``variables`` (only then is the lazy mapping built)
     variables: bool = False
+    #: whether anything deciding this tool reads ``now`` (only then is the clock read)
+    now: bool = False
 
 
 _EMPTY = ToolPolicy((), frozenset(), frozenset())
@@ -184,6 +188,8 @@ class Policy:
         # -- facts: arguments may use earlier facts --------------------------------------
         self.fact_args: dict[str, dict[str, CompiledExpression]] = {}
         fact_deps: dict[str, frozenset[str]] = {}
+        # what reads ``now``: the clock is read only for the tools that need it
+        now_facts: set[str] = set()
         for fname, fact in spec.facts.items():
             compiled_args: dict[str, CompiledExpression] = {}
             deps: set[str] = set()
@@ -193,6 +199,8 @@ class Policy:
                 if expr is None:
                     continue
                 compiled_args[arg] = expr
+                if _reads_now(expr):
+                    now_facts.add(fname)
                 used = names_under(expr, "facts")
                 issues.extend(_undeclared(loaded, fpath, "fact", used, spec.facts))
                 issues.extend(_whole(loaded, fpath, expr, "facts"))
@@ -226,6 +234,7 @@ class Policy:
         var_deps: dict[str, frozenset[str]] = {}
         var_facts: dict[str, frozenset[str]] = {}
         var_windows: dict[str, frozenset[str]] = {}
+        now_vars: set[str] = set()
         for vname, source in spec.variables.items():
             vpath = ("variables", vname)
             expr = _compile(loaded, source, CONTEXT_ROOTS, vpath, issues)
@@ -238,6 +247,8 @@ class Policy:
             var_deps[vname] = frozenset(used_vars & set(spec.variables))
             var_facts[vname] = names_under(expr, "facts")
             var_windows[vname] = names_under(expr, "window")
+            if _reads_now(expr):
+                now_vars.add(vname)
         cycle = find_cycle(var_deps)
         if cycle is not None:
             issues.append(
@@ -280,6 +291,7 @@ class Policy:
                 sla=rule.sla,
                 variables=all_vars,
                 shadow=rule.mode == "shadow",
+                now=_reads_now(expr) or bool(all_vars & now_vars),
             )
             pinned = set(rule.tools) if rule.tools else expr.pinned_values(("tool", "name"))
             if pinned is None:
@@ -315,12 +327,17 @@ class Policy:
                 *(r.facts for r in merged),
                 *(self.windows[w].facts for w in {*windows, *recorded_by.get(name, ())}),
             )
+            needed_facts = closure(facts, fact_deps)
+            touched = {*windows, *recorded_by.get(name, ())}
             self._by_tool[name] = ToolPolicy(
                 enforced,
-                closure(facts, fact_deps),
+                needed_facts,
                 windows,
                 shadow,
                 any(r.variables for r in merged),
+                any(r.now for r in merged)
+                or bool(needed_facts & now_facts)
+                or any(self.windows[w].now for w in touched),
             )
         self.warnings: tuple[SpecIssue, ...] = tuple(
             _threshold_warnings(loaded, effects, self._by_tool)
@@ -461,6 +478,10 @@ def _shadow(
     return tuple(out)
 
 
+def _reads_now(expr: CompiledExpression) -> bool:
+    return any(ref[0] == "now" for ref in expr.references)
+
+
 def _fingerprint(loaded: LoadedSpec) -> str:
     """The policy's content hash: what decides (rules, and variables and risk if set).
 
@@ -597,7 +618,10 @@ def _compile_window(
     facts = frozenset().union(
         *(names_under(e, "facts") for e in compiled.values() if e is not None)
     )
-    return CompiledWindow(name, window, tools, compiled["group_by"], compiled["field"], facts)
+    now = any(_reads_now(e) for e in compiled.values() if e is not None)
+    return CompiledWindow(
+        name, window, tools, compiled["group_by"], compiled["field"], facts, now
+    )
 
 
 def _tool_params(

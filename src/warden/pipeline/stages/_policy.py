@@ -68,8 +68,9 @@ class PolicyStage:
             "provenance": run.provenance.tag(call.args),
             "window": call.windows,
             "facts": call.facts,
-            "now": svc.clock(),
         }
+        if tool_policy.now:  # the clock only for rules (facts, windows) that read it
+            activation["now"] = svc.clock()
         call.provenance = activation["provenance"]
         if tool_policy.facts:
             failure = await self._facts(call, tool_policy.facts, activation)
