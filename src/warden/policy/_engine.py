@@ -667,13 +667,16 @@ def _threshold_warnings(
             continue
         if any(rule.effect is Effect.ALLOW for rule in by_tool[name].rules):
             continue
-        outcome = "denied" if effect_class is EffectClass.DELETE else "sent to approval"
+        if effect_class is EffectClass.DELETE:
+            advice = "every call of it is denied; if the agent should delete alone, allow it"
+        else:
+            advice = "every call of it is sent to approval; if the agent should act alone"
         warnings.append(
             loaded.issue(
                 ("tools", name),
                 f"the workflow is autonomous but no rule allows {effect_class.value} tool "
-                f"{name!r}: every call of it is {outcome}. State the threshold under which "
-                "it may run alone as an allow rule (e.g. args.amount <= 100.0)",
+                f"{name!r}: {advice} under a threshold with an allow rule (e.g. "
+                "when: tool.name == \"" + name + "\" && <the threshold>)",
                 expected="an allow rule that can match the tool",
                 found="none",
             )
