@@ -4,14 +4,12 @@ rules, windows v2 as compiled, and time literals checked at load."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from warden.errors import CelEvalError, SpecError
-from warden.ledger._canonical import canonical_json
 from warden.policy import Decision, LazyVariables, Policy
 from warden.results import Pending, from_wire, to_wire
 from warden.spec import EffectClass, Tier, load_spec_text
@@ -536,18 +534,35 @@ def test_pending_carries_its_rules_over_the_wire() -> None:
     assert from_wire(wire) == pending
 
 
-def test_a_spec_without_new_keys_keeps_its_policy_fingerprint() -> None:
-    loaded = load_spec_text(BASE.format(tier="autonomous") + "policies:\n" + ALLOW_PAY, "s.yaml")
-    old = hashlib.sha256(
-        canonical_json(
-            [r.model_dump(mode="json", exclude={"mode"}) for r in loaded.spec.policies]
-        ).encode()
-    ).hexdigest()
-    assert Policy(loaded).fingerprint == old
-    shadowed = policy(
-        "policies:\n" + ALLOW_PAY.replace("reason: threshold}", "reason: threshold, mode: shadow}")
+PINNED = """\
+name: pinned
+version: "1"
+owner: tests@example.com
+tier: approve
+tools:
+  get_order: {effect: read}
+  pay: {effect: money}
+facts:
+  order: {tool: get_order, args: {order_id: args.order_id}}
+windows:
+  per_customer: {tool: pay, group_by: customer_id, period: 24h}
+policies:
+  - {name: big, when: 'args.amount > 100.0', effect: require_approval, reason: big, risk: 0.5}
+"""
+
+
+def test_a_spec_without_new_keys_keeps_its_fingerprints() -> None:
+    """Both fingerprints as the Warden before these keys computed them."""
+    loaded = load_spec_text(PINNED, "p.yaml")
+    assert loaded.fingerprint == "e41db1d00529db69018c037632c77b07f25516b8c7d4d59361e9b1253524e1f0"
+    assert Policy(loaded).fingerprint == (
+        "d9320f91219fedbe306b3cb74787a0d27d837b564568305565f06830bda4eed6"
     )
-    assert shadowed.fingerprint != old
+    shadowed = load_spec_text(PINNED.replace("risk: 0.5}", "risk: 0.5, mode: shadow}"), "p.yaml")
+    assert shadowed.fingerprint != loaded.fingerprint
+    assert Policy(shadowed).fingerprint != Policy(loaded).fingerprint
+    reviewed = load_spec_text(PINNED + "risk: {review_at: 0.7}\n", "p.yaml")
+    assert Policy(reviewed).fingerprint != Policy(loaded).fingerprint
 
 
 # -- at the gateway ------------------------------------------------------------------------

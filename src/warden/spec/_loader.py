@@ -59,8 +59,23 @@ def format_path(path: PathKey) -> str:
 
 
 def fingerprint(spec: WorkflowSpec) -> str:
-    """Content hash of the normalized spec: formatting and key order do not change it."""
-    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode()).hexdigest()
+    """Content hash of the normalized spec: formatting and key order do not change it.
+
+    Keys added to the spec later are left out while they hold their defaults, so a spec
+    that does not use them keeps the fingerprint it had.
+    """
+    data = spec.model_dump(mode="json")
+    if not data["variables"]:
+        del data["variables"]
+    if data["risk"] == {"review_at": None}:
+        del data["risk"]
+    for rule in data["policies"]:
+        if rule["mode"] == "enforce":
+            del rule["mode"]
+    for window in data["windows"].values():
+        if window["tools"] is None:
+            del window["tools"]
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
 def _construct(
