@@ -57,6 +57,8 @@ WARDEN_ROWS: tuple[tuple[str, str], ...] = (
     ("decide_only", "Warden   Policy.decide alone (activation pre-built)"),
     ("worst_case", "Warden   worst case: all N rules on the called tool"),
     ("worst_case_per_rule", "Warden   ... per rule (row above / N)"),
+    ("sum_20_items", "Warden   a rule summing a 20-item list (3 rules)"),
+    ("chained_fact", "Warden   two chained facts' args + decide (3 rules)"),
 )
 
 

@@ -113,6 +113,15 @@ policies:
     when: tool.name == "message" && "to" in provenance.untrusted_args
     effect: require_approval
     reason: recipient came from untrusted text
+  # autonomous: money and outgoing messages run alone only under an allow rule
+  - name: pay_alone_up_to_100
+    when: tool.name == "pay" && args.amount <= 100.0
+    effect: allow
+    reason: small payments need no human
+  - name: messages_alone
+    when: tool.name == "message"
+    effect: allow
+    reason: messages need no human unless a rule says otherwise
 limits: {max_steps: 50, max_retries_per_tool: 3, max_identical_calls: 3}
 escalation:
   approver_roles: [lead, manager]

@@ -33,6 +33,11 @@ policies:
     when: tool.name == "refund" && facts.order.refunded + args.amount > facts.order.paid
     effect: deny
     reason: refunds would exceed what was paid
+  # autonomous: a money tool runs alone only under an allow rule (its threshold)
+  - name: refunds_alone
+    when: tool.name == "refund"
+    effect: allow
+    reason: refunds within what was paid need no human
 """
 
 

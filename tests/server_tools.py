@@ -65,6 +65,8 @@ tools:
   charge_fails: {effect: money, scope: pay, credential: env:WARDEN_TEST_PSP_KEY}
 policies:
   - {name: big, when: 'args.amount > 1000.0', effect: require_approval, reason: big}
+  # autonomous: a money tool runs alone only under an allow rule (its threshold)
+  - {name: charge_alone, when: 'true', effect: allow, reason: charges run alone}
 """
 
 

@@ -163,7 +163,7 @@ async def test_max_steps(store_url: str, effects: Effects) -> None:
     assert isinstance(results[2], Denied) and results[2].kind is FailureKind.MAX_STEPS
 
 
-def _fake_spec(tool_yaml: str) -> str:
+def _fake_spec(tool_yaml: str, policies: str = "") -> str:
     return f"""
 name: fakes
 version: "1"
@@ -171,6 +171,7 @@ owner: t
 tier: autonomous
 tools:
 {tool_yaml}
+{policies}
 limits: {{max_retries_per_tool: 5, max_identical_calls: 10}}
 """
 
@@ -187,7 +188,13 @@ async def test_retries_idempotent_tool_with_backoff(store_url: str) -> None:
 
 async def test_non_idempotent_write_is_not_retried(store_url: str) -> None:
     charge = FakeTool("charge", params={"amount": int}, fail_times=1, effect="money")
-    spec = load_spec_text(_fake_spec("  charge: {retry: {max_attempts: 3, backoff: 1ms}}"))
+    spec = load_spec_text(
+        _fake_spec(
+            "  charge: {retry: {max_attempts: 3, backoff: 1ms}}",
+            # autonomous: a money tool runs alone only under an allow rule
+            "policies:\n  - {name: charge_alone, when: 'true', effect: allow, reason: test}",
+        )
+    )
     gw = Gateway(spec, [charge.fn], store=store_url)
     async with gw.run(tenant="t", agent="a", task="no retry") as run:
         result = await run.call("charge", {"amount": 5})

@@ -153,6 +153,23 @@ def test_older_pre_migration_store_gets_the_missing_tables_and_columns(empty_url
     assert schema_diff(empty_url) == []
 
 
+def test_window_entries_of_0006_keep_counting_after_0007(empty_url: str) -> None:
+    """0007 adds ``window_entries.item`` (for count_distinct); older entries keep theirs."""
+    store = Store(empty_url, create=False)
+    _migrate.upgrade(store, "0006")
+    assert "item" not in {c["name"] for c in inspect(store.engine).get_columns("window_entries")}
+    sql(
+        empty_url,
+        "INSERT INTO window_entries (tenant, window_name, group_key, ts_us, value, action_id, void)"
+        " VALUES ('t', 'w', 'c1', 1, 2.5, 'a1', false)",
+    )
+    _migrate.upgrade(store)
+    store.dispose()
+    assert sql(empty_url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    assert sql(empty_url, "SELECT value, item FROM window_entries") == [(2.5, None)]
+    assert schema_diff(empty_url) == []
+
+
 def test_pre_migration_store_missing_a_required_column_is_refused(empty_url: str) -> None:
     create_all(empty_url)
     sql(empty_url, "DROP TABLE api_keys")

@@ -27,6 +27,8 @@ async def test_remote_run_has_the_same_typed_results(stack: Stack) -> None:
     assert isinstance(bad, Failed) and bad.kind is FailureKind.SCHEMA_ERROR and bad.errors[0].path
     assert isinstance(ghost, Denied) and ghost.kind is FailureKind.UNKNOWN_TOOL
     assert isinstance(pending, Pending) and pending.role == "lead"
+    # a pending result names the rules that asked, as a denial does
+    assert pending.rules == ("big_pay_needs_approval",) and pending.reasons == ("big payment",)
 
 
 async def test_remote_wait_long_polls_until_an_approver_decides(stack: Stack) -> None:

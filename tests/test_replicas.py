@@ -98,7 +98,8 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[Replicas]:
     env = {
         **os.environ,
         "WARDEN_TEST_EFFECTS": effects,
-        "PYTHONPATH": str(TESTS),
+        # keep an inherited PYTHONPATH (a worktree's src/ run against a shared venv)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
         "WARDEN_SWITCH_REFRESH_S": "0.25",
     }
     ports = [free_port(), free_port()]

@@ -11,6 +11,7 @@ from warden import Allowed, Gateway
 from warden.pipeline._runs import claim_step
 from warden.results import Pending
 
+
 async def test_a_run_state_is_kept_for_the_next_call_only_while_it_is_the_stored_one(
     store_url: str, effects: Effects
 ) -> None:

@@ -115,7 +115,9 @@ def test_two_replicas(pg_url: str, tmp_path: Path) -> None:
         agent="bot",
     )[1]
     store.dispose()
-    env = {**os.environ, "WARDEN_TEST_PAYMENTS": payments, "PYTHONPATH": str(TESTS)}
+    # keep an inherited PYTHONPATH (a worktree's src/ run against a shared venv)
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "WARDEN_TEST_PAYMENTS": payments, "PYTHONPATH": path}
     ports = [free_port(), free_port()]
     procs = [
         _start(pg_url, spec, port, env, tools=f"{TESTS / 'refund_tools.py'}:tools")

@@ -133,6 +133,8 @@ def test_approval_flow_through_the_api(stack: Stack) -> None:
     bot, lead = stack.client("bot"), stack.client("lead")
     run_id = _open(bot)
     pending = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    assert pending["status"] == "pending" and pending["reasons"] == ["big payment"]
+    assert pending["rules"] == ["big_pay_needs_approval"]
     queue = lead.get("/v1/approvals", params={"state": "pending", "role": "lead"}).json()["items"]
     assert [a["approval_id"] for a in queue] == [pending["approval_id"]]
     item = queue[0]
@@ -544,3 +546,32 @@ def test_fast_path_answers_exactly_as_the_fastapi_route(make_stack: Any) -> None
     fast, plain = script(with_it), script(without)
     assert [a[0] for a in fast] == [200] * 7 + [400, 422, 422, 422, 422, 422, 401, 401, 403, 404, 404, 422, 409]
     assert fast == plain
+
+
+# A rule on who sent the call: principal.key is the sending key's id over HTTP.
+KEYED_SPEC = SPEC.replace(
+    "limits:",
+    """  - name: saves_need_a_key
+    when: tool.name == "save" && (principal.key == null || run.opened_by != "key:bot")
+    effect: deny
+    reason: saves only through the bot's key
+  - name: large_saves_after_risk
+    when: tool.name == "save" && args.value > 5 && run.risk >= 0.5
+    effect: deny
+    reason: no large saves in a risky run
+limits:""",
+    1,
+)
+
+
+def test_principal_key_and_run_context_over_http(make_stack: Any) -> None:
+    stack = make_stack(KEYED_SPEC)
+    bot = stack.client("bot")
+    run_id = _open(bot)
+    saved = _act(bot, run_id, "save", {"key": "k", "value": 9})
+    assert saved["status"] == "allowed"
+    big = _act(bot, run_id, "pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0})
+    assert big["status"] == "pending" and big["rules"] == ["big_pay_needs_approval"]
+    # the run's risk (0.5 from the payment) is kept between calls served over HTTP
+    after = _act(bot, run_id, "save", {"key": "k2", "value": 9})
+    assert after["status"] == "denied" and after["rules"] == ["large_saves_after_risk"]

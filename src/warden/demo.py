@@ -24,6 +24,7 @@ from warden import events as ev
 from warden.errors import UsageError
 from warden.gateway import Gateway, Run
 from warden.ledger import iter_events, verify
+from warden.policy._engine import REVIEW_RULE
 from warden.store import Store, default_store_url
 
 BATCH = 25  # tickets between two passes of the approver
@@ -167,6 +168,8 @@ def _summarize(
     store: Store, tenant: str, outcomes: list[Any], effects: dict[str, int]
 ) -> dict[str, Any]:
     decisions: Counter[str] = Counter()
+    shadow: Counter[str] = Counter()
+    for_risk = 0
     terminal: Counter[str] = Counter()
     blocks: Counter[str] = Counter()
     failures: Counter[str] = Counter()
@@ -176,8 +179,11 @@ def _summarize(
     for row in iter_events(store, tenant=tenant):
         events += 1
         match row.event:
-            case ev.DecisionMade(effect=effect):
+            case ev.DecisionMade(effect=effect, rules=rules, shadow=would):
                 decisions[effect] += 1
+                for_risk += REVIEW_RULE in rules
+                for entry in would:
+                    shadow[f"{entry['rule']} ({entry['effect']})"] += 1
             case ev.Executed(action_id=action_id):
                 terminal["executed"] += 1
                 if action_id in approval_actions:
@@ -214,6 +220,8 @@ def _summarize(
         - approvals["executed after approval"]
         - approvals["rejected"],
         "decisions": dict(decisions),
+        "review": review_summary(decisions, for_risk),
+        "shadow": dict(shadow),
         "outcomes": dict(terminal),
         "blocks": dict(blocks),
         "failures": dict(failures),
@@ -226,6 +234,19 @@ def _summarize(
     }
 
 
+def review_summary(decisions: Counter[str], for_risk: int) -> dict[str, Any]:
+    """The share of decisions sent to a human (require_approval or escalate), and how
+    many of those only the risk threshold (``risk.review_at``) sent."""
+    total = sum(decisions.values())
+    reviewed = decisions["require_approval"] + decisions["escalate"]
+    return {
+        "decisions": total,
+        "reviewed": reviewed,
+        "for_risk": for_risk,
+        "share": reviewed / total if total else 0.0,
+    }
+
+
 def _print_summary(console: Console, s: dict[str, Any], url: str) -> None:
     def table(title: str, data: dict[str, int], key: str) -> Table:
         t = Table(key, "count", title=title, title_justify="left")
@@ -234,6 +255,14 @@ def _print_summary(console: Console, s: dict[str, Any], url: str) -> None:
         return t
 
     console.print(table("Policy decisions", s["decisions"], "effect"))
+    review = s["review"]
+    console.print(
+        f"Share reviewed: {review['share']:.1%} ({review['reviewed']} of {review['decisions']} "
+        f"decisions went to a human; {review['for_risk']} of them for risk at or above "
+        "risk.review_at)",
+        highlight=False,
+    )
+    console.print(table("Shadow rules: would have decided (not enforced)", s["shadow"], "rule"))
     console.print(table("Outcomes of calls", s["outcomes"], "outcome"))
     console.print(table("Blocks by rule", s["blocks"], "rule"))
     console.print(table("Approvals", s["approvals"], "state"))

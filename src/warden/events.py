@@ -89,6 +89,8 @@ class DecisionMade(_Event):
     policy: str | None = None
     window: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
+    #: shadow rules that held and what each would have decided (never enforced)
+    shadow: list[dict[str, str]] = Field(default_factory=list)
 
 
 class Intent(_Event):

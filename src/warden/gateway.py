@@ -75,7 +75,7 @@ class Gateway:
             ledger=ledger,
             switches=SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
             approvals=ApprovalQueue(self.store, ledger),
-            windows=Windows(self.store, loaded.spec.windows),
+            windows=Windows(self.store, policy.windows),
             clock=clock,
             secrets=secrets or SecretResolver(),
         )
@@ -207,7 +207,7 @@ class Gateway:
             allowed_tools=allowed,
             end_user=end_user,
             opened_by=opened_by,
-            principal={"agent": agent, "scopes": sorted(scopes)},
+            principal={"agent": agent, "scopes": sorted(scopes), "key": None},
         )
         now = self.svc.clock()
         with self.svc.ledger.transaction() as conn:
@@ -284,7 +284,7 @@ class Gateway:
             allowed_tools=self._allowed_tools(row["task_type"]),
             end_user=row["end_user"],
             opened_by=row["opened_by"],
-            principal={"agent": row["agent"], "scopes": sorted(scopes)},
+            principal={"agent": row["agent"], "scopes": sorted(scopes), "key": None},
         )
         if row["state"]:
             state.restore(json.loads(row["state"]))
@@ -452,10 +452,13 @@ class Run:
         idempotency_key: str | None = None,
         wait: float | None = None,
         actor: str | None = None,
+        api_key: str | None = None,
     ) -> Result:
         """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
         (an approved action then runs at once); ``actor``: who proposes it (an API key's
-        identity), when not the run's opener; it may not approve it."""
+        identity), when not the run's opener; it may not approve it. ``api_key``: the id
+        of the API key the call came with (the server passes it; rules read it as
+        ``principal.key``)."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         state = self.state
@@ -467,6 +470,7 @@ class Run:
             given_key=idempotency_key,
             wait_s=wait,
             actor=actor,
+            api_key=api_key,
         )
         return await self._gateway.pipeline.call(call)
 

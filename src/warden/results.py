@@ -83,6 +83,9 @@ class Pending:
     role: str
     deadline: datetime
     reasons: tuple[str, ...] = ()
+    #: the rules that asked for approval (``default:...`` or ``risk:review_at`` when no
+    #: rule did), as ``Denied.rules``
+    rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ def to_wire(result: Result) -> dict[str, Any]:
                 "role": result.role,
                 "deadline": result.deadline.isoformat(),
                 "reasons": list(result.reasons),
+                "rules": list(result.rules),
             }
         case Failed():
             return {
@@ -163,6 +167,7 @@ def from_wire(data: dict[str, Any]) -> Result:
             data["role"],
             deadline if isinstance(deadline, datetime) else datetime.fromisoformat(deadline),
             tuple(data.get("reasons") or ()),
+            tuple(data.get("rules") or ()),
         )
     if status == "failed":
         errors = tuple(FieldError(**e) for e in data.get("errors") or ())

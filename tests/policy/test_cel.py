@@ -666,10 +666,19 @@ def test_timestamps_and_durations() -> None:
         3,
         x=datetime(2024, 1, 1, 5, tzinfo=timezone(timedelta(hours=2))),
     )
-    fails("duration('1x')", "invalid duration")
-    fails("duration('')", "invalid duration")
-    fails("timestamp('2024-13-01T00:00:00Z')", "invalid timestamp")
-    fails("timestamp('2024-01-01')", "invalid timestamp")
+    # Literals that cannot parse are load errors (a zone-less timestamp among them) ...
+    for literal, match in (
+        ("duration('1x')", "invalid duration"),
+        ("duration('')", "invalid duration"),
+        ("timestamp('2024-13-01T00:00:00Z')", "invalid timestamp"),
+        ("timestamp('2024-01-01')", "needs its time zone"),
+        ("timestamp('2026-01-01T00:00:00')", "needs its time zone"),
+    ):
+        with pytest.raises(CelCompileError, match=match):
+            compile_expression(literal, roots=())
+    # ... the same text computed at run time is an evaluation error.
+    fails("duration(x)", "invalid duration", x="1x")
+    fails("timestamp(x)", "invalid timestamp", x="2024-01-01T00:00:00")
     fails("timestamp('9999-12-31T23:59:59Z') + duration('24h')", "out of range")
     fails("duration('1h') + 1", "no such overload")
     fails("timestamp('2024-01-01T00:00:00Z').getHours('Nowhere/City')", "time zone")

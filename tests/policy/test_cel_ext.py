@@ -666,6 +666,11 @@ policies:
       !(sum(args.payments.map(p, p.amount)) == facts.price.total)
     effect: deny
     reason: the payments do not add up to the price
+  # autonomous: a money tool runs alone only under an allow rule (its threshold)
+  - name: checkout_pays_alone
+    when: tool.name == "pay"
+    effect: allow
+    reason: checkout payments need no human once they cover the price
 """
 
 
@@ -681,7 +686,7 @@ def _decide(policy: Policy, payments: list[dict[str, Any]], total: Any) -> Any:
 def test_a_rule_sums_the_payments_against_the_price() -> None:
     policy = Policy(load_spec_text(SPEC, "checkout.yaml"))
     allowed = _decide(policy, PAYMENTS, 20.0)
-    assert allowed.effect.value == "allow" and allowed.matched == ()
+    assert allowed.effect.value == "allow" and allowed.matched == ("checkout_pays_alone",)
     short = _decide(policy, PAYMENTS[:2], 20.0)
     assert short.effect.value == "deny" and short.rules == ("payments_cover_the_price",)
     # A malformed payment makes the rule fail, and the decision fails closed.

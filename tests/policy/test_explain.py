@@ -65,7 +65,7 @@ def test_explain_lists_every_rule_for_the_tool_with_the_values_it_read() -> None
     assert [v.shown() for v in over.values] == ["args.amount = 150.0", 'tool.name = "issue_refund"']
     paid = by_name["refund_not_above_amount_paid"]
     assert paid.outcome == "false"
-    assert "facts.order.refunded = 0.0" in [v.shown() for v in paid.values]
+    assert "variables.refundable_left = 200.0" in [v.shown() for v in paid.values]
     window = by_name["max_3_refunds_per_customer_per_day"]
     assert "window.refunds_per_customer_24h = 1" in [v.shown() for v in window.values]
     assert "no_deletes" in by_name and by_name["no_deletes"].outcome == "false"
@@ -84,11 +84,12 @@ def test_a_missing_path_is_shown_missing_and_its_rule_errors() -> None:
     )
     paid = next(r for r in ex.rules if r.name == "refund_not_above_amount_paid")
     assert paid.outcome == "error" and paid.error
-    refunded = next(v for v in paid.values if v.dotted == "facts.order.refunded")
-    assert refunded.missing and refunded.shown() == "facts.order.refunded = <missing>"
-    assert refunded.to_json() == {"path": "facts.order.refunded", "missing": True, "value": None}
+    # The rule reads the variable built from the missing field: shown missing, rule errors.
+    left = next(v for v in paid.values if v.dotted == "variables.refundable_left")
+    assert left.missing and left.shown() == "variables.refundable_left = <missing>"
+    assert left.to_json() == {"path": "variables.refundable_left", "missing": True, "value": None}
     assert ex.decision.effect.value == "deny"
-    assert ex.decision.rules == ("refund_not_above_amount_paid",)
+    assert "refund_not_above_amount_paid" in ex.decision.rules
 
 
 def test_a_tool_without_rules_is_decided_by_the_default_alone() -> None:
@@ -145,7 +146,12 @@ def test_cli_explains_a_recorded_decision_as_json(recorded: dict[str, Any]) -> N
     assert body["tool"] == "pay" and body["step"] == 2
     assert body["action_id"] == f"{recorded['run_id']}.2"
     rules = {r["name"]: r for r in body["rules"]}
-    assert set(rules) == {"big_pay_needs_approval", "three_per_day", "own_order_only"}
+    assert set(rules) == {
+        "big_pay_needs_approval",
+        "three_per_day",
+        "own_order_only",
+        "pay_alone_up_to_100",
+    }
     assert rules["big_pay_needs_approval"]["matched"] == "true"
     assert rules["own_order_only"]["matched"] == "false"
     values = {v["path"]: v["value"] for r in body["rules"] for v in r["values"]}
@@ -167,7 +173,12 @@ def test_cli_table_shows_rules_values_and_the_verdict(recorded: dict[str, Any]) 
 
 def test_cli_says_when_the_rules_changed_since(recorded: dict[str, Any], tmp_path: Path) -> None:
     changed = tmp_path / "changed.yaml"
-    changed.write_text(SPEC.replace("args.amount > 100.0", "args.amount > 500.0"))
+    # Both thresholds moved: the 150 payment is now under the one that allows it alone.
+    changed.write_text(
+        SPEC.replace("args.amount > 100.0", "args.amount > 500.0").replace(
+            "args.amount <= 100.0", "args.amount <= 500.0"
+        )
+    )
     done = _explain(recorded, 2, "--json", spec=changed)
     assert done.exit_code == 0, done.output
     body = json.loads(done.output)

@@ -44,6 +44,10 @@ policies:
     when: tool.name == "pay" && window.pays_24h >= 3
     effect: deny
     reason: too many
+  - name: pay_alone_up_to_100
+    when: tool.name == "pay" && args.amount <= 100.0
+    effect: allow
+    reason: autonomous money needs a threshold
 """
 
 GOOD_CASE = """
@@ -52,7 +56,7 @@ GOOD_CASE = """
     args: {order_id: o1, customer_id: c1, amount: 5.0}
     facts: {order: {customer_id: c1}}
     window: {pays_24h: 0}
-    expect: {effect: allow, rules: [], matched: []}
+    expect: {effect: allow, rules: [pay_alone_up_to_100], matched: [pay_alone_up_to_100]}
 """
 
 
@@ -90,7 +94,8 @@ def test_the_demo_fixtures_cover_every_rule_and_effect() -> None:
     report = json.loads(done.output)
     spec = load_spec(ROOT / "examples" / "refund_triage" / "workflow.yaml").spec
     deciding = {rule for case in report["cases"] for rule in case["got"]["rules"]}
-    assert {rule.name for rule in spec.policies} <= deciding
+    enforced = {rule.name for rule in spec.policies if rule.mode != "shadow"}
+    assert enforced <= deciding
     effects = {case["got"]["effect"] for case in report["cases"]}
     assert {Effect.ALLOW, Effect.DENY, Effect.REQUIRE_APPROVAL} <= set(map(Effect, effects))
     assert report["failed"] == 0 and report["passed"] == len(report["cases"])
@@ -139,7 +144,10 @@ def test_expected_rules_and_matched_are_compared(tmp_path: Path) -> None:
     done = _run(tests)
     assert done.exit_code == 1
     assert "expected rules ['too_many'], got ['not_own_order']" in done.output
-    assert "expected matched ['not_own_order', 'too_many'], got ['not_own_order']" in done.output
+    assert (
+        "expected matched ['not_own_order', 'too_many'], got ['not_own_order', 'pay_alone_up_to_100']"
+        in done.output
+    )
 
 
 def test_a_fact_the_rules_need_but_the_case_lacks_is_a_case_error(tmp_path: Path) -> None:

@@ -342,6 +342,11 @@ policies:
     when: tool.name == "send_email" && "body" in provenance.sensitive_args
     effect: deny
     reason: private data in an outgoing message
+  # autonomous: an outgoing message runs alone only under an allow rule
+  - name: mail_alone
+    when: tool.name == "send_email"
+    effect: allow
+    reason: mail needs no human unless a rule says otherwise
 limits: {max_steps: 50, max_retries_per_tool: 3, max_identical_calls: 10}
 escalation:
   approver_roles: [lead, manager]

@@ -36,6 +36,8 @@ class RunState:
     stopped: str | None = None
     provenance: ProvenanceTracker = field(default_factory=ProvenanceTracker)
     principal: dict[str, Any] = field(default_factory=dict)
+    #: the highest risk of the run's decisions so far (``run.risk`` in rules)
+    risk: float = 0.0
 
     def __post_init__(self) -> None:
         # The user's own request: values it names are not tainted by untrusted text.
@@ -57,6 +59,7 @@ class RunState:
             "repeats": self.repeats,
             "stopped": self.stopped,
             "provenance": self.provenance.snapshot(),
+            "risk": self.risk,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -66,6 +69,7 @@ class RunState:
         self.last_args = data.get("last_args")
         self.repeats = int(data.get("repeats", 0))
         self.stopped = data.get("stopped")
+        self.risk = float(data.get("risk", 0.0))
         self.provenance = ProvenanceTracker.restore(data.get("provenance", {}))
         self.provenance.observe_trusted_request(self.task)
 
@@ -77,6 +81,9 @@ class RunState:
             "tier": self.tier.value,
             "task_type": self.task_type,
             "counts": self.counts,
+            "end_user": self.end_user,
+            "opened_by": self.opened_by,
+            "risk": self.risk,
         }
 
 
@@ -96,6 +103,8 @@ class Call:
     wait_s: float | None = None
     #: who proposed it (an API key's identity); the run's opener when not given
     actor: str | None = None
+    #: the id of the API key that sent the call (``principal.key``); None in process
+    api_key: str | None = None
     approval: ApprovalRecord | None = None
     tool: ToolDef | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)

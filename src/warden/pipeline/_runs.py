@@ -146,7 +146,8 @@ def merge_counters(
 ) -> dict[str, Any]:
     """``mine`` changed ``base``; other calls changed it into ``fresh``: both changes.
 
-    Counts and retries add up; a stop sticks; provenance is the union of what either saw;
+    Counts and retries add up; a stop sticks; the run's risk is the higher one;
+    provenance is the union of what either saw;
     the identical-call streak is this call's (the calls overlapped, so neither came last).
     """
     merged = dict(mine)
@@ -154,6 +155,7 @@ def merge_counters(
         f, b, m = fresh.get(name, {}), base.get(name, {}), mine.get(name, {})
         merged[name] = {k: int(f.get(k, 0)) + int(m.get(k, 0)) - int(b.get(k, 0)) for k in {*f, *m}}
     merged["stopped"] = mine.get("stopped") or fresh.get("stopped")
+    merged["risk"] = max(float(fresh.get("risk", 0.0)), float(mine.get("risk", 0.0)))
     merged["provenance"] = ProvenanceTracker.merge_snapshots(
         fresh.get("provenance", {}), mine.get("provenance", {})
     )

@@ -26,6 +26,8 @@ from warden.spec import EffectClass, Tier
 
 CONTEXT_TYPES: dict[str, str] = {
     "tenant": "string",
+    # services clock at the decision (stages._policy)
+    "now": "timestamp",
     # pipeline._services._tool_context
     "tool.name": "string",
     "tool.effect": "string",
@@ -35,11 +37,16 @@ CONTEXT_TYPES: dict[str, str] = {
     # gateway.Gateway.open_run (and the run's reload): RunState.principal
     "principal.agent": "string",
     "principal.scopes": "list<string>",
+    # the API key id of an HTTP call (None in process)
+    "principal.key": "string | null",
     # pipeline._call.RunState.context
     "run.id": "string",
     "run.step": "int",
     "run.tier": "string",
     "run.task_type": "string | null",
+    "run.end_user": "string | null",
+    "run.opened_by": "string | null",
+    "run.risk": "double",
     "run.counts": "map<string, int>",
     # policy._provenance.ProvenanceTracker.tag
     "provenance.untrusted_args": "list<string>",
@@ -56,4 +63,4 @@ CONTEXT_VALUES: dict[str, frozenset[str]] = {
 }
 
 #: The roots whose type comes from the spec and its tools, not from this table.
-SPEC_ROOTS = frozenset({"args", "window", "facts"})
+SPEC_ROOTS = frozenset({"args", "window", "facts", "variables"})

@@ -123,9 +123,14 @@ def lookup(activation: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     key (as CEL selects it); anything else has no fields."""
     current: Any = activation
     for part in path:
-        if not isinstance(current, Mapping) or part not in current:
+        if not isinstance(current, Mapping):
             return _MISSING
-        current = current[part]
+        try:
+            if part not in current:
+                return _MISSING
+            current = current[part]
+        except CelError:  # a variable that could not be evaluated (the rule says why)
+            return _MISSING
     return current
 
 
@@ -148,7 +153,12 @@ def explain_rule(rule: CompiledRule, activation: Mapping[str, Any]) -> RuleExpla
         found = lookup(activation, path)
         values.append(PathValue(path, None if found is _MISSING else found, found is _MISSING))
     return RuleExplanation(
-        rule.name, rule.effect.value, rule.expr.source, outcome, error, tuple(values)
+        rule.name,
+        "score" if rule.effect is None else rule.effect.value,
+        rule.expr.source,
+        outcome,
+        error,
+        tuple(values),
     )
 
 
@@ -162,6 +172,10 @@ def explain(
     """Every rule ``policy.for_tool(tool)`` gives, evaluated on ``activation``, with the
     value of each path it references, and the decision ``Policy.decide`` reaches."""
     tool_policy = policy.for_tool(tool)
+    if tool_policy.variables and "variables" not in activation:
+        # As Policy.decide does: evaluated as rules (and the values shown) first use them.
+        activation = dict(activation)
+        activation["variables"] = policy.variables_for(activation)
     rules = tuple(explain_rule(rule, activation) for rule in tool_policy.rules)
     decision = policy.decide(tool_policy, effect_class, tier, activation)
     return Explanation(tool, effect_class, tier, rules, decision)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -310,8 +311,10 @@ def _needed(
     users = [
         r.name for r in tool_policy.rules if name in (r.facts if kind == "fact" else r.windows)
     ]
+    # Used by a rule, or through a variable, a chained fact or a window's group.
+    who = f"rule {users[0]!r}" if users else "a variable, chained fact or window of its rules"
     return (
-        f"rule {users[0]!r} uses {key}.{name}, which the case does not give: "
+        f"{who} use{'s' if users else ''} {key}.{name}, which the case does not give: "
         f"add it under '{key}:' (the gateway would {'look it up' if kind == 'fact' else 'compute it'})"
     )
 
@@ -350,14 +353,21 @@ def run_case(
     tier = case.tier or defaults.tier or spec.tier
     if len(spec.agents) == 1:
         ((agent, declared_agent),) = spec.agents.items()
-        principal: dict[str, Any] = {"agent": agent, "scopes": sorted(declared_agent.scopes)}
+        principal: dict[str, Any] = {
+            "agent": agent,
+            "scopes": sorted(declared_agent.scopes),
+            "key": None,
+        }
     else:
-        principal = {"agent": "policy-test", "scopes": []}
+        principal = {"agent": "policy-test", "scopes": [], "key": None}
     run = {
         "id": "run_policy_test",
         "step": 1,
         "tier": tier.value,
         "task_type": None,
+        "end_user": None,
+        "opened_by": None,
+        "risk": 0.0,
         "counts": {case.tool: 1},
     }
     activation = {
@@ -368,6 +378,7 @@ def run_case(
         "run": _merged(run, _merged(defaults.run, case.run)),
         "provenance": _merged(CLEAN_PROVENANCE, _merged(defaults.provenance, case.provenance)),
         "window": window or {},
+        "now": datetime.now(UTC),
         "facts": facts or {},
     }
     explanation = explain(policy, case.tool, effect_class, tier, activation)

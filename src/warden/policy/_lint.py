@@ -37,7 +37,7 @@ from warden.policy.cel._ast import Binary, Expr, ListExpr, Literal, Unary, selec
 from warden.policy.cel._checker import check
 from warden.policy.cel._parser import parse
 from warden.policy.cel._values import UInt
-from warden.spec import Effect, EffectClass, LoadedSpec, Rule
+from warden.spec import Effect, EffectClass, LoadedSpec, Rule, RuleEffect
 
 Path = tuple[str, ...]
 _ORDER = frozenset({"<", "<=", ">", ">="})
@@ -317,7 +317,9 @@ def _covers(a: _Parsed, b: _Parsed) -> bool:
 
 def _shadows(a: _Parsed, b: _Parsed) -> bool:
     """Whether ``a`` makes ``b`` irrelevant to the decision's effect."""
-    ea, eb = a.rule.effect, b.rule.effect
+    if RuleEffect.SCORE in (a.rule.effect, b.rule.effect) or "shadow" in (a.rule.mode, b.rule.mode):
+        return False  # decides nothing (score), or is never enforced (shadow)
+    ea, eb = Effect(a.rule.effect.value), Effect(b.rule.effect.value)
     if eb is Effect.ALLOW and ea is not Effect.DENY:
         return False  # an allow also lifts the default deny of deletes
     if ea.rank < eb.rank or (ea is eb and ea is not Effect.DENY):

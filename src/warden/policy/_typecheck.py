@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from warden.errors import CelCompileError, CelSyntaxError, SpecError, SpecIssue
 from warden.policy._context import CONTEXT_VALUES
-from warden.policy._engine import CONTEXT_ROOTS, FACT_ARG_ROOTS, Policy
+from warden.policy._engine import CONTEXT_ROOTS, FACT_ARG_ROOTS, Policy, schema_params
 from warden.policy._types import (
     BOOL,
     BYTES,
@@ -79,9 +79,9 @@ from warden.policy.cel._ast import (
 )
 from warden.policy.cel._checker import check
 from warden.policy.cel._parser import parse
-from warden.spec import LoadedSpec
+from warden.spec import EffectClass, LoadedSpec
 from warden.spec._loader import PathKey, format_path
-from warden.tools import ToolRegistry
+from warden.tools import ToolDef, ToolRegistry
 
 # -- checking one expression ------------------------------------------------------------
 
@@ -548,7 +548,8 @@ def check_policy(loaded: LoadedSpec, registry: ToolRegistry | None = None) -> li
     if spec.task_types:
         values[("run", "task_type")] = frozenset(t.name for t in spec.task_types)
     windows: dict[str, Type] = {
-        name: INT if w.aggregate == "count" else DOUBLE for name, w in spec.windows.items()
+        name: INT if w.aggregate in ("count", "count_distinct") else DOUBLE
+        for name, w in spec.windows.items()
     }
     facts: dict[str, Type] = {name: s.outputs.get(f.tool, DYN) for name, f in spec.facts.items()}
     base_env: dict[str, Type] = {
@@ -584,7 +585,8 @@ def check_policy(loaded: LoadedSpec, registry: ToolRegistry | None = None) -> li
             if ref in fact_users:
                 fact_users[ref].append((rule.name, applicable))
     for name, window in spec.windows.items():
-        _check_window(s, name, window.tool, window.group_by, window.field)
+        for tool_name in window.tool_names:
+            _check_window(s, name, tool_name, window.aggregate, window.field)
     for name, declared_tool in spec.tools.items():
         if declared_tool.serialize_on and registry is not None:
             # Evaluated for every call of the tool: a mistake fails each one (schema_error).
@@ -599,11 +601,27 @@ def check_policy(loaded: LoadedSpec, registry: ToolRegistry | None = None) -> li
     return s.issues
 
 
-def checked_policy(loaded: LoadedSpec, registry: ToolRegistry | None) -> Policy:
-    """``Policy(loaded)``, failing with the compile errors and every ``check_policy`` issue
-    together, so one load reports all of them."""
+def _schema_params(tool: ToolDef) -> frozenset[str] | None:
+    """A tool's argument names (None when its schema names none: any are accepted)."""
+    return schema_params(tool.input.schema if tool.input is not None else None)
+
+
+def checked_policy(
+    loaded: LoadedSpec,
+    registry: ToolRegistry | None,
+    *,
+    tool_params: Mapping[str, frozenset[str] | None] | None = None,
+    tool_effects: Mapping[str, EffectClass] | None = None,
+) -> Policy:
+    """``Policy(loaded, ...)``, failing with the compile errors and every ``check_policy``
+    issue together, so one load reports all of them."""
+    if registry is not None:  # the bound tools' argument names and effect classes
+        if tool_params is None:
+            tool_params = {t.name: _schema_params(t) for t in registry}
+        if tool_effects is None:
+            tool_effects = {t.name: t.effect for t in registry}
     try:
-        policy = Policy(loaded)
+        policy = Policy(loaded, tool_params=tool_params, tool_effects=tool_effects)
     except SpecError as exc:
         extra = check_policy(loaded, registry)
         raise SpecError(sorted([*exc.issues, *extra], key=lambda i: i.line or 0)) from None
@@ -639,35 +657,25 @@ def _parameters(s: _Spec, tool: str) -> ObjT | None:
     return found if isinstance(found, ObjT) else None
 
 
-def _check_window(s: _Spec, name: str, tool: str, group_by: str | None, summed: str | None) -> None:
+def _check_window(s: _Spec, name: str, tool: str, aggregate: str, summed: str | None) -> None:
+    """A ``sum``/``max`` window's bare ``field`` must be a number parameter. (``group_by``
+    and ``field`` are CEL: ``Policy`` compiles them and refuses a bare name that is not
+    a parameter of the window's tools, the ``group_by: requestor`` that failed open.)"""
     params = _parameters(s, tool)
-    if params is None:
+    if params is None or summed is None or aggregate not in ("sum", "max"):
         return
-    for key, arg, consequence in (
-        ("group_by", group_by, "the window would never count a call (it fails open)"),
-        ("field", summed, "the window would add up nothing"),
-    ):
-        if arg is None:
-            continue
-        if arg not in params.fields:
-            if not params.closed:
-                continue  # the schema admits other arguments
-            s.issue(
-                ("windows", name, key),
-                f"window {name!r}: {tool} has no parameter {arg!r}; {consequence}",
-                _fields_text(params.fields) + _suggest(arg, params.fields),
-                repr(arg),
-            )
-        elif key == "field":
-            found = kinds(params.fields[arg])
-            if found is not None and "number" not in found:
-                s.issue(
-                    ("windows", name, key),
-                    f"window {name!r}: 'sum' adds up numbers, and {tool}'s {arg!r} is "
-                    f"{_a(describe(params.fields[arg]))}",
-                    "a number parameter",
-                    describe(params.fields[arg]),
-                )
+    arg = summed[5:] if summed.startswith("args.") else summed
+    if not arg.isidentifier() or arg not in params.fields:
+        return
+    found = kinds(params.fields[arg])
+    if found is not None and "number" not in found:
+        s.issue(
+            ("windows", name, "field"),
+            f"window {name!r}: {aggregate!r} aggregates numbers, and {tool}'s {arg!r} is "
+            f"{_a(describe(params.fields[arg]))}",
+            "a number parameter",
+            describe(params.fields[arg]),
+        )
 
 
 def _check_fact(

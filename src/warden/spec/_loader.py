@@ -59,8 +59,23 @@ def format_path(path: PathKey) -> str:
 
 
 def fingerprint(spec: WorkflowSpec) -> str:
-    """Content hash of the normalized spec: formatting and key order do not change it."""
-    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode()).hexdigest()
+    """Content hash of the normalized spec: formatting and key order do not change it.
+
+    Keys added to the spec later are left out while they hold their defaults, so a spec
+    that does not use them keeps the fingerprint it had.
+    """
+    data = spec.model_dump(mode="json")
+    if not data["variables"]:
+        del data["variables"]
+    if data["risk"] == {"review_at": None}:
+        del data["risk"]
+    for rule in data["policies"]:
+        if rule["mode"] == "enforce":
+            del rule["mode"]
+    for window in data["windows"].values():
+        if window["tools"] is None:
+            del window["tools"]
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
 def _construct(
@@ -246,7 +261,10 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
         if fact.tool in spec.tools and (spec.tools[fact.tool].effect or "read") != "read":
             issues.append(loaded.issue(("facts", name, "tool"), "a fact must use a read tool"))
     for name, window in spec.windows.items():
-        need_tool(window.tool, ("windows", name, "tool"))
+        if window.tool is not None:
+            need_tool(window.tool, ("windows", name, "tool"))
+        for j, tool_name in enumerate(window.tools or ()):
+            need_tool(tool_name, ("windows", name, "tools", j))
     for i, task in enumerate(spec.task_types):
         for j, tool_name in enumerate(task.allowed_tools):
             need_tool(tool_name, ("task_types", i, "allowed_tools", j))
@@ -262,6 +280,15 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
                 )
             )
         seen.setdefault(rule.name, i)
+        if rule.effect == "score" and rule.mode == "shadow":
+            issues.append(
+                loaded.issue(
+                    ("policies", i, "mode"),
+                    "a score rule decides nothing, so it cannot be a shadow rule",
+                    expected="mode: enforce (or another effect)",
+                    found="mode: shadow",
+                )
+            )
         for key in ("approvers", "sla"):
             if getattr(rule, key) is not None and rule.effect not in (
                 "require_approval",

@@ -80,6 +80,16 @@ _EFFECT_RANK = {
 }
 
 
+class RuleEffect(StrEnum):
+    """What a rule may say: an ``Effect``, or ``score`` (add risk, decide nothing)."""
+
+    ALLOW = "allow"
+    REQUIRE_APPROVAL = "require_approval"
+    ESCALATE = "escalate"
+    DENY = "deny"
+    SCORE = "score"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,36 +153,69 @@ class TaskType(_Model):
 class Rule(_Model):
     name: Identifier
     when: str = Field(min_length=1)
-    effect: Effect
+    #: ``score`` adds the rule's ``risk`` without deciding anything
+    effect: RuleEffect
     reason: str = Field(min_length=1)
     approvers: str | None = None
     #: An SLA class from ``escalation.sla_classes``: how soon the approval is due.
     sla: Identifier | None = None
     risk: float = Field(0.0, ge=0.0, le=1.0)
     tools: list[str] | None = None
+    #: ``shadow``: evaluated and recorded as what it would have decided, never enforced
+    mode: Literal["enforce", "shadow"] = "enforce"
+
+    @model_validator(mode="after")
+    def _score_needs_risk(self) -> Rule:
+        if self.effect is RuleEffect.SCORE and self.risk <= 0.0:
+            raise ValueError("a rule with 'effect: score' needs a 'risk' above 0")
+        return self
 
 
 class FactSpec(_Model):
     """A read-only lookup the gateway runs before deciding (``facts.<name>`` in rules)."""
 
     tool: str
-    args: dict[str, str] = Field(description="argument name -> CEL expression over the action")
+    args: dict[str, str] = Field(
+        description="argument name -> CEL expression over the action (and other facts)"
+    )
 
 
 class WindowSpec(_Model):
     """An aggregate over the tenant's recorded actions (``window.<name>`` in rules)."""
 
-    tool: str
-    aggregate: Literal["count", "sum"] = "count"
-    field: str | None = None
-    group_by: str | None = None
+    #: the tool whose actions the window aggregates; or ``tools``, several of them
+    tool: str | None = None
+    tools: Annotated[list[str], Field(min_length=1)] | None = None
+    aggregate: Literal["count", "sum", "count_distinct", "max"] = "count"
+    #: CEL over the action (``args.amount``); a bare argument name means ``args.<name>``
+    field: str | None = Field(default=None, min_length=1)
+    #: CEL over the action and facts (``args.customer_id``, ``facts.order.customer_id``);
+    #: a bare argument name means ``args.<name>``; none: one group for the tenant
+    group_by: str | None = Field(default=None, min_length=1)
     period: Duration
 
     @model_validator(mode="after")
-    def _sum_needs_field(self) -> WindowSpec:
-        if self.aggregate == "sum" and not self.field:
-            raise ValueError("aggregate 'sum' needs 'field' (the argument to add up)")
+    def _check(self) -> WindowSpec:
+        if (self.tool is None) == (self.tools is None):
+            raise ValueError("give the window's 'tool' or its 'tools', one of the two")
+        if self.aggregate != "count" and not self.field:
+            raise ValueError(
+                f"aggregate {self.aggregate!r} needs 'field' (the expression it aggregates)"
+            )
         return self
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """Every tool whose actions the window aggregates."""
+        return (self.tool,) if self.tool is not None else tuple(self.tools or ())
+
+
+class RiskSpec(_Model):
+    """How risk (summed over matching rules, ``effect: score`` included) decides review."""
+
+    #: a call whose risk is at or above this goes to a human (``require_approval``) unless
+    #: a rule denies or escalates it; below it the tier and the rules decide
+    review_at: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class Limits(_Model):
@@ -221,7 +264,13 @@ class WorkflowSpec(_Model):
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     facts: dict[str, FactSpec] = Field(default_factory=dict)
     windows: dict[str, WindowSpec] = Field(default_factory=dict)
+    #: named CEL expressions shared by rules (``variables.<name>``), evaluated lazily,
+    #: once per decision
+    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict
+    )
     policies: list[Rule] = Field(default_factory=list)
+    risk: RiskSpec = Field(default_factory=lambda: RiskSpec())
     limits: Limits = Field(default_factory=lambda: Limits())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
     slo: SLO = Field(default_factory=lambda: SLO())

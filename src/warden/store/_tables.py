@@ -210,6 +210,8 @@ window_entries = Table(
     Column("group_key", String(200), nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("value", Float, nullable=False),
+    #: for ``count_distinct``: the SHA-256 of the counted value's canonical JSON
+    Column("item", String(64), nullable=True),
     Column("action_id", String(40), nullable=False),
     Column("void", Boolean, nullable=False, default=False),
     Index("ix_window_lookup", "tenant", "window_name", "group_key", "ts_us"),

@@ -51,7 +51,12 @@ def outcome_of_approval(record: ApprovalRecord, action_id: str) -> Result | None
             return None
         case "pending":
             return Pending(
-                record.approval_id, action_id, record.role, record.deadline, tuple(record.reasons)
+                record.approval_id,
+                action_id,
+                record.role,
+                record.deadline,
+                tuple(record.reasons),
+                tuple(record.rules),
             )
         case "rejected":
             return Denied(
@@ -194,7 +199,9 @@ class ApprovalStage:
                 },
                 conn,
             )
-        return Pending(approval_id, call.action_id, role, deadline, decision.reasons)
+        return Pending(
+            approval_id, call.action_id, role, deadline, decision.reasons, decision.rules
+        )
 
     def _over_limit(self, conn: Any, call: Call, now: datetime) -> str | None:
         esc = self.svc.loaded.spec.escalation

@@ -15,6 +15,7 @@ from warden.ledger import to_jsonable
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
+from warden.policy import ToolPolicy, WindowKeyError
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
 from warden.spec import Effect
 from warden.tools import SchemaViolation
@@ -55,16 +56,21 @@ class PolicyStage:
         svc, run, tool = self.svc, call.run, call.tool
         assert tool is not None
         tool_policy = svc.policy.for_tool(tool.name)
+        principal = run.principal
+        if call.api_key is not None:
+            principal = {**principal, "key": call.api_key}
         activation: dict[str, Any] = {
             "tool": svc.tool_contexts[tool.name],
             "args": call.args,
-            "principal": run.principal,
+            "principal": principal,
             "tenant": run.tenant,
             "run": run.context(),
             "provenance": run.provenance.tag(call.args),
             "window": call.windows,
             "facts": call.facts,
         }
+        if tool_policy.now:  # the clock only for rules (facts, windows) that read it
+            activation["now"] = svc.clock()
         call.provenance = activation["provenance"]
         if tool_policy.facts:
             failure = await self._facts(call, tool_policy.facts, activation)
@@ -85,43 +91,54 @@ class PolicyStage:
             )
         return None, recorded
 
-    def _decide_windowed(self, call: Call, tool_policy: Any, activation: dict[str, Any]) -> bool:
+    def _decide_windowed(
+        self, call: Call, tool_policy: ToolPolicy, activation: dict[str, Any]
+    ) -> bool:
         svc, run, tool = self.svc, call.run, call.tool
         assert tool is not None
-        recorded_by = svc.windows.recorded_by(tool.name)
+        try:
+            plan = svc.windows.plan(tool.name, tool_policy.windows, activation)
+        except WindowKeyError as exc:
+            call.decision = svc.policy.refuse(
+                f"window:{exc.window}", f"{exc}; failing closed"
+            )
+            self._record(call)
+            return False
         now = svc.clock()
         recorded = False
         with svc.ledger.transaction() as conn:
-            svc.store.lock(
-                conn,
-                *svc.windows.lock_keys(run.tenant, {*tool_policy.windows, *recorded_by}, call.args),
-            )
+            svc.store.lock(conn, *svc.windows.lock_keys(run.tenant, plan))
             call.windows.update(
-                svc.windows.compute(conn, run.tenant, tool_policy.windows, call.args, now)
+                svc.windows.compute(conn, run.tenant, tool_policy.windows, plan, now)
             )
             decision = svc.policy.decide(tool_policy, tool.effect, run.tier, activation)
-            if decision.effect is not Effect.DENY and recorded_by:
-                svc.windows.record(conn, run.tenant, tool.name, call.args, call.action_id, now)
+            if decision.effect is not Effect.DENY and plan.entries:
+                svc.windows.record(conn, run.tenant, plan, call.action_id, now)
                 recorded = True
             call.decision = decision
             self._record(call)
         return recorded
 
     def _record(self, call: Call) -> None:
-        assert call.decision is not None
-        payload = {"action_id": call.action_id, **call.decision.to_json()}
+        decision = call.decision
+        assert decision is not None
+        run = call.run
+        if decision.risk > run.risk:
+            run.risk = decision.risk
+        payload = {"action_id": call.action_id, **decision.to_json()}
         if call.windows:
             payload["window"] = call.windows
         if call.provenance.get("untrusted_args") or call.provenance.get("sensitive_args"):
             payload["provenance"] = call.provenance
-        self.svc.emit(call.run.run_id, call.run.tenant, "decision", payload)
+        self.svc.emit(run.run_id, run.tenant, "decision", payload)
 
     async def _facts(
         self, call: Call, names: frozenset[str], activation: dict[str, Any]
     ) -> Result | None:
         svc = self.svc
         spec_facts = svc.loaded.spec.facts
-        for name in sorted(names):
+        # Chained facts: each after the facts its arguments use.
+        for name in (n for n in svc.policy.fact_order if n in names):
             fact = spec_facts[name]
             tool = svc.registry.get(fact.tool)
             assert tool is not None

@@ -11,9 +11,10 @@ rule first runs.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Set
 
-from warden.errors import CelCompileError
+from warden.errors import CelCompileError, CelEvalError
 from warden.policy.cel._ast import (
     Binary,
     Call,
@@ -31,6 +32,7 @@ from warden.policy.cel._ast import (
 )
 from warden.policy.cel._functions import GLOBAL_FUNCTIONS, MEMBER_FUNCTIONS, NAMESPACES, Arity
 from warden.policy.cel._parser import RESERVED, check_int_literal
+from warden.policy.cel._time import parse_duration, parse_timestamp
 from warden.policy.cel._values import TYPE_NAMES, CelType, UInt
 
 # Macro name -> accepted argument counts (the first argument is always the variable).
@@ -131,6 +133,8 @@ class _Checker:
                 raise _error(f"{name}() takes {_arguments(entry[0])}, got {len(args)}", node)
             if name in _NUMERIC_LITERAL_ONLY:
                 _check_numeric_literals(node)
+            if name in ("timestamp", "duration"):
+                _check_time_literal(node)
             return Call(node.pos, name, None, tuple(self.visit(a, scope) for a in args))
         if name in _MACROS:
             return self._comprehension(node, target, scope)
@@ -180,6 +184,28 @@ def _suggest(name: str, *, method: bool = False) -> str:
     if not close:
         return ""
     return f"; did you mean '{close[0]}'?"
+
+
+def _check_time_literal(node: Call) -> None:
+    """A literal ``timestamp("...")``/``duration("...")`` that cannot parse is a load error:
+    notably a timestamp without a zone (``Z`` or ``+hh:mm``), which would otherwise fail
+    every evaluation (or, elsewhere, be compared as local time)."""
+    (arg,) = node.args
+    if not (isinstance(arg, Literal) and type(arg.value) is str):
+        return
+    try:
+        if node.function == "timestamp":
+            parse_timestamp(arg.value)
+        else:
+            parse_duration(arg.value)
+    except CelEvalError as exc:
+        hint = ""
+        if node.function == "timestamp" and _ZONELESS.fullmatch(arg.value):
+            hint = "; a timestamp needs its time zone, e.g. 2026-01-01T00:00:00Z or +02:00"
+        raise _error(f"{exc}{hint}", arg) from None
+
+
+_ZONELESS = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 
 
 def _numeric_literal(node: Expr) -> bool:

@@ -162,6 +162,7 @@ async def govern(
         idempotency_key=body.idempotency_key,
         wait=body.wait_s,
         actor=caller.identity,
+        api_key=caller.key_id,
     )
     await state.run_store(run.save)
     return ActionResult.of(result)
