@@ -37,6 +37,19 @@ def test_validate_prints_lint_warnings_without_failing(tmp_path: Path) -> None:
     assert "not mentioned by any rule" in done.stderr
 
 
+def test_validate_warns_where_an_autonomous_workflow_has_no_threshold(tmp_path: Path) -> None:
+    """Without an allow rule, every refund of the autonomous demo would go to approval:
+    legal, probably not meant, so a warning (exit code 0)."""
+    text = EXAMPLE.read_text()
+    start = text.index("  - name: refunds_up_to_100_run_alone")
+    end = text.index("  - name: messages_run_alone")
+    (tmp_path / "no_threshold.yaml").write_text(text[:start] + text[end:])
+    done = warden("validate", "no_threshold.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warned = [ln for ln in done.stderr.splitlines() if "no rule allows money tool" in ln]
+    assert len(warned) == 1 and "'issue_refund'" in warned[0], done.stderr
+
+
 def test_validate_reports_each_error_with_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     text = (

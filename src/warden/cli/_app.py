@@ -78,7 +78,7 @@ def validate(
         raise typer.Exit(1)
     failed = False
     for n, file in enumerate(files):
-        loaded, issues = _validate_one(file, tools[n] if tools else None)
+        loaded, issues, warnings = _validate_one(file, tools[n] if tools else None)
         if issues:
             failed = True
             if loaded is None and file.exists():
@@ -93,7 +93,11 @@ def validate(
         assert loaded is not None
         from warden.policy._lint import lint
 
-        for warning in lint(loaded):  # worth a look, not an error: the exit code stays 0
+        shown = set()
+        for warning in [*warnings, *lint(loaded)]:  # worth a look: the exit code stays 0
+            if str(warning) in shown:
+                continue
+            shown.add(str(warning))
             err.print(
                 f"[yellow]warning[/yellow] {escape(str(warning))}", highlight=False, soft_wrap=True
             )
@@ -114,9 +118,12 @@ def validate(
         raise typer.Exit(1)
 
 
-def _validate_one(file: Path, factory: str | None) -> tuple[LoadedSpec | None, list[SpecIssue]]:
-    """The spec and every issue found in it: the loader's, the rules', and the type
-    checker's (against the tools ``factory`` returns, when given)."""
+def _validate_one(
+    file: Path, factory: str | None
+) -> tuple[LoadedSpec | None, list[SpecIssue], tuple[SpecIssue, ...]]:
+    """The spec, every issue found in it (the loader's, the rules', and the type
+    checker's, against the tools ``factory`` returns when given) and the policy's warnings
+    (``Policy.warnings``: e.g. an autonomous workflow's money tool no rule allows)."""
     from warden.policy._typecheck import checked_policy
     from warden.spec import load_spec
     from warden.tools import ToolRegistry
@@ -124,7 +131,7 @@ def _validate_one(file: Path, factory: str | None) -> tuple[LoadedSpec | None, l
     try:
         loaded = load_spec(file)
     except SpecError as exc:
-        return None, list(exc.issues)
+        return None, list(exc.issues), ()
     registry = None
     issues: list[SpecIssue] = []
     if factory is not None:
@@ -133,20 +140,21 @@ def _validate_one(file: Path, factory: str | None) -> tuple[LoadedSpec | None, l
         try:
             implementations = load_factory(factory)()
         except WardenError as exc:
-            return loaded, [SpecIssue(str(file), None, "", f"--tools {factory}: {exc}")]
+            return loaded, [SpecIssue(str(file), None, "", f"--tools {factory}: {exc}")], ()
         except Exception as exc:  # the user's factory failed: one line, not a traceback
             message = f"--tools {factory} failed: {type(exc).__name__}: {exc}"
-            return loaded, [SpecIssue(str(file), None, "", message)]
+            return loaded, [SpecIssue(str(file), None, "", message)], ()
         try:
             registry = ToolRegistry.build(loaded, implementations)
         except SpecError as exc:
             issues += exc.issues
+    warnings: tuple[SpecIssue, ...] = ()
     try:
-        checked_policy(loaded, registry)
+        warnings = checked_policy(loaded, registry).warnings
     except SpecError as exc:
         issues += exc.issues
     issues.sort(key=lambda i: i.line or 0)
-    return loaded, issues
+    return loaded, issues, warnings
 
 
 @app.command()
