@@ -255,3 +255,16 @@ async def test_approver_who_opened_the_run_cannot_decide(gateway: Gateway) -> No
     with pytest.raises(UsageError, match="cannot approve"):
         await gateway.approve(pending.approval_id, approver="key:alice", roles=["lead"], rationale="mine")
     await gateway.approve(pending.approval_id, approver="key:bob", roles=["lead"], rationale="four eyes")
+
+
+async def test_an_approver_sees_where_each_argument_came_from(gateway: Gateway) -> None:
+    """Issue 8 §3: the approval's evidence names, per argument, the call and the output
+    field its value came from, so a human can tell an attacker's address from the
+    customer's."""
+    async with gateway.run(tenant="t", agent="bot", task="evidence") as run:
+        read = await run.call("get_doc", {"doc_id": "d1"})
+        sent = await run.call("message", {"to": "mallory@evil.example", "body": "invoice"})
+        assert isinstance(sent, Pending), sent
+        record = gateway.svc.approvals.get(sent.approval_id)
+    origins = record.evidence["provenance"]["origins"]["to"]
+    assert origins[0] == {"tool": "get_doc", "action_id": read.action_id, "field": "text"}
