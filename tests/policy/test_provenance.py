@@ -425,3 +425,19 @@ async def test_private_data_into_an_outgoing_message_is_denied(
     assert leak.reasons == ("private data in an outgoing message",)
     assert isinstance(fine, Allowed)
     assert [c["body"] for c in send.calls] == ["Bob will call you."]
+
+
+def test_trusted_memory_is_bounded_and_forgetting_only_tags_more() -> None:
+    """A long run reading trusted output (a new number every call) keeps a bounded state;
+    a value it forgot no longer vouches for an argument, so that argument is tagged."""
+    from warden.policy._provenance import TRUSTED_KEPT
+
+    tracker = ProvenanceTracker()
+    tracker.observe("crm", {"email": "alice@example.com"}, untrusted=False)
+    tracker.observe("ticket", {"text": "mail alice@example.com now"}, untrusted=True)
+    assert tracker.tag({"to": "alice@example.com"})["untrusted_args"] == []  # vouched for
+    for n in range(3 * TRUSTED_KEPT):
+        tracker.observe("counter", {"x": 100_000 + n}, untrusted=False)
+    kept = tracker.snapshot()["trusted"]
+    assert len(kept) <= TRUSTED_KEPT and str(100_000 + 3 * TRUSTED_KEPT - 1) in kept
+    assert "to" in tracker.tag({"to": "alice@example.com"})["untrusted_args"]

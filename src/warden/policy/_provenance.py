@@ -259,6 +259,11 @@ def _field_matches(path: str, fields: Sequence[str]) -> bool:
 _Origin = tuple[str, str, str, str, str]
 
 
+#: How many distinct trusted output values a run remembers (the newest): each is kept
+#: raw in the run's state, which every call saves whole.
+TRUSTED_KEPT = 1024
+
+
 class _Values:
     """Trusted output values in the order seen, and their tokens, computed when asked."""
 
@@ -274,6 +279,16 @@ class _Values:
         if text not in self._seen:
             self._seen.add(text)
             self.values.append(text)
+            if len(self.values) > TRUSTED_KEPT:
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Keep the newest ``TRUSTED_KEPT * 3 // 4`` values: a run's state (saved whole
+        after every call) stays bounded however long the run reads. Forgetting can only
+        tag more, never less: a forgotten value no longer vouches for an argument."""
+        self.values = self.values[len(self.values) - TRUSTED_KEPT * 3 // 4 :]
+        self._seen = set(self.values)
+        self._keys, self._done = set(), 0
 
     def keys(self) -> set[str]:
         """Folded tokens (not skeletonised: a look-alike is not vouched for)."""
