@@ -117,6 +117,8 @@ class Call:
     attempts: int = 0
     effect_possible: bool = False
     output: Any = None
+    #: a write's verified result as canonical JSON (VerifyStage), what its key settles with
+    result_json: str | None = None
     #: minted credential values of this call, scrubbed from its output and errors
     redactor: Redactor | None = None
     started: float = 0.0

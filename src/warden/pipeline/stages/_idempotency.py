@@ -107,7 +107,8 @@ class IdempotencyStage:
         would: repeats are refused and ``warden ledger unsettled`` lists it."""
         svc, tenant, key = self.svc, call.run.tenant, call.key
         assert key is not None
-        text = canonical_json(result.result)  # VerifyStage checked that it can be written
+        # Made (and checked to be writable) by VerifyStage.
+        text = call.result_json if call.result_json is not None else canonical_json(result.result)
         record = idem.KeyRecord("done", text, call.action_id, fingerprint)
         svc.settling.put(tenant, key, record)
         svc.ledger.defer(

@@ -47,13 +47,15 @@ class VerifyStage:
             # Checked before the key is settled with it (a read's output is checked by the
             # ledger as it records the outcome: see RecordStage).
             try:
-                canonical_json(result).encode("utf-8")
+                text = canonical_json(result)
+                text.encode("utf-8")
             except (UnicodeEncodeError, TypeError, ValueError) as exc:
                 return Failed(
                     FailureKind.OUTPUT_SCHEMA_ERROR,
                     f"the tool's output cannot be recorded: {exc}",
                     call.action_id,
                 )
+            call.result_json = text
         call.run.provenance.observe(
             tool.name,
             result,
