@@ -39,20 +39,19 @@ from warden.ledger._chain import GENESIS, event_hash
 from warden.store import Store
 from warden.store import _fast as fast
 
-_second: list[Any] = [None, ""]  # [whole second, its text up to the seconds], per process
+_second: tuple[int, str] = (-1, "")  # a whole second and its text, one tuple: swapped whole
 
 
 def _now_text() -> str:
     """Now as store._tables.utc_text writes it, ``2026-12-02T09:23:17.123456Z``; the part up
     to the second is formatted once a second (this runs for every event)."""
+    global _second
     now = time.time()
     whole = int(now)
-    cached = _second
-    if cached[0] != whole:
+    cached, prefix = _second
+    if cached != whole:
         prefix = datetime.fromtimestamp(whole, UTC).isoformat()[:19]
-        cached[0], cached[1] = whole, prefix  # a racing thread writes the same pair
-    else:
-        prefix = cached[1]
+        _second = (whole, prefix)
     return f"{prefix}.{int((now - whole) * 1_000_000):06d}Z"
 
 
