@@ -46,6 +46,30 @@ async def test_a_switch_stops_an_approved_payment_executed_over_http(
     assert count_effects(os.environ["WARDEN_TEST_EFFECTS"], "paid") == 1
 
 
+async def test_a_switch_turned_off_over_http_lets_the_next_call_run_at_once(
+    serve: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """One board per server process: the check just before the side effect reads the same
+    view as the switch stage, not a second board a re-read behind (CI saw the approved
+    payment of the test above fail as ``killed`` after the switch was off)."""
+    server = await serve(switch_refresh_s=1.0)
+    bot = server.as_("bot", "agent", agent="bot")
+    root = server.as_("root", "admin", tenant="*")
+    run_id = await _open(bot)
+    small = {**PAY_300, "amount": 10.0}
+    assert (await _act(bot, run_id, "pay", small))["status"] == "allowed"
+    on = {"scope": "tool", "target": "pay", "active": True, "reason": "incident"}
+    assert (await root.post("/v1/switches", json=on)).status_code in (200, 201)
+    await asyncio.sleep(1.3)  # every re-read in the process has seen the switch
+    killed = await _act(bot, run_id, "pay", {**small, "order_id": "o2"})
+    assert (killed["status"], killed["kind"]) == ("denied", "killed")
+    off = {**on, "active": False, "reason": "resolved"}
+    assert (await root.post("/v1/switches", json=off)).status_code in (200, 201)
+    paid = await _act(bot, run_id, "pay", {**small, "order_id": "o3"})
+    assert paid["status"] == "allowed", paid
+    assert count_effects(os.environ["WARDEN_TEST_EFFECTS"], "paid") == 2
+
+
 async def test_the_server_signs_checkpoints_periodically(
     serve: Any,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,

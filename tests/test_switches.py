@@ -83,3 +83,39 @@ def test_switches_are_listed_and_recorded(store_url: str) -> None:
         ("shop", True, "b"),
     ]
     gw.close()
+
+
+def test_a_reread_under_way_while_a_switch_flips_here_does_not_hide_it(store_url: str) -> None:
+    """The background re-read that read the table before this process flipped a switch
+    must not be taken as fresh: the next call sees the switch at once (fail closed), and
+    a switch turned off here lets the next call through (CI saw the stale view once)."""
+    import threading
+
+    gw = make_gateway(store_url, Effects())
+    board: SwitchBoard = gw.switches
+    assert board.blocking("acme", "shop", "pay") is None
+    read = threading.Event()
+    go_on = threading.Event()
+    real_list = board.list
+
+    def slow_list() -> list:  # type: ignore[type-arg]
+        found = real_list()
+        read.set()
+        go_on.wait(10)
+        return found
+
+    for active in (True, False):
+        board.list = slow_list  # type: ignore[method-assign]
+        board._loaded_at = -1e9
+        reread = threading.Thread(target=board._refresh, kwargs={"every_s": 0.0})
+        reread.start()
+        assert read.wait(10)
+        board.list = real_list  # type: ignore[method-assign]
+        board.set("tenant", "acme", active=active, by="oncall@x", reason="flip")
+        go_on.set()
+        reread.join(10)
+        blocked = board.blocking("acme", "shop", "pay")
+        assert (blocked is not None) is active, f"a stale re-read hid the switch (active={active})"
+        read.clear()
+        go_on.clear()
+    gw.close()

@@ -61,6 +61,7 @@ class Gateway:
         clock: Callable[[], datetime] = utc_now,
         switch_refresh_s: float = 0.25,
         secrets: SecretResolver | None = None,
+        switches: SwitchBoard | None = None,
     ) -> None:
         registry = ToolRegistry.build(loaded, tools)
         # Rules are type-checked against these tools: a mistake fails here, with its line.
@@ -73,7 +74,9 @@ class Gateway:
             policy=policy,
             store=self.store,
             ledger=ledger,
-            switches=SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
+            # One board per process where the caller shares one (the server does): every
+            # check of a call, the last one before the side effect included, sees one view.
+            switches=switches or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
             approvals=ApprovalQueue(self.store, ledger),
             windows=Windows(self.store, policy.windows),
             clock=clock,
@@ -99,6 +102,7 @@ class Gateway:
         clock: Callable[[], datetime] = utc_now,
         switch_refresh_s: float = 0.25,
         secrets: SecretResolver | None = None,
+        switches: SwitchBoard | None = None,
     ) -> Gateway:
         return cls(
             load_spec(path),
@@ -107,6 +111,7 @@ class Gateway:
             clock=clock,
             switch_refresh_s=switch_refresh_s,
             secrets=secrets,
+            switches=switches,
         )
 
     @staticmethod

@@ -61,6 +61,8 @@ class SwitchBoard:
         self._refresh_s = refresh_s
         self._active: dict[tuple[Scope, str], Switch] = {}
         self._loaded_at = -1e9
+        #: bumped by every change made here: a re-read that began before one is not fresh
+        self._changes = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,7 +106,10 @@ class SwitchBoard:
                     "reason": reason,
                 },
             )
-        self._loaded_at = -1e9  # this process sees its own change at once
+        # This process sees its own change at once: the next call re-reads, and a re-read
+        # that read the table before this commit is not taken as fresh (fail closed).
+        self._changes += 1
+        self._loaded_at = -1e9
         return switch
 
     def list(self) -> list[Switch]:
@@ -130,8 +135,10 @@ class SwitchBoard:
                 self._refresh_s if every_s is None else every_s
             ):
                 return
+            changes = self._changes
             self._active = {(s.scope, s.target): s for s in self.list() if s.active}
-            self._loaded_at = time.monotonic()
+            if self._changes == changes:
+                self._loaded_at = time.monotonic()
 
     def _start(self) -> None:
         with self._lock:

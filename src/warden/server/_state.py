@@ -39,6 +39,10 @@ class ServerState:
             self.store.check_schema()
         self.secrets = SecretResolver(Path(settings.secrets_file) if settings.secrets_file else None)
         self.webhooks = load_webhook_targets(Path(settings.webhooks_file)) if settings.webhooks_file else []
+        self.ledger = LedgerWriter(self.store)
+        # One board per process, shared by every gateway: a switch flipped through this
+        # process applies at once, at every check of a call.
+        self.switches = SwitchBoard(self.store, self.ledger, refresh_s=settings.switch_refresh_s)
         self.gateways: dict[str, Gateway] = {}
         specs, tools = settings.specs, settings.tools
         if not specs:
@@ -53,18 +57,13 @@ class ServerState:
                 spec_path,
                 tools=load_factory(factory_ref)(),
                 store=self.store,
-                switch_refresh_s=settings.switch_refresh_s,
                 secrets=self.secrets,
+                switches=self.switches,
             )
             name = gateway.spec.spec.name
             if name in self.gateways:
                 raise UsageError(f"two specs define workflow {name!r}")
             self.gateways[name] = gateway
-        self.ledger = LedgerWriter(self.store)
-        self.switches = SwitchBoard(self.store, self.ledger, refresh_s=settings.switch_refresh_s)
-        for gateway in self.gateways.values():
-            # One board per process: a switch flipped through this process applies at once.
-            gateway.svc.switches = self.switches
         self.keys = KeyStore(self.store, cache_s=settings.key_cache_s)
         self.limiter = RateLimiter(self.store, settings.key_rate_limit)
         #: wakes long-polls on approvals (shared with the gateways on this store)
