@@ -396,6 +396,10 @@ def test_a_model_call_that_fits_is_capped_to_what_is_left_never_refused(store: S
     # With no max_tokens the call gets what the money pays for, and is told.
     r = reserved(budgets.reserve_call(targets, pricing, 1000, None))
     assert (r.max_output_tokens, r.capped) == (1416, True)
+    # ... and with money enough, what the context window leaves, uncapped.
+    rich = one(run_budget("10"), key="run-2")
+    big = reserved(budgets.reserve_call(rich, pricing, 1000, None))
+    assert (big.max_output_tokens, big.capped) == (128_000 - 1000, False)
     # What is left now cannot pay even the input of another call: refused, with what is left.
     refused = budgets.reserve_call(targets, pricing, 1000, 100)
     assert isinstance(refused, Exceeded)

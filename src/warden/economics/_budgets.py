@@ -222,8 +222,9 @@ class Reservation:
     expires_at: datetime
     #: ``reserve_call``: the ``max_tokens`` the call may ask for (what the budgets pay)
     max_output_tokens: int | None = None
-    #: ``reserve_call``: ``max_output_tokens`` is less than the call asked for (or the
-    #: call asked for none): the caller must send it and say so
+    #: ``reserve_call``: the budgets pay for fewer output tokens than the call asked for
+    #: (or, asking for none, than the context window leaves): the caller must send
+    #: ``max_output_tokens`` and say so
     capped: bool = False
 
 
@@ -439,8 +440,8 @@ class Budgets:
                 return _Plan(cost(0), None, False)
             if n < min_output_tokens:
                 return _Plan(cost(min_output_tokens))  # does not fit: refused
-            capped = max_output_tokens is None or n < max_output_tokens
-            return _Plan(cost(n), n, capped)
+            # Capped: the budgets pay for less than the request (or the context) allows.
+            return _Plan(cost(n), n, ceiling is None or n < ceiling)
 
         return self._reserve(targets, plan, ttl, reservation_id)
 
