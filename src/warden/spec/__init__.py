@@ -1,5 +1,12 @@
 """Workflow specs: typed models and a YAML loader that locates every error."""
 
+from warden.spec._economics import (
+    BudgetPeriod,
+    BudgetScope,
+    BudgetSpec,
+    ModelSpec,
+    PriceOverride,
+)
 from warden.spec._loader import LoadedSpec, fingerprint, format_path, load_spec, load_spec_text
 from warden.spec._models import (
     SLO,
@@ -24,6 +31,9 @@ from warden.spec._models import (
 __all__ = [
     "SLO",
     "AgentSpec",
+    "BudgetPeriod",
+    "BudgetScope",
+    "BudgetSpec",
     "CircuitSpec",
     "Effect",
     "EffectClass",
@@ -31,6 +41,8 @@ __all__ = [
     "FactSpec",
     "Limits",
     "LoadedSpec",
+    "ModelSpec",
+    "PriceOverride",
     "RetrySpec",
     "RiskSpec",
     "Rule",

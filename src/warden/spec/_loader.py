@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from warden.errors import SpecError, SpecIssue
 from warden.ledger._canonical import canonical_json
-from warden.spec import _models
+from warden.spec import _economics, _models
+from warden.spec._base import _Model
 from warden.spec._models import WorkflowSpec
 
 PathKey = tuple[str | int, ...]
@@ -75,6 +76,9 @@ def fingerprint(spec: WorkflowSpec) -> str:
     for window in data["windows"].values():
         if window["tools"] is None:
             del window["tools"]
+    for key in ("models", "budgets"):
+        if not data[key]:
+            del data[key]
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
@@ -206,8 +210,8 @@ def _line_of(lines: dict[PathKey, int], loc: PathKey) -> int | None:
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
-    for model in _models.__dict__.values():
-        if isinstance(model, type) and issubclass(model, _models._Model):
+    for model in [*_models.__dict__.values(), *_economics.__dict__.values()]:
+        if isinstance(model, type) and issubclass(model, _Model):
             names.update(f.alias or n for n, f in model.model_fields.items())
     return names
 
@@ -310,4 +314,41 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
                     found=repr(rule.sla),
                 )
             )
+    issues += _check_economics(loaded)
+    return issues
+
+
+def _check_economics(loaded: LoadedSpec) -> list[SpecIssue]:
+    """Budgets name declared models and distinct names; every model can be priced."""
+    spec = loaded.spec
+    issues: list[SpecIssue] = []
+    seen: dict[str, int] = {}
+    for i, budget in enumerate(spec.budgets):
+        if budget.name in seen:
+            issues.append(
+                loaded.issue(
+                    ("budgets", i, "name"),
+                    f"duplicate budget name (also budgets[{seen[budget.name]}])",
+                )
+            )
+        seen.setdefault(budget.name, i)
+        route = budget.route_model
+        if route is not None and route not in spec.models:
+            issues.append(
+                loaded.issue(
+                    ("budgets", i, "on_exhausted"),
+                    "routes to a model that is not declared under 'models'",
+                    expected=f"one of {sorted(spec.models)}" if spec.models else "a declared model",
+                    found=repr(route),
+                )
+            )
+    if spec.models:
+        # Imported here: the price data is loaded only by specs that declare models.
+        from warden.economics._pricing import UnknownModelError, pricing_for
+
+        for name, model in spec.models.items():
+            try:
+                pricing_for(model.pricing_provider, model.model, model.price)
+            except UnknownModelError as exc:
+                issues.append(loaded.issue(("models", name, "model"), str(exc)))
     return issues

@@ -6,34 +6,17 @@ setting silently ignored.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _parse_duration(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-    raise ValueError("a duration such as 500ms, 30s, 15m, 24h or 7d")
-
-
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$", max_length=120)]
-FieldPath = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*$", max_length=200)
-]
+# The shared building blocks live in _base (the economics models use them too).
+from warden.spec._base import Duration, FieldPath, Identifier, _Model
+from warden.spec._base import _parse_duration as _parse_duration  # used by the CLI
+from warden.spec._economics import BudgetSpec, ModelSpec
+from warden.spec._economics import PriceOverride as PriceOverride
 
 
 class Tier(StrEnum):
@@ -88,10 +71,6 @@ class RuleEffect(StrEnum):
     ESCALATE = "escalate"
     DENY = "deny"
     SCORE = "score"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RetrySpec(_Model):
@@ -274,3 +253,7 @@ class WorkflowSpec(_Model):
     limits: Limits = Field(default_factory=lambda: Limits())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
     slo: SLO = Field(default_factory=lambda: SLO())
+    #: models the workflow calls, by the name agents use (``run.chat("small", ...)``)
+    models: dict[Identifier, ModelSpec] = Field(default_factory=dict)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+

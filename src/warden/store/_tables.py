@@ -283,3 +283,35 @@ webhook_deliveries = Table(
     Column("at", UTCDateTime(), nullable=False),
     Index("ix_deliveries_outbox", "outbox_id"),
 )
+
+# Budgets (warden.economics._budgets). Money is integer nano-dollars (1e-9 USD): exact on
+# both backends (SQLite has no exact decimal type), fine enough that rounding each call up
+# to the next nano-dollar is invisible, and a BIGINT holds $9.2 billion per counter.
+#
+# Settled spend per budget counter and time bucket: the bucket is 0 for a run budget, the
+# period's start for a calendar one, and a 1/24-period slice for a rolling one (epoch
+# seconds). A settle adds to the bucket its reservation was made in.
+budget_spend = Table(
+    "budget_spend",
+    metadata,
+    Column("budget_key", String(600), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("spent_nusd", BigInteger, nullable=False),
+    Column("spent_tokens", BigInteger, nullable=False),
+)
+
+# Money held for calls in flight: one row per reservation and budget counter. A settle or a
+# release deletes its rows; a row past ``expires_us`` (its caller crashed) stops counting at
+# once and is deleted by a later sweep.
+budget_holds = Table(
+    "budget_holds",
+    metadata,
+    Column("reservation_id", String(40), primary_key=True),
+    Column("budget_key", String(600), primary_key=True),
+    Column("bucket", BigInteger, nullable=False),
+    Column("nusd", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Index("ix_budget_holds_key", "budget_key", "expires_us"),
+)
