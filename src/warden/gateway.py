@@ -486,19 +486,27 @@ class Run:
         Written before this returns; if another call of the run saved in the meantime,
         the two calls' changes are merged (see ``warden.pipeline._runs``).
         """
+        unsaved = self.unsaved()
+        if unsaved is None:
+            self._keep()
+            return
+        self.saved(*save_counters(self._gateway.store, self.run_id, **unsaved), unsaved["mine"])
+
+    def unsaved(self) -> dict[str, Any] | None:
+        """What ``save`` would write (``save_counters``'s keyword arguments); None when the
+        counters are as stored. With ``saved``, for a caller that writes them itself (the
+        server, awaiting the statement on its event loop)."""
         state = self.state
         mine = state.counters()
         if mine == self._base and state.steps == self._saved_steps:
-            self._keep()
-            return
-        stored, self._version = save_counters(
-            self._gateway.store,
-            self.run_id,
-            base=self._base,
-            mine=mine,
-            version=self._version,
-            steps=state.steps,
-        )
+            return None
+        return {"base": self._base, "mine": mine, "version": self._version, "steps": state.steps}
+
+    def saved(self, stored: dict[str, Any], version: int, mine: dict[str, Any]) -> None:
+        """The counters ``mine`` (``unsaved()``'s) are stored as ``stored`` at ``version``
+        (``save_counters``'s answer): carry on from those."""
+        state = self.state
+        self._version = version
         if stored is not mine:  # merged with another call's counters: carry on from those
             steps, stopped = state.steps, state.stopped
             state.restore(stored)

@@ -69,6 +69,14 @@ def _claim(workflows: int, by_tenant: bool, by_agent: bool) -> Statement:
     return Statement(build)
 
 
+def _claim_values(
+    run_id: str, workflows: Collection[str], tenant: str | None, agent: str | None
+) -> tuple[Statement, dict[str, Any]]:
+    values: dict[str, Any] = {"run_id": run_id, "tenant": tenant, "agent": agent}
+    values.update((f"w{i}", name) for i, name in enumerate(workflows))
+    return _claim(len(workflows), tenant is not None, agent is not None), values
+
+
 def claim_step(
     store: Store,
     run_id: str,
@@ -82,10 +90,26 @@ def claim_step(
     with nothing changed, if there is no such run."""
     if not workflows:
         return None
-    values: dict[str, Any] = {"run_id": run_id, "tenant": tenant, "agent": agent}
-    values.update((f"w{i}", name) for i, name in enumerate(workflows))
+    stmt, values = _claim_values(run_id, workflows, tenant, agent)
     with store.autocommit() as db:
-        row = db.one(_claim(len(workflows), tenant is not None, agent is not None), values)
+        row = db.one(stmt, values)
+    return None if row is None else dict(zip(RUN_FIELDS, row, strict=True))
+
+
+async def claim_step_async(
+    store: Store,
+    run_id: str,
+    *,
+    workflows: Collection[str],
+    tenant: str | None,
+    agent: str | None = None,
+) -> dict[str, Any] | None:
+    """``claim_step`` awaited on the event loop (PostgreSQL: ``Store.async_autocommit``)."""
+    if not workflows:
+        return None
+    stmt, values = _claim_values(run_id, workflows, tenant, agent)
+    async with store.async_autocommit() as db:
+        row = await db.one(stmt, values)
     return None if row is None else dict(zip(RUN_FIELDS, row, strict=True))
 
 
@@ -126,15 +150,45 @@ def save_counters(
     Returns the counters now stored and their version: ``mine`` if no other call wrote
     since ``version``, else the merge of ``mine`` onto what the other calls wrote.
     """
-    values = {"state": canonical_json(mine), "steps": steps, "run_id": run_id, "version": version}
+    values = _save_values(run_id, mine, version, steps)
     with store.autocommit() as db:
         if db.run(_SAVE_IF_CURRENT, values) == 1:
             return mine, version + 1
+    return _merge_and_save(store, values, base, mine)
+
+
+async def save_counters_async(
+    store: Store,
+    run_id: str,
+    *,
+    base: dict[str, Any],
+    mine: dict[str, Any],
+    version: int,
+    steps: int,
+) -> tuple[dict[str, Any], int] | None:
+    """``save_counters``'s common case awaited on the event loop (PostgreSQL): the
+    counters if no other call wrote since ``version``, else None with nothing written
+    (then ``save_counters`` merges, in a store thread: it takes a row lock)."""
+    values = _save_values(run_id, mine, version, steps)
+    async with store.async_autocommit() as db:
+        if await db.run(_SAVE_IF_CURRENT, values) == 1:
+            return mine, version + 1
+    return None
+
+
+def _save_values(run_id: str, mine: dict[str, Any], version: int, steps: int) -> dict[str, Any]:
+    return {"state": canonical_json(mine), "steps": steps, "run_id": run_id, "version": version}
+
+
+def _merge_and_save(
+    store: Store, values: dict[str, Any], base: dict[str, Any], mine: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    run_id = values["run_id"]
     with store.write(durable=False) as conn:
         read = select(runs.c.state, runs.c.state_version).where(runs.c.run_id == run_id)
         row = conn.execute(read if store.is_sqlite else read.with_for_update()).first()
         if row is None:  # the run is gone (never expected): nothing to merge onto
-            return mine, version
+            return mine, int(values["version"])
         merged = merge_counters(json.loads(row[0]) if row[0] else {}, base, mine)
         values["state"] = canonical_json(merged)
         fast.run(conn, _SAVE, values).close()

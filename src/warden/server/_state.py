@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, RateLimiter
 from warden.errors import UsageError
-from warden.gateway import Gateway
+from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
+from warden.pipeline._runs import (
+    claim_step,
+    claim_step_async,
+    save_counters,
+    save_counters_async,
+)
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
@@ -104,6 +110,35 @@ class ServerState:
             return self.store.without_waiting(fn, *args, **kwargs)
         except WouldWait:
             return await self.run_sync(fn, *args, **kwargs)
+
+    async def claim_step(
+        self, run_id: str, *, workflows: Collection[str], tenant: str | None, agent: str | None
+    ) -> dict[str, Any] | None:
+        """Take a governed call's step (``pipeline._runs.claim_step``) from the loop: on
+        PostgreSQL awaited on the loop's own connection, on SQLite done at once when the
+        write lock is free (else in a store thread)."""
+        if not self.store.is_sqlite:
+            return await claim_step_async(
+                self.store, run_id, workflows=workflows, tenant=tenant, agent=agent
+            )
+        return await self.run_store(
+            claim_step, self.store, run_id, workflows=workflows, tenant=tenant, agent=agent
+        )
+
+    async def save_run(self, run: Run) -> None:
+        """``run.save()`` from the loop, as ``claim_step``; a save that has to merge with
+        another call's counters (it takes a row lock) goes to a store thread."""
+        if self.store.is_sqlite:
+            await self.run_store(run.save)
+            return
+        unsaved = run.unsaved()
+        if unsaved is None:
+            run.save()  # nothing to write: only hands the state to the run's next call
+            return
+        stored = await save_counters_async(self.store, run.run_id, **unsaved)
+        if stored is None:
+            stored = await self.run_sync(save_counters, self.store, run.run_id, **unsaved)
+        run.saved(*stored, unsaved["mine"])
 
     def close(self) -> None:
         self.switches.close()

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from warden.auth import ALL_TENANTS, Principal, Role
-from warden.pipeline._runs import claim_step
 from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
@@ -143,9 +142,7 @@ async def govern(
     workflows = state.workflow_names
     if agent is not None and caller.workflows:
         workflows = tuple(w for w in workflows if w in caller.workflows)
-    row = await state.run_store(
-        claim_step,
-        state.store,
+    row = await state.claim_step(
         run_id,
         workflows=workflows,
         tenant=None if caller.tenant == ALL_TENANTS else caller.tenant,
@@ -164,5 +161,5 @@ async def govern(
         actor=caller.identity,
         api_key=caller.key_id,
     )
-    await state.run_store(run.save)
+    await state.save_run(run)
     return ActionResult.of(result)
