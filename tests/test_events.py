@@ -11,6 +11,7 @@ from warden import Gateway, Pending, ToolError, tool
 from warden.events import KINDS, ActionRequested, Executed, parse_event, strict_event
 from warden.ledger import iter_events, settle
 from warden.spec import load_spec_text
+from warden.testing import FakeUpstream
 
 PAY = {"order_id": "o1", "customer_id": "c1", "amount": 500.0}
 LEAD = {"approver": "lead@x", "roles": ["lead"], "rationale": "ok"}
@@ -62,8 +63,27 @@ async def _scenario(store_url: str) -> Gateway:
     broken.close()
     gw.flush()
     settle(gw.store, gw.ledger, result.action_id, outcome="not-executed", note="checked", by="ops")
+
+    with FakeUpstream() as fake:  # a model call: its usage event, with a budget
+        models = MODELS.format(url=fake.openai_url)
+        chatty = Gateway(load_spec_text(SPEC + models, "shop.yaml"), shop_tools(effects), store=store_url)
+        async with chatty.run(tenant="t", agent="bot", task="chat") as chat_run:
+            assert await chat_run.chat("small", [{"role": "user", "content": "hi"}], max_tokens=5)
+        await chatty.aclose()
     gw.flush()
     return gw
+
+
+MODELS = """
+models:
+  small:
+    upstream: openai
+    model: small-1
+    base_url: {url}
+    price: {{input_per_mtok: 1, output_per_mtok: 2}}
+budgets:
+  - {{name: per_run, scope: run, usd: 1}}
+"""
 
 
 async def test_every_kind_is_emitted_and_matches_its_model(store_url: str) -> None:

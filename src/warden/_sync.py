@@ -99,6 +99,8 @@ class SyncGateway:
         )
 
     def close(self) -> None:
+        if self.gateway.svc.models is not None:
+            _run_sync(self._runner, self.gateway.svc.models.aclose())
         self._runner.close()
         self.gateway.close()
 

@@ -205,6 +205,31 @@ class Reconciled(_Event):
     result: Any = None
 
 
+class ModelUsage(_Event):
+    """What a model call consumed and cost, recorded when it settled (after its
+    ``executed`` event when it was streamed). ``usage`` is None when the upstream did not
+    report it; the call is then charged what was reserved for it (its worst case), never 0.
+    """
+
+    type: Literal["usage"] = "usage"
+    action_id: str
+    model: str
+    #: the upstream and model that answered, the attempts, and targets skipped
+    route: dict[str, Any]
+    usage: dict[str, int] | None
+    #: USD as a decimal string; None when neither the usage nor a reservation is known
+    cost_usd: str | None
+    #: where the price came from (``genai-prices <version>`` or ``spec``)
+    priced_by: str
+    #: the budgets charged (reservation id, held and settled amounts) and alert crossings
+    budget: dict[str, Any] | None = None
+    #: the ``max_tokens`` the call was sent with when a budget paid for fewer than asked
+    capped_max_tokens: int | None = None
+    #: why the call went to another model than asked (``on_exhausted: route:...``)
+    rerouted: str | None = None
+    streamed: bool = False
+
+
 Event = Annotated[
     RunStarted
     | RunFinished
@@ -223,7 +248,8 @@ Event = Annotated[
     | ApprovalExpired
     | ApprovalCancelled
     | SwitchChanged
-    | Reconciled,
+    | Reconciled
+    | ModelUsage,
     Field(discriminator="type"),
 ]
 
@@ -246,6 +272,7 @@ EventKind = Literal[
     "approval_cancelled",
     "switch_changed",
     "reconciled",
+    "usage",
 ]
 
 EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
@@ -270,6 +297,7 @@ MODELS: dict[str, type[_Event]] = {
         ApprovalCancelled,
         SwitchChanged,
         Reconciled,
+        ModelUsage,
     )
 }
 KINDS: frozenset[str] = frozenset(MODELS)
@@ -312,6 +340,7 @@ __all__ = [
     "FactsLookedUp",
     "Failed",
     "Intent",
+    "ModelUsage",
     "Reconciled",
     "RunFinished",
     "RunStarted",

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import insert, select, update
 
@@ -29,6 +29,7 @@ from warden.errors import InvalidInputError, NotFoundError, UsageError
 from warden.ledger import LedgerWriter, VerifyReport, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._desk import ApprovalDesk
+from warden.pipeline._models import ChatResult, ChatStreamResult, Models
 from warden.pipeline._pipeline import PENDING, UNSETTLED
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
@@ -37,7 +38,7 @@ from warden.policy import Windows
 from warden.policy._typecheck import checked_policy
 from warden.results import Allowed, Denied, Failed, FailureKind, Result
 from warden.secrets import SecretResolver
-from warden.spec import LoadedSpec, Tier, load_spec
+from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
@@ -82,6 +83,8 @@ class Gateway:
             clock=clock,
             secrets=secrets or SecretResolver(),
         )
+        if loaded.spec.models:
+            self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
         self.pipeline = Pipeline(self.svc)
         self.desk = ApprovalDesk(self.svc, load_run=lambda run_id: self._load_run(run_id)[0])
         # Runs opened by this process and still referenced: a resumed run or an approved
@@ -149,9 +152,18 @@ class Gateway:
         return verify(self.store)
 
     def close(self) -> None:
+        """Stop the background work and release the store. A gateway that called models
+        from an event loop should be closed with ``aclose`` on that loop (their HTTP
+        connections belong to it)."""
         self.svc.switches.close()
         self.svc.ledger.close()
         self.store.dispose()
+
+    async def aclose(self) -> None:
+        """``close``, after closing the model upstreams' connections of this event loop."""
+        if self.svc.models is not None:
+            await self.svc.models.aclose()
+        self.close()
 
     def sync(self) -> SyncGateway:
         return SyncGateway(self)
@@ -478,6 +490,60 @@ class Run:
             api_key=api_key,
         )
         return await self._gateway.pipeline.call(call)
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        stream: bool = False,
+        wire: Literal["openai", "anthropic"] = "openai",
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+        actor: str | None = None,
+        api_key: str | None = None,
+        **params: Any,
+    ) -> ChatResult | ChatStreamResult | Result:
+        """Call the declared model ``model`` (a governed call of the tool ``model:<name>``):
+        kill switches, identity, schema, policy (``model.*`` and the request as ``args``),
+        approval, budget, then the upstream. ``messages`` and ``params`` (``max_tokens``,
+        ``temperature``, ...) are the request in the ``wire`` shape (OpenAI's by default).
+
+        Returns a ``ChatResult`` (reply, usage, cost), with ``stream=True`` a
+        ``ChatStreamResult`` to iterate, or the ``Denied`` / ``Failed`` / ``Pending`` of a
+        call that did not run (a model the budgets cannot pay for: ``budget_exceeded``).
+        """
+        if self.closed:
+            raise UsageError(f"run {self.run_id} is finished")
+        models = self._gateway.svc.models
+        if models is None or model not in models.declared:
+            declared = ", ".join(sorted(models.declared)) if models else "none"
+            raise UsageError(
+                f"no model {model!r} in workflow {self._gateway.spec.spec.name!r} "
+                f"(declared: {declared}); declare it under 'models:'"
+            )
+        args: dict[str, Any] = {"messages": messages, **params}
+        if stream:
+            args["stream"] = True
+        state = self.state
+        call = Call(
+            state,
+            MODEL_TOOL_PREFIX + model,
+            args,
+            f"{state.run_id}.{state.steps + 1}",
+            given_key=idempotency_key,
+            wait_s=wait,
+            actor=actor,
+            api_key=api_key,
+            wire=wire,
+        )
+        result = await self._gateway.pipeline.call(call)
+        done = call.model
+        if not isinstance(result, Allowed) or done is None:
+            return result
+        if done.stream is not None:
+            return ChatStreamResult(call.action_id, done)
+        return ChatResult.of(call.action_id, done)
 
     def save(self) -> None:
         """Store the run's counters (steps, per-tool counts, repeats, provenance, a stop)

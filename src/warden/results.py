@@ -44,6 +44,10 @@ class FailureKind(StrEnum):
     IN_PROGRESS = "in_progress"
     OUTCOME_UNKNOWN = "outcome_unknown"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    #: a model call the budgets cannot pay for (the reasons say what is left)
+    BUDGET_EXCEEDED = "budget_exceeded"
+    #: the model upstream (every target of its chain) failed
+    UPSTREAM_ERROR = "upstream_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from warden.approvals import ApprovalRecord
 from warden.policy import Decision, ProvenanceTracker
 from warden.secrets import Redactor
 from warden.spec import Tier
 from warden.tools import ToolDef
+
+if TYPE_CHECKING:
+    from warden.pipeline._models import ModelCall
 
 
 @dataclass(slots=True, weakref_slot=True)
@@ -38,6 +41,9 @@ class RunState:
     principal: dict[str, Any] = field(default_factory=dict)
     #: the highest risk of the run's decisions so far (``run.risk`` in rules)
     risk: float = 0.0
+    #: what the run's model calls cost so far, in nano-dollars, and their tokens
+    cost_nusd: int = 0
+    tokens: int = 0
 
     def __post_init__(self) -> None:
         # The user's own request: values it names are not tainted by untrusted text.
@@ -60,6 +66,8 @@ class RunState:
             "stopped": self.stopped,
             "provenance": self.provenance.snapshot(),
             "risk": self.risk,
+            "cost_nusd": self.cost_nusd,
+            "tokens": self.tokens,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -70,6 +78,8 @@ class RunState:
         self.repeats = int(data.get("repeats", 0))
         self.stopped = data.get("stopped")
         self.risk = float(data.get("risk", 0.0))
+        self.cost_nusd = int(data.get("cost_nusd", 0))
+        self.tokens = int(data.get("tokens", 0))
         self.provenance = ProvenanceTracker.restore(data.get("provenance", {}))
         self.provenance.observe_trusted_request(self.task)
 
@@ -84,6 +94,8 @@ class RunState:
             "end_user": self.end_user,
             "opened_by": self.opened_by,
             "risk": self.risk,
+            "cost_usd": self.cost_nusd / 1e9,
+            "tokens": self.tokens,
         }
 
 
@@ -122,6 +134,10 @@ class Call:
     #: minted credential values of this call, scrubbed from its output and errors
     redactor: Redactor | None = None
     started: float = 0.0
+    #: a model call: the shape of its request (``openai`` or ``anthropic``) and what the
+    #: model stages made of it (see ``pipeline.stages._model``)
+    wire: Literal["openai", "anthropic"] = "openai"
+    model: ModelCall | None = None
 
     @property
     def proposer(self) -> str:

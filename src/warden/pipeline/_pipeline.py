@@ -3,6 +3,10 @@
     record → switches → caps → tool → identity → schema → replay → serialize → policy
            → approval → draft → idempotency → execute → verify
 
+    a model call (the tool ``model:<name>``):
+    record → switches → caps → tool → identity → schema → policy → approval
+           → budget → upstream
+
 Each stage wraps the rest (``async (call, next) -> Result``). There is one entry: a call
 proposed by an agent and an approved action resumed later both go through every stage from
 the top, so a kill switch, a closed run or a lost scope stops an action approved an hour
@@ -38,6 +42,7 @@ from warden.pipeline.stages import (
     VerifyStage,
     outcome_of_approval,
 )
+from warden.pipeline.stages._model import BudgetStage, UpstreamStage
 from warden.results import Pending, Result
 from warden.tools import ToolDef
 
@@ -80,6 +85,17 @@ class Pipeline:
         it (idempotency for a read, ``serialize_on`` where it has none) is left out rather
         than passed through (each level is one more coroutine frame on every call)."""
         svc, write = self.svc, tool.effect.is_write
+        if tool.kind == "model":
+            assert svc.models is not None
+            budget = BudgetStage(svc, svc.models)
+            return [
+                IdentityStage(),
+                SchemaStage(),
+                PolicyStage(svc),
+                ApprovalStage(svc),
+                budget,
+                UpstreamStage(svc, svc.models, budget),
+            ]
         stages: list[Stage | None] = [
             IdentityStage(),
             SchemaStage(),

@@ -200,7 +200,7 @@ def merge_counters(
 ) -> dict[str, Any]:
     """``mine`` changed ``base``; other calls changed it into ``fresh``: both changes.
 
-    Counts and retries add up; a stop sticks; the run's risk is the higher one;
+    Counts, retries, cost and tokens add up; a stop sticks; the run's risk is the higher one;
     provenance is the union of what either saw;
     the identical-call streak is this call's (the calls overlapped, so neither came last).
     """
@@ -208,6 +208,8 @@ def merge_counters(
     for name in ("counts", "retries"):
         f, b, m = fresh.get(name, {}), base.get(name, {}), mine.get(name, {})
         merged[name] = {k: int(f.get(k, 0)) + int(m.get(k, 0)) - int(b.get(k, 0)) for k in {*f, *m}}
+    for name in ("cost_nusd", "tokens"):
+        merged[name] = int(fresh.get(name, 0)) + int(mine.get(name, 0)) - int(base.get(name, 0))
     merged["stopped"] = mine.get("stopped") or fresh.get("stopped")
     merged["risk"] = max(float(fresh.get("risk", 0.0)), float(mine.get("risk", 0.0)))
     merged["provenance"] = ProvenanceTracker.merge_snapshots(

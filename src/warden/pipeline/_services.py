@@ -15,9 +15,11 @@ from warden.ledger import LedgerWriter
 from warden.pipeline._execute import Executor
 from warden.pipeline._idempotency import Settling
 from warden.pipeline._locks import ResourceLocks
+from warden.pipeline._models import Models
 from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._switches import SwitchBoard
 from warden.policy import Policy, Windows
+from warden.policy._context import model_context
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec
 from warden.store import Store
@@ -41,14 +43,19 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     secrets: SecretResolver = field(default_factory=SecretResolver)
     tool_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the ``model`` value rules see, per tool (``NO_MODEL`` for tools)
+    model_contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
     sinks: list[Sink] = field(default_factory=list)
     settling: Settling = field(default_factory=Settling)
+    #: the declared models (upstreams, prices, budgets); None when the spec declares none
+    models: Models | None = None
     executor: Executor = field(init=False)
     locks: ResourceLocks = field(init=False)
 
     def __post_init__(self) -> None:
         for tool in self.registry:
             self.tool_contexts[tool.name] = _tool_context(tool)
+            self.model_contexts[tool.name] = model_context(self.loaded.spec.models, tool.name)
         self.executor = Executor(self.switches, self.secrets, self.workflow)
         self.locks = ResourceLocks(self.store)
         if not self.sinks:
@@ -79,4 +86,5 @@ def _tool_context(tool: ToolDef) -> dict[str, Any]:
         "scope": tool.scope,
         "idempotent": tool.idempotent,
         "untrusted_output": tool.untrusted_output,
+        "kind": tool.kind,
     }

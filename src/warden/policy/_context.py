@@ -22,7 +22,9 @@ and ``T | U`` (either; ``string | null`` for an optional value).
 
 from __future__ import annotations
 
-from warden.spec import EffectClass, Tier
+from collections.abc import Mapping
+
+from warden.spec import MODEL_TOOL_PREFIX, EffectClass, ModelSpec, Tier
 
 CONTEXT_TYPES: dict[str, str] = {
     "tenant": "string",
@@ -34,6 +36,13 @@ CONTEXT_TYPES: dict[str, str] = {
     "tool.scope": "string | null",
     "tool.idempotent": "bool",
     "tool.untrusted_output": "bool",
+    # "tool" for a tool, "model" for a model call (the tool ``model:<name>``)
+    "tool.kind": "string",
+    # policy._context.model_context: the model a model call goes to; null on tool calls
+    "model.name": "string | null",
+    "model.id": "string | null",
+    "model.upstream": "string | null",
+    "model.provider": "string | null",
     # gateway.Gateway.open_run (and the run's reload): RunState.principal
     "principal.agent": "string",
     "principal.scopes": "list<string>",
@@ -48,6 +57,9 @@ CONTEXT_TYPES: dict[str, str] = {
     "run.opened_by": "string | null",
     "run.risk": "double",
     "run.counts": "map<string, int>",
+    # what the run's model calls cost so far (USD, priced when each call settled)
+    "run.cost_usd": "double",
+    "run.tokens": "int",
     # policy._provenance.ProvenanceTracker.tag
     "provenance.untrusted_args": "list<string>",
     "provenance.sources": "map<string, list<string>>",
@@ -60,7 +72,26 @@ CONTEXT_TYPES: dict[str, str] = {
 CONTEXT_VALUES: dict[str, frozenset[str]] = {
     "tool.effect": frozenset(e.value for e in EffectClass),
     "run.tier": frozenset(t.value for t in Tier),
+    "tool.kind": frozenset({"tool", "model"}),
 }
+
+#: ``model`` on a tool call: every field null
+NO_MODEL: dict[str, str | None] = {"name": None, "id": None, "upstream": None, "provider": None}
+
+
+def model_context(models: Mapping[str, ModelSpec], tool: str) -> dict[str, str | None]:
+    """The ``model`` value rules see for a call of ``tool`` (``model:<name>``)."""
+    found = models.get(tool.removeprefix(MODEL_TOOL_PREFIX)) if tool.startswith(
+        MODEL_TOOL_PREFIX
+    ) else None
+    if found is None:
+        return NO_MODEL
+    return {
+        "name": tool.removeprefix(MODEL_TOOL_PREFIX),
+        "id": found.model,
+        "upstream": found.upstream,
+        "provider": found.pricing_provider,
+    }
 
 #: The roots whose type comes from the spec and its tools, not from this table.
 SPEC_ROOTS = frozenset({"args", "window", "facts", "variables"})

@@ -45,6 +45,7 @@ from warden.spec._loader import content_line, parse_yaml
 CONTEXT_ROOTS = frozenset(
     {
         "tool",
+        "model",
         "args",
         "principal",
         "tenant",

@@ -22,8 +22,9 @@ from typing import Any, Literal
 from warden.errors import CelError, NotFoundError, UsageError
 from warden.events import ActionRequested, DecisionMade, FactsLookedUp, RunStarted
 from warden.ledger import LedgerEvent, to_jsonable
+from warden.policy._context import NO_MODEL
 from warden.policy._engine import CompiledRule, Decision, Policy
-from warden.spec import EffectClass, LoadedSpec, Tier
+from warden.spec import MODEL_TOOL_PREFIX, EffectClass, LoadedSpec, Tier
 
 Outcome = Literal["true", "false", "error"]
 
@@ -210,6 +211,8 @@ def tool_context_from_spec(loaded: LoadedSpec, tool: str) -> tuple[dict[str, Any
             "scope": declared.scope,
             "idempotent": idempotent,
             "untrusted_output": bool(declared.untrusted_output),
+            "kind": "model" if tool.removeprefix(MODEL_TOOL_PREFIX) in loaded.spec.models
+            and tool.startswith(MODEL_TOOL_PREFIX) else "tool",
         },
         effect,
     )
@@ -304,12 +307,17 @@ class RecordedStep:
         )
 
     def activation(
-        self, tool_context: Mapping[str, Any], args: Any | None = None
+        self,
+        tool_context: Mapping[str, Any],
+        args: Any | None = None,
+        model: Mapping[str, Any] = NO_MODEL,
     ) -> dict[str, Any]:
         """The activation the policy stage built; ``args``: the validated arguments when
-        the tool's schema is at hand (else the recorded ones)."""
+        the tool's schema is at hand (else the recorded ones); ``model``: the ``model``
+        value of a model call."""
         return {
             "tool": dict(tool_context),
+            "model": dict(model),
             "args": self.args if args is None else args,
             "principal": self.principal,
             "tenant": self.tenant,
@@ -395,9 +403,10 @@ def explain_step(
     tool_context: Mapping[str, Any],
     effect_class: EffectClass,
     args: Any | None = None,
+    model: Mapping[str, Any] = NO_MODEL,
 ) -> StepExplanation:
     """Recompute a recorded step's decision with ``policy`` and explain it."""
-    activation = step.activation(tool_context, args)
+    activation = step.activation(tool_context, args, model)
     return StepExplanation(
         step, explain(policy, step.tool, effect_class, step.tier, activation), policy.fingerprint
     )

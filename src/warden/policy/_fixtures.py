@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from warden.errors import SpecError, SpecIssue, UsageError
+from warden.policy._context import model_context
 from warden.policy._engine import Policy, ToolPolicy
 from warden.policy._explain import CLEAN_PROVENANCE, Explanation, explain, tool_context_from_spec
 from warden.spec import Effect, LoadedSpec, Tier, format_path, load_spec
@@ -369,9 +370,12 @@ def run_case(
         "opened_by": None,
         "risk": 0.0,
         "counts": {case.tool: 1},
+        "cost_usd": 0.0,
+        "tokens": 0,
     }
     activation = {
         "tool": tool_context,
+        "model": model_context(loaded.spec.models, case.tool),
         "args": case.args,
         "principal": _merged(principal, _merged(defaults.principal, case.principal)),
         "tenant": case.tenant or defaults.tenant or "policy-test",

@@ -24,7 +24,7 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, explain, runs
+from warden.server.api import admin, approvals, explain, models, runs
 
 log = logging.getLogger("warden.server")
 
@@ -155,6 +155,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for gateway in warden_state.gateways.values():
+                if gateway.svc.models is not None:  # the upstreams' connections of this loop
+                    await gateway.svc.models.aclose()
             # In-flight requests have finished (uvicorn drains them first): flush what
             # they buffered, durably, before the process goes.
             warden_state.close()
@@ -162,7 +165,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="Warden control plane",
         version="1",
-        description="Governed tool calls over HTTP: runs, actions, approvals, kill switches, ledger.",
+        description="Governed tool and model calls over HTTP: runs, actions, approvals, kill "
+        "switches, ledger, and an OpenAI- and Anthropic-compatible model proxy.",
         lifespan=lifespan,
     )
     app.state.warden = warden_state
@@ -177,6 +181,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(approvals.router)
     app.include_router(admin.router)
     app.include_router(explain.router)
+    app.include_router(models.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

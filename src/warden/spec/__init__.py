@@ -1,6 +1,8 @@
 """Workflow specs: typed models and a YAML loader that locates every error."""
 
 from warden.spec._economics import (
+    MODEL_ARGS_SCHEMA,
+    MODEL_TOOL_PREFIX,
     BudgetPeriod,
     BudgetScope,
     BudgetSpec,
@@ -29,6 +31,8 @@ from warden.spec._models import (
 )
 
 __all__ = [
+    "MODEL_ARGS_SCHEMA",
+    "MODEL_TOOL_PREFIX",
     "SLO",
     "AgentSpec",
     "BudgetPeriod",

@@ -88,6 +88,8 @@ class ModelSpec(_Model):
     #: tokens of input plus output the model accepts; none: from the price data, if known
     context_window: int | None = Field(default=None, gt=0)
     price: PriceOverride | None = None
+    #: the scope an agent needs to call this model (none: any agent of the workflow)
+    scope: str | None = None
 
     @property
     def pricing_provider(self) -> str:
@@ -145,4 +147,34 @@ class BudgetSpec(_Model):
         )
 
 
-__all__ = ["BudgetPeriod", "BudgetScope", "BudgetSpec", "ModelSpec", "PriceOverride"]
+#: The arguments of a model call as rules see them (``args``): the request in OpenAI's
+#: shape, or Anthropic's (``system`` apart). Other parameters pass through untyped.
+MODEL_ARGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "system": {"type": ["string", "array"]},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number"},
+        "stream": {"type": "boolean"},
+        "tools": {"type": "array"},
+        "response_format": {"type": "object"},
+    },
+    "additionalProperties": True,
+}
+
+#: A model ``m`` is called as the tool ``model:m`` (``tool.name`` in rules, kill switches)
+MODEL_TOOL_PREFIX = "model:"
+
+
+__all__ = [
+    "MODEL_ARGS_SCHEMA",
+    "MODEL_TOOL_PREFIX",
+    "BudgetPeriod",
+    "BudgetScope",
+    "BudgetSpec",
+    "ModelSpec",
+    "PriceOverride",
+]

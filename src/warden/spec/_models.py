@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 # The shared building blocks live in _base (the economics models use them too).
 from warden.spec._base import Duration, FieldPath, Identifier, _Model
 from warden.spec._base import _parse_duration as _parse_duration  # used by the CLI
-from warden.spec._economics import BudgetSpec, ModelSpec
+from warden.spec._economics import MODEL_ARGS_SCHEMA, MODEL_TOOL_PREFIX, BudgetSpec, ModelSpec
 from warden.spec._economics import PriceOverride as PriceOverride
 
 
@@ -256,4 +256,27 @@ class WorkflowSpec(_Model):
     #: models the workflow calls, by the name agents use (``run.chat("small", ...)``)
     models: dict[Identifier, ModelSpec] = Field(default_factory=dict)
     budgets: list[BudgetSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _models_are_tools(self) -> WorkflowSpec:
+        """Each model ``m`` is also the tool ``model:m``: a model call passes the same
+        stages as a tool call (switches, caps, identity, schema, policy, approval), and
+        rules, windows and switches name it like a tool."""
+        if not self.models:
+            return self
+        tools = dict(self.tools)
+        for name, model in self.models.items():
+            key = MODEL_TOOL_PREFIX + name
+            if key in tools:
+                raise ValueError(f"tool name {key!r} is taken by the model {name!r}")
+            tools[key] = ToolSpec(
+                description=f"a call of the model {name!r} ({model.upstream}: {model.model})",
+                effect=EffectClass.READ,
+                idempotent=True,
+                scope=model.scope,
+                timeout=model.timeout,
+                input_schema=MODEL_ARGS_SCHEMA,
+            )
+        object.__setattr__(self, "tools", tools)
+        return self
 

@@ -10,13 +10,20 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, TypeVar, get_type_hints, overload
+from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from pydantic import ConfigDict, create_model
 
 from warden.errors import SpecError, SpecIssue, UsageError
 from warden.secrets import Secret
-from warden.spec import CircuitSpec, EffectClass, LoadedSpec, RetrySpec, ToolSpec
+from warden.spec import (
+    MODEL_TOOL_PREFIX,
+    CircuitSpec,
+    EffectClass,
+    LoadedSpec,
+    RetrySpec,
+    ToolSpec,
+)
 from warden.tools._schema import AdapterValidator, JsonSchemaValidator, ModelValidator, Validator
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +56,9 @@ class ToolDef:
     untrusted_fields: tuple[str, ...] = ()
     #: the output is a private record (``provenance.sensitive_args``)
     sensitive: bool = False
+    #: ``model``: a call of a declared model (``model:<name>``), run by the pipeline's
+    #: model stages rather than a Python function
+    kind: Literal["tool", "model"] = "tool"
 
     def __post_init__(self) -> None:
         # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
@@ -210,6 +220,27 @@ def tool_def_of(obj: Any) -> ToolDef | None:
     return found if isinstance(found, ToolDef) else None
 
 
+def _model_tool(name: str, declared: ToolSpec) -> ToolDef:
+    """The tool of a declared model: no function (the model stages call the upstream),
+    no retries of its own (the upstream client retries, before any byte is passed on)."""
+    assert declared.input_schema is not None and declared.timeout is not None
+    return ToolDef(
+        name=name,
+        fn=None,
+        effect=EffectClass.READ,
+        idempotent=True,
+        timeout_s=declared.timeout.total_seconds(),
+        retry=RetrySpec(),
+        circuit=CircuitSpec(),
+        untrusted_output=False,
+        scope=declared.scope,
+        description=declared.description or name,
+        input=JsonSchemaValidator(declared.input_schema, finite_numbers=True),
+        output=None,
+        kind="model",
+    )
+
+
 class ToolRegistry:
     """The tools one gateway can call, by name, after the spec's overrides."""
 
@@ -249,6 +280,11 @@ class ToolRegistry:
         issues: list[SpecIssue] = []
         tools: dict[str, ToolDef] = {}
         for name, declared in loaded.spec.tools.items():
+            if name.startswith(MODEL_TOOL_PREFIX) and name[len(MODEL_TOOL_PREFIX):] in (
+                loaded.spec.models
+            ):
+                tools[name] = _model_tool(name, declared)
+                continue
             bound = impls.get(name)
             if bound is None:
                 issues.append(

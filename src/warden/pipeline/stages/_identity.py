@@ -17,7 +17,11 @@ class IdentityStage:
                 (f"agent {run.agent!r} lacks scope {tool.scope!r} needed by {tool.name!r}",),
                 call.action_id,
             )
-        if run.allowed_tools is not None and tool.name not in run.allowed_tools:
+        if (
+            run.allowed_tools is not None
+            and tool.kind == "tool"
+            and tool.name not in run.allowed_tools
+        ):
             return Denied(
                 FailureKind.POLICY_BLOCK,
                 (f"task type {run.task_type!r} does not allow tool {tool.name!r}",),

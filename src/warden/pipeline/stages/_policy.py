@@ -61,6 +61,7 @@ class PolicyStage:
             principal = {**principal, "key": call.api_key}
         activation: dict[str, Any] = {
             "tool": svc.tool_contexts[tool.name],
+            "model": svc.model_contexts[tool.name],
             "args": call.args,
             "principal": principal,
             "tenant": run.tenant,

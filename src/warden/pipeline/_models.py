@@ -1,0 +1,336 @@
+"""The declared models of one gateway: their upstreams, prices and budgets.
+
+A model ``m`` of the spec is the tool ``model:m`` (``spec._models``): its calls pass the
+same stages as a tool's (record, switches, caps, identity, schema, policy, approval), then
+the model stages (``pipeline.stages._model``): budget, then the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import httpx
+
+from warden.economics import (
+    Budgets,
+    Limit,
+    ModelPricing,
+    Reservation,
+    Target,
+    data_version,
+    pricing_for,
+    targets_for,
+)
+from warden.economics import Usage as PricedUsage
+from warden.errors import SpecError
+from warden.pipeline._call import RunState
+from warden.secrets import SecretResolver
+from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
+from warden.store import Store
+from warden.upstream import (
+    AnthropicUpstream,
+    ChatReply,
+    ChatRequest,
+    ChatStream,
+    OpenAIUpstream,
+    StreamEvent,
+    Upstream,
+    Usage,
+    new_client,
+)
+
+#: Tokens of per-message framing added to the input bound (chat templates add a few
+#: tokens per message; 8 is above what OpenAI's and Anthropic's templates add).
+_PER_MESSAGE = 8
+_PER_REQUEST = 16
+
+
+def input_token_bound(request: ChatRequest) -> int:
+    """An upper bound on the request's input tokens, without the model's tokenizer.
+
+    Byte-level BPE tokenizers (OpenAI's, Anthropic's, Llama's) never make a token of less
+    than one byte, so the UTF-8 size of the messages, system text and tool definitions,
+    plus a few tokens of framing per message, bounds the input. It over-counts ~3-4x for
+    English text: a reservation is pessimistic on input (released at settle), never short
+    (see docs/economics.md, "What is reserved").
+    """
+    body = request.to_body()
+    parts = [body.get("messages"), body.get("system"), body.get("tools")]
+    size = len(json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode())
+    return size + _PER_MESSAGE * len(request.messages) + _PER_REQUEST
+
+
+def to_nusd(usd: Decimal) -> int:
+    """USD as integer nano-dollars, rounded up (what a run's total is kept in)."""
+    return int((usd * 1_000_000_000).to_integral_value(rounding=ROUND_CEILING))
+
+
+@dataclass(slots=True)
+class ModelCall:
+    """What the model stages made of one model call (``Call.model``)."""
+
+    #: the declared model the call goes to (another than asked when a budget rerouted it)
+    name: str
+    spec: ModelSpec
+    request: ChatRequest
+    reservation: Reservation | None = None
+    #: ``max_tokens`` the call was sent with, when a budget paid for fewer than asked
+    capped: int | None = None
+    rerouted: str | None = None
+    reply: ChatReply | None = None
+    stream: GovernedStream | None = None
+    #: what it cost, once settled (USD; None: unknown and nothing was reserved)
+    cost_usd: Decimal | None = None
+    usage: Usage | None = None
+    settled: bool = False
+
+
+class GovernedStream:
+    """A model call's stream, passed on as it comes; when it ends (or is closed, or
+    fails) the call is settled once: usage read from the stream, priced, charged to the
+    budgets, recorded (``on_end``)."""
+
+    def __init__(self, inner: ChatStream, on_end: Callable[[ChatStream], Awaitable[None]]) -> None:
+        self.inner = inner
+        self._on_end = on_end
+        self._ended = False
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        try:
+            async for event in self.inner:
+                yield event
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the upstream stream (if still open) and settle the call, once."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            await self.inner.aclose()
+        finally:
+            await asyncio.shield(self._on_end(self.inner))
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def text(self) -> str:
+        return self.inner.text
+
+    def reply(self) -> ChatReply:
+        return self.inner.reply()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A model call that ran (``Run.chat``): the reply, what it used and what it cost.
+
+    ``body`` is the reply in the request's wire shape (what the upstream answered, or its
+    conversion); ``usage`` is None when the upstream did not report it, and the call was
+    then charged its reservation (``cost_usd``), never 0.
+    """
+
+    action_id: str
+    #: the declared model that answered (another than asked when a budget rerouted it)
+    model: str
+    body: dict[str, Any]
+    text: str
+    usage: Usage | None
+    cost_usd: Decimal | None
+    #: the upstream and model that answered, attempts, targets skipped
+    route: Any
+    #: the ``max_tokens`` the call was sent with, when a budget paid for fewer than asked
+    capped_max_tokens: int | None = None
+    rerouted: str | None = None
+
+    @classmethod
+    def of(cls, action_id: str, model: ModelCall) -> ChatResult:
+        reply = model.reply
+        assert reply is not None
+        return cls(
+            action_id,
+            model.name,
+            reply.body,
+            reply.text,
+            reply.usage,
+            model.cost_usd,
+            reply.route,
+            model.capped,
+            model.rerouted,
+        )
+
+
+class ChatStreamResult:
+    """A streamed model call that is under way (``Run.chat(..., stream=True)``): iterate
+    it for the events (in the request's wire shape, as they come); when it ends, ``usage``
+    and ``cost_usd`` are known and the call is settled and recorded. Close it
+    (``aclose``) if you stop early: it is settled then, with what was read."""
+
+    def __init__(self, action_id: str, model: ModelCall) -> None:
+        assert model.stream is not None
+        self.action_id = action_id
+        self.model = model.name
+        self.capped_max_tokens = model.capped
+        self.rerouted = model.rerouted
+        self._call = model
+        self._stream = model.stream
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def text(self) -> str:
+        return self._stream.text
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._call.usage if self._call.settled else self._stream.usage
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        return self._call.cost_usd
+
+    @property
+    def settled(self) -> bool:
+        return self._call.settled
+
+
+@dataclass
+class Models:
+    """The declared models of one gateway: an upstream per model (one HTTP connection
+    pool per event loop), its prices, and the spec's budgets in the store."""
+
+    loaded: LoadedSpec
+    store: Store
+    secrets: SecretResolver
+    clock: Callable[[], datetime]
+    pricing: dict[str, ModelPricing] = field(default_factory=dict)
+    limits: tuple[Limit, ...] = ()
+    budgets: Budgets = field(init=False)
+    _clients: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, dict[str, Upstream]]
+    ] = field(default_factory=weakref.WeakKeyDictionary)
+
+    def __post_init__(self) -> None:
+        spec = self.loaded.spec
+        issues = []
+        for name, model in spec.models.items():
+            self.pricing[name] = pricing_for(model.pricing_provider, model.model, model.price)
+        for i, budget in enumerate(spec.budgets):
+            if budget.on_exhausted == "require_approval":
+                issues.append(
+                    self.loaded.issue(
+                        ("budgets", i, "on_exhausted"),
+                        "'require_approval' on an exhausted budget is not supported yet: "
+                        "use 'deny' or 'route:<model>'",
+                    )
+                )
+        if issues:
+            raise SpecError(issues)
+        self.limits = tuple(Limit.from_spec(b) for b in spec.budgets)
+        self.budgets = Budgets(self.store, clock=self.clock)
+
+    @property
+    def declared(self) -> dict[str, ModelSpec]:
+        return self.loaded.spec.models
+
+    @staticmethod
+    def name_of(tool: str) -> str:
+        return tool.removeprefix(MODEL_TOOL_PREFIX)
+
+    def priced_by(self, name: str) -> str:
+        return "spec" if self.declared[name].price is not None else f"genai-prices {data_version()}"
+
+    def targets(self, run: RunState) -> tuple[Target, ...]:
+        if not self.limits:
+            return ()
+        return targets_for(
+            self.limits,
+            tenant=run.tenant,
+            workflow=run.workflow,
+            agent=run.agent,
+            run_id=run.run_id,
+            end_user=run.end_user,
+        )
+
+    def upstream(self, name: str) -> Upstream:
+        """The upstream of model ``name`` on the running event loop (its connections
+        belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            found = self._clients[loop] = (new_client(), {})
+        client, upstreams = found
+        upstream = upstreams.get(name)
+        if upstream is None:
+            upstream = upstreams[name] = self._make(name, client)
+        return upstream
+
+    def _make(self, name: str, client: httpx.AsyncClient) -> Upstream:
+        spec = self.declared[name]
+        ref = spec.credential
+        key = (lambda: self.secrets.mint(ref)) if ref is not None else None
+        options: dict[str, Any] = {
+            "name": name,
+            "timeout": spec.timeout.total_seconds(),
+            "max_retries": spec.retries,
+            "client": client,
+        }
+        if spec.upstream == "anthropic":
+            return AnthropicUpstream(spec.base_url or "https://api.anthropic.com", key, **options)
+        return OpenAIUpstream(spec.base_url or "https://api.openai.com/v1", key, **options)
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the running loop (others close with their loop)."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].aclose()
+
+
+def priced_usage(usage: Usage) -> PricedUsage:
+    return PricedUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def usage_json(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+    }
+
+
+__all__ = [
+    "ChatResult",
+    "ChatStreamResult",
+    "GovernedStream",
+    "ModelCall",
+    "Models",
+    "input_token_bound",
+    "priced_usage",
+    "to_nusd",
+    "usage_json",
+]

@@ -1,0 +1,252 @@
+"""The model stages: a model call's budget, then its upstream.
+
+    ... → policy → approval → budget → upstream
+
+``BudgetStage`` reserves the call's worst case in every budget that applies, in one store
+transaction (``warden.economics.Budgets``), capping ``max_tokens`` to what the budgets
+can pay; it settles the reservation to the call's priced usage when the call ends (when a
+stream ends, for a streamed call), or releases it when the call failed before any token.
+A call whose usage the upstream did not report is charged what was reserved: unknown is
+never recorded as 0. The reservation comes after the approval stage, so money is not held
+while a human decides.
+
+``UpstreamStage`` checks the kill switches once more at the moment of the call (the model
+and the workflow can be switched off), then sends the request (retries and the circuit
+breaker are the upstream client's) and hands on the reply or the open stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+from warden.economics import Amount, Exceeded, Reservation, Settlement
+from warden.errors import InvalidInputError, UsageError
+from warden.pipeline._call import Call
+from warden.pipeline._models import (
+    GovernedStream,
+    ModelCall,
+    Models,
+    input_token_bound,
+    priced_usage,
+    to_nusd,
+    usage_json,
+)
+from warden.pipeline._services import Services
+from warden.pipeline.stages._base import Next
+from warden.results import Allowed, Denied, Failed, FailureKind, Result
+from warden.spec import MODEL_TOOL_PREFIX
+from warden.upstream import (
+    ChatStream,
+    UpstreamCircuitOpen,
+    UpstreamError,
+    UpstreamTimeout,
+    Usage,
+    parse_request,
+)
+
+
+class BudgetStage:
+    def __init__(self, svc: Services, models: Models) -> None:
+        self.svc = svc
+        self.models = models
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        tool = call.tool
+        assert tool is not None
+        name = Models.name_of(tool.name)
+        spec = self.models.declared[name]
+        try:
+            request = parse_request(call.wire, {**call.kwargs, "model": spec.model})
+        except InvalidInputError as exc:
+            return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
+        model = call.model = ModelCall(name, spec, request)
+        targets = self.models.targets(call.run)
+        if targets:
+            refused = await self._reserve(call, model, targets)
+            if refused is not None:
+                return refused
+        try:
+            result = await next(call)
+        except BaseException:
+            await self._release(model)
+            raise
+        if not isinstance(result, Allowed):
+            await self._release(model)
+            return result
+        if model.stream is not None:
+            return result  # settled when the stream ends (GovernedStream)
+        assert model.reply is not None
+        await self.settle(call, model.reply.usage)
+        return result
+
+    async def _reserve(self, call: Call, model: ModelCall, targets: Any) -> Result | None:
+        """Reserve the call's worst case; reroute or refuse when the budgets cannot pay."""
+        tried: list[str] = []
+        while True:
+            pricing = self.models.pricing[model.name]
+            try:
+                held = await asyncio.to_thread(
+                    self.models.budgets.reserve_call,
+                    targets,
+                    pricing,
+                    input_token_bound(model.request),
+                    model.request.token_cap,
+                    reservation_id=call.action_id,
+                )
+            except UsageError as exc:  # no room for output in the context window
+                return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
+            if isinstance(held, Reservation):
+                model.reservation = held
+                if held.capped and held.max_output_tokens is not None:
+                    model.capped = held.max_output_tokens
+                    model.request = model.request.with_token_cap(held.max_output_tokens)
+                return None
+            tried.append(model.name)
+            budget = next(t.limit for t in targets if t.limit.name == held.budget)
+            route = self._route_of(held)
+            if route is None or route in tried:
+                return Denied(FailureKind.BUDGET_EXCEEDED, _refusal(held), call.action_id, (budget.name,))
+            model.rerouted = f"budget {held.budget!r} cannot pay for {model.name!r}: routed to {route!r}"
+            model.name, model.spec = route, self.models.declared[route]
+            model.request = model.request.with_model(model.spec.model)
+
+    def _route_of(self, held: Exceeded) -> str | None:
+        for budget in self.svc.loaded.spec.budgets:
+            if budget.name == held.budget:
+                return budget.route_model
+        return None
+
+    async def _release(self, model: ModelCall) -> None:
+        if model.reservation is not None and not model.settled:
+            model.settled = True
+            await asyncio.to_thread(self.models.budgets.release, model.reservation)
+
+    async def settle(self, call: Call, usage: Usage | None, *, streamed: bool = False) -> None:
+        """Price the call, charge the budgets, add it to the run's totals, record it."""
+        model = call.model
+        assert model is not None
+        if model.settled:
+            return
+        model.settled = True
+        model.usage = usage
+        held = model.reservation
+        cost: Decimal | None = None
+        tokens: int | None = None
+        if usage is not None:
+            cost = self.models.pricing[model.name].price(priced_usage(usage))
+            tokens = usage.total_tokens
+        elif held is not None:  # unknown usage: charged what was reserved, its worst case
+            cost, tokens = held.amount.usd, held.amount.tokens
+        model.cost_usd = cost
+        budget: dict[str, Any] | None = None
+        if held is not None:
+            actual = Amount(cost if cost is not None else Decimal(0), tokens or 0)
+            settlement: Settlement = await asyncio.to_thread(
+                self.models.budgets.settle, held, actual
+            )
+            budget = {
+                "reservation": held.id,
+                "budgets": [t.limit.name for t in held.targets],
+                "held_usd": str(held.amount.usd),
+                "held_tokens": held.amount.tokens,
+                "over_reservation_usd": str(settlement.over_reservation.usd),
+                "late": settlement.late,
+                "crossed": [
+                    {"budget": c.budget, "unit": c.unit, "threshold": str(c.threshold)}
+                    for c in settlement.crossed
+                ],
+            }
+        run = call.run
+        if cost is not None:
+            run.cost_nusd += to_nusd(cost)
+        run.tokens += tokens or 0
+        route = model.stream.inner.route if model.stream is not None else None
+        if route is None and model.reply is not None:
+            route = model.reply.route
+        self.svc.emit(
+            run.run_id,
+            run.tenant,
+            "usage",
+            {
+                "action_id": call.action_id,
+                "model": model.name,
+                "route": {
+                    "upstream": route.upstream if route else model.name,
+                    "model": route.model if route else model.spec.model,
+                    "attempts": route.attempts if route else 0,
+                    "skipped": [s.reason for s in route.skipped] if route else [],
+                },
+                "usage": usage_json(usage),
+                "cost_usd": None if cost is None else str(cost),
+                "priced_by": self.models.priced_by(model.name),
+                "budget": budget,
+                "capped_max_tokens": model.capped,
+                "rerouted": model.rerouted,
+                "streamed": streamed,
+            },
+        )
+
+
+def _refusal(held: Exceeded) -> tuple[str, ...]:
+    out = []
+    for status in held.budgets:
+        left = []
+        if status.left_usd is not None:
+            left.append(f"${status.left_usd} of ${status.limit_usd}")
+        if status.left_tokens is not None:
+            left.append(f"{status.left_tokens} of {status.limit_tokens} tokens")
+        out.append(f"budget {status.budget!r} ({status.scope.value}) has {' and '.join(left)} left")
+    needed = held.needed
+    out.append(f"this call needs at least ${needed.usd} ({needed.tokens} tokens) reserved")
+    return tuple(out)
+
+
+class UpstreamStage:
+    def __init__(self, svc: Services, models: Models, budget: BudgetStage) -> None:
+        self.svc = svc
+        self.models = models
+        self.budget = budget
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        model, run = call.model, call.run
+        assert model is not None
+        # The switches at the moment of the call: the model actually called (after any
+        # reroute) and everything above it.
+        switch = self.svc.switches.blocking(
+            run.tenant, self.svc.workflow, MODEL_TOOL_PREFIX + model.name
+        )
+        if switch is not None:
+            return Failed(FailureKind.KILLED, switch.describe(), call.action_id)
+        upstream = self.models.upstream(model.name)
+        call.attempts = 1
+        try:
+            if model.request.stream:
+                opened = await upstream.open_stream(model.request, model=model.spec.model)
+            else:
+                reply = await upstream.chat(model.request, model=model.spec.model)
+        except UpstreamError as exc:
+            call.attempts = max(1, exc.attempts)
+            return Failed(_failure_kind(exc), _detail(exc), call.action_id)
+        if model.request.stream:
+            model.stream = GovernedStream(opened, lambda s: self._ended(call, s))
+            return Allowed({"streamed": True, "model": model.name}, call.action_id)
+        model.reply = reply
+        call.attempts = reply.route.attempts
+        return Allowed(reply.body, call.action_id)
+
+    async def _ended(self, call: Call, stream: ChatStream) -> None:
+        await self.budget.settle(call, stream.usage, streamed=True)
+
+
+def _failure_kind(exc: UpstreamError) -> FailureKind:
+    if isinstance(exc, UpstreamTimeout):
+        return FailureKind.TIMEOUT
+    if isinstance(exc, UpstreamCircuitOpen):
+        return FailureKind.CIRCUIT_OPEN
+    return FailureKind.UPSTREAM_ERROR
+
+
+def _detail(exc: UpstreamError) -> str:
+    return str(exc)

@@ -1,0 +1,245 @@
+"""Model calls through the governed pipeline (issue 9 §1-§3): ``run.chat`` in process,
+against the fake OpenAI- and Anthropic-compatible upstream on loopback, on SQLite and
+PostgreSQL. Switches, policy, budgets (reserve, cap, settle, refuse, reroute), usage and
+cost on the ledger and on the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from warden import Denied, Failed, FailureKind, Gateway
+from warden.ledger import iter_events
+from warden.pipeline._models import ChatResult, ChatStreamResult
+from warden.spec import load_spec_text
+from warden.testing import FakeReply, FakeUpstream
+from warden.upstream import Usage
+
+# $1 per million input tokens, $2 per million output tokens: 1,000 in + 500 out = $0.002
+SPEC = """
+name: assist
+version: "1"
+owner: tests@example.com
+tier: autonomous
+agents:
+  bot: {{scopes: [llm]}}
+  nollm: {{scopes: []}}
+tools:
+  lookup: {{effect: read}}
+models:
+  small:
+    upstream: openai
+    model: small-1
+    base_url: {openai}
+    credential: env:WARDEN_TEST_LLM_KEY
+    scope: llm
+    retries: 0
+    price: {{input_per_mtok: 1, output_per_mtok: 2}}
+  large:
+    upstream: anthropic
+    model: large-1
+    base_url: {anthropic}
+    credential: env:WARDEN_TEST_LLM_KEY
+    scope: llm
+    retries: 0
+    price: {{input_per_mtok: 10, output_per_mtok: 20}}
+policies:
+  - name: no_hot_large
+    when: tool.name == "model:large" && has(args.temperature) && args.temperature > 1.0
+    effect: deny
+    reason: the large model runs cold
+budgets:
+{budgets}
+"""
+
+
+def lookup(key: str) -> dict[str, str]:
+    return {"key": key}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream(api_key="sk-upstream") as up:
+        yield up
+
+
+def gateway(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch, budgets: str = "  []"
+) -> Gateway:
+    monkeypatch.setenv("WARDEN_TEST_LLM_KEY", "sk-upstream")
+    text = SPEC.format(openai=fake.openai_url, anthropic=fake.anthropic_url, budgets=budgets)
+    return Gateway(load_spec_text(text, "assist.yaml"), [lookup], store=store_url)
+
+
+def usage_events(gw: Gateway) -> list[dict[str, Any]]:
+    gw.flush()
+    return [e.payload for e in iter_events(gw.store) if e.type == "usage"]
+
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def test_a_model_call_is_governed_priced_and_recorded(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway(store_url, fake, monkeypatch)
+    fake.push(FakeReply("hi there", usage=Usage(1000, 500)))
+    async with gw.run(tenant="acme", agent="bot", task="greet") as run:
+        result = await run.chat("small", HELLO, max_tokens=600)
+        assert isinstance(result, ChatResult), result
+        assert result.text == "hi there"
+        assert result.usage == Usage(1000, 500)
+        assert result.cost_usd == Decimal("0.002")
+        assert result.body["choices"][0]["message"]["content"] == "hi there"
+        assert run.state.cost_nusd == 2_000_000 and run.state.tokens == 1500
+    sent = fake.requests[-1]
+    assert sent.body["model"] == "small-1" and sent.credential == "sk-upstream"
+    [event] = usage_events(gw)
+    assert event["cost_usd"] == "0.002" and event["usage"]["output_tokens"] == 500
+    assert event["priced_by"] == "spec" and event["route"]["model"] == "small-1"
+    await gw.aclose()
+
+
+async def test_the_anthropic_upstream_answers_an_openai_shaped_call(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway(store_url, fake, monkeypatch)
+    fake.push(FakeReply("bonjour", usage=Usage(100, 50)))
+    async with gw.run(tenant="acme", agent="bot", task="greet") as run:
+        result = await run.chat("large", HELLO, max_tokens=100)
+    assert isinstance(result, ChatResult), result
+    assert result.text == "bonjour"
+    assert result.cost_usd == Decimal("0.002")  # 100 x $10/M + 50 x $20/M
+    assert fake.requests[-1].wire == "anthropic"
+    await gw.aclose()
+
+
+async def test_switches_scope_and_policy_apply_to_model_calls(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway(store_url, fake, monkeypatch)
+    async with gw.run(tenant="acme", agent="nollm", task="t") as run:
+        refused = await run.chat("small", HELLO)
+        assert isinstance(refused, Denied) and refused.kind is FailureKind.SCOPE_DENIED
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        hot = await run.chat("large", HELLO, temperature=1.5, max_tokens=10)
+        assert isinstance(hot, Denied) and hot.rules == ("no_hot_large",)
+        gw.switches.set("tool", "model:small", active=True, by="oncall", reason="bad model")
+        killed = await run.chat("small", HELLO)
+        assert isinstance(killed, Denied) and killed.kind is FailureKind.KILLED
+        assert not fake.requests, "no denied call reached the upstream"
+    await gw.aclose()
+
+
+async def test_a_budget_caps_max_tokens_refuses_and_never_overspends(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 0.01}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(*(FakeReply("x", usage=Usage(1000, 2000)) for _ in range(5)))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        first = await run.chat("small", HELLO, max_tokens=100_000)
+        assert isinstance(first, ChatResult), first
+        # $0.01 pays for < 5,000 output tokens at $2/M: the request was capped and said so
+        assert first.capped_max_tokens is not None and first.capped_max_tokens < 5000
+        assert fake.requests[-1].body["max_tokens"] == first.capped_max_tokens
+        spent = Decimal(0)
+        results: list[Any] = [first]
+        while isinstance(results[-1], ChatResult):
+            spent += results[-1].cost_usd
+            results.append(await run.chat("small", HELLO, max_tokens=2000))
+        refused = results[-1]
+        assert isinstance(refused, Denied) and refused.kind is FailureKind.BUDGET_EXCEEDED
+        assert any("per_run" in r and "left" in r for r in refused.reasons), refused.reasons
+        assert spent <= Decimal("0.01")
+    await gw.aclose()
+
+
+async def test_an_exhausted_budget_routes_to_the_declared_model(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # large is 10x the price of small: a budget that cannot pay even large's input routes to small
+    budgets = "  - {name: cheap, scope: run, usd: 0.0005, on_exhausted: 'route:small'}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply("small answer", usage=Usage(10, 10)))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        result = await run.chat("large", HELLO, max_tokens=1000)
+    assert isinstance(result, ChatResult), result
+    assert result.model == "small" and result.rerouted and "cheap" in result.rerouted
+    assert fake.requests[-1].wire == "openai" and fake.requests[-1].body["model"] == "small-1"
+    [event] = usage_events(gw)
+    assert event["model"] == "small" and event["rerouted"]
+    await gw.aclose()
+
+
+async def test_a_streamed_call_is_passed_through_and_settled_from_the_stream(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply("a streamed answer", usage=Usage(200, 100), chunk_chars=4))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        stream = await run.chat("small", HELLO, stream=True, max_tokens=100)
+        assert isinstance(stream, ChatStreamResult), stream
+        events = [event async for event in stream]
+        assert len(events) > 3  # passed on chunk by chunk
+        assert stream.text == "a streamed answer"
+        assert stream.settled and stream.usage == Usage(200, 100)
+        assert stream.cost_usd == Decimal("0.0004")
+        assert run.state.tokens == 300
+    assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
+    [event] = usage_events(gw)
+    assert event["streamed"] and event["cost_usd"] == "0.0004"
+    await gw.aclose()
+
+
+async def test_a_stream_without_usage_is_charged_its_reservation_not_zero(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply("no usage here", omit_usage=True))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        stream = await run.chat("small", HELLO, stream=True, max_tokens=100)
+        assert isinstance(stream, ChatStreamResult)
+        async for _ in stream:
+            pass
+        assert stream.usage is None
+        assert stream.cost_usd is not None and stream.cost_usd > 0
+    [event] = usage_events(gw)
+    assert event["usage"] is None and Decimal(event["cost_usd"]) > 0
+    await gw.aclose()
+
+
+async def test_an_upstream_failure_releases_the_reservation(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 0.01}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply.failure(500))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        failed = await run.chat("small", HELLO, max_tokens=4000)
+        assert isinstance(failed, Failed) and failed.kind is FailureKind.UPSTREAM_ERROR
+        # the whole budget is there again: a call needing most of it still runs
+        fake.push(FakeReply("ok", usage=Usage(10, 10)))
+        again = await run.chat("small", HELLO, max_tokens=4000)
+        assert isinstance(again, ChatResult) and again.capped_max_tokens is None, again
+    await gw.aclose()
+
+
+def test_a_model_without_price_does_not_load(tmp_path: Path) -> None:
+    from warden.errors import SpecError
+
+    text = """
+name: x
+version: "1"
+owner: a@b
+models:
+  mystery: {upstream: openai, model: no-such-model-anywhere-1}
+"""
+    with pytest.raises(SpecError, match="price"):
+        Gateway(load_spec_text(text, "x.yaml"), [], store=f"sqlite:///{tmp_path / 'w.db'}")
