@@ -243,3 +243,28 @@ models:
 """
     with pytest.raises(SpecError, match="price"):
         Gateway(load_spec_text(text, "x.yaml"), [], store=f"sqlite:///{tmp_path / 'w.db'}")
+
+
+async def test_a_budget_threshold_alert_is_enqueued_once_with_the_spend(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    from warden.store._tables import outbox
+
+    budgets = "  - {name: daily, scope: tenant, period: calendar_day, usd: 0.01, alert_at: [0.5]}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(*(FakeReply("x", usage=Usage(1000, 1000)) for _ in range(3)))  # $0.003 each
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        for i in range(3):  # $0.003, $0.006 (crosses 50 %), $0.009
+            asked = [{"role": "user", "content": f"question {i}"}]
+            assert isinstance(await run.chat("small", asked, max_tokens=1000), ChatResult)
+    with gw.store.read() as conn:
+        rows = conn.execute(select(outbox.c.kind, outbox.c.payload)).all()
+    alerts = [json.loads(p) for k, p in rows if k == "budget_threshold"]
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["budget"] == "daily" and alerts[0]["threshold"] == "0.5"
+    assert alerts[0]["model"] == "small" and alerts[0]["unit"] == "usd"
+    await gw.aclose()

@@ -503,8 +503,17 @@ class Budgets:
 
     # settle / release ------------------------------------------------------------------
 
-    def settle(self, reservation: Reservation, actual: Amount) -> Settlement:
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Amount,
+        *,
+        on_crossed: Callable[[Connection, tuple[Crossing, ...]], None] | None = None,
+    ) -> Settlement:
         """Record what the call actually cost and free its reservation.
+
+        ``on_crossed(conn, crossings)`` runs in the settle's own transaction when it takes
+        a budget past one of its ``alert_at`` fractions (to enqueue the alert with it).
 
         ``actual`` is recorded as it happened, also when it is more than was reserved (the
         only overshoot: see the module docstring). Raises ``UsageError`` if the reservation
@@ -556,12 +565,16 @@ class Budgets:
             conn.execute(
                 delete(budget_holds).where(budget_holds.c.reservation_id == reservation.id)
             )
-        crossed: list[Crossing] = []
-        buckets = {h.budget_key: h.bucket for h in holds}
-        for t in alerting:
-            counted = buckets[t.key] >= windows[t.key].since
-            was = before.get(t.key, _Usage())
-            crossed += _crossings(t, was, nusd if counted else 0, actual.tokens if counted else 0)
+            crossed: list[Crossing] = []
+            buckets = {h.budget_key: h.bucket for h in holds}
+            for t in alerting:
+                counted = buckets[t.key] >= windows[t.key].since
+                was = before.get(t.key, _Usage())
+                crossed += _crossings(
+                    t, was, nusd if counted else 0, actual.tokens if counted else 0
+                )
+            if crossed and on_crossed is not None:
+                on_crossed(conn, tuple(crossed))  # an alert exists exactly when the spend does
         return Settlement(reservation.id, actual, over, late, tuple(crossed))
 
     def release(self, reservation: Reservation) -> bool:

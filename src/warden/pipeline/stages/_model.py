@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from warden.economics import Amount, Exceeded, Reservation, Settlement
+from sqlalchemy import Connection
+
+from warden import notify
+from warden.economics import Amount, Crossing, Exceeded, Reservation, Settlement
 from warden.errors import InvalidInputError, UsageError
 from warden.pipeline._call import Call
 from warden.pipeline._models import (
@@ -144,7 +148,10 @@ class BudgetStage:
         if held is not None:
             actual = Amount(cost if cost is not None else Decimal(0), tokens or 0)
             settlement: Settlement = await asyncio.to_thread(
-                self.models.budgets.settle, held, actual
+                self.models.budgets.settle,
+                held,
+                actual,
+                on_crossed=partial(self._alert, call, model.name),
             )
             budget = {
                 "reservation": held.id,
@@ -187,6 +194,32 @@ class BudgetStage:
                 "streamed": streamed,
             },
         )
+
+
+    def _alert(
+        self, call: Call, model: str, conn: Connection, crossed: tuple[Crossing, ...]
+    ) -> None:
+        """A budget went past an ``alert_at`` fraction: a ``budget_threshold`` webhook,
+        enqueued in the settle's transaction."""
+        for c in crossed:
+            notify.enqueue(
+                conn,
+                tenant=call.run.tenant,
+                kind="budget_threshold",
+                now=self.svc.clock(),
+                payload={
+                    "budget": c.budget,
+                    "scope_key": c.scope_key,
+                    "unit": c.unit,
+                    "threshold": str(c.threshold),
+                    "limit": str(c.limit),
+                    "spent": str(c.spent),
+                    "workflow": self.svc.workflow,
+                    "run_id": call.run.run_id,
+                    "action_id": call.action_id,
+                    "model": model,
+                },
+            )
 
 
 def _refusal(held: Exceeded) -> tuple[str, ...]:
