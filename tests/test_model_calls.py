@@ -5,6 +5,7 @@ cost on the ledger and on the run."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +40,14 @@ models:
     scope: llm
     retries: 0
     price: {{input_per_mtok: 1, output_per_mtok: 2}}
+    escalate_to: medium
+  medium:
+    upstream: openai
+    model: medium-1
+    base_url: {openai}
+    credential: env:WARDEN_TEST_LLM_KEY
+    retries: 0
+    price: {{input_per_mtok: 5, output_per_mtok: 10}}
   large:
     upstream: anthropic
     model: large-1
@@ -47,6 +56,15 @@ models:
     scope: llm
     retries: 0
     price: {{input_per_mtok: 10, output_per_mtok: 20}}
+    fallback: [small]
+routes:
+  auto:
+    - when: has(hints.confidence) && hints.confidence < 0.7
+      model: large
+      reason: the agent is unsure
+    - when: run.task_type == "never"
+      model: medium
+    - model: small
 policies:
   - name: no_hot_large
     when: tool.name == "model:large" && has(args.temperature) && args.temperature > 1.0
@@ -268,3 +286,122 @@ async def test_a_budget_threshold_alert_is_enqueued_once_with_the_spend(
     assert alerts[0]["budget"] == "daily" and alerts[0]["threshold"] == "0.5"
     assert alerts[0]["model"] == "small" and alerts[0]["unit"] == "usd"
     await gw.aclose()
+
+
+async def test_a_route_picks_the_model_from_the_agents_hints(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway(store_url, fake, monkeypatch)
+    fake.push(FakeReply("careful", usage=Usage(10, 10)), FakeReply("quick", usage=Usage(10, 10)))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        unsure = await run.chat("auto", HELLO, hints={"confidence": 0.4}, max_tokens=20)
+        assert isinstance(unsure, ChatResult) and unsure.model == "large"
+        assert fake.requests[-1].wire == "anthropic"
+        sure = await run.chat("auto", [{"role": "user", "content": "2+2?"}], max_tokens=20)
+        assert isinstance(sure, ChatResult) and sure.model == "small"
+    events = usage_events(gw)
+    assert "the agent is unsure" in events[0]["routed"] and "-> large" in events[0]["routed"]
+    assert events[1]["routed"].endswith("rule 3 -> small")
+    await gw.aclose()
+
+
+async def test_a_failing_upstream_falls_back_along_the_chain(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply.failure(503), FakeReply("from the fallback", usage=Usage(100, 100)))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        result = await run.chat("large", HELLO, max_tokens=200)
+    assert isinstance(result, ChatResult), result
+    assert result.model == "small" and result.text == "from the fallback"
+    assert [s.reason for s in result.route.skipped] == ["server_error"]
+    assert result.cost_usd == Decimal("0.0003")  # priced as the model that answered
+    [event] = usage_events(gw)
+    assert event["model"] == "small" and event["route"]["skipped"] == ["server_error"]
+    await gw.aclose()
+
+
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "label", "schema": {"type": "object", "required": ["label"]}},
+}
+
+
+async def test_an_invalid_structured_output_is_retried_then_escalated(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(
+        FakeReply("not json", usage=Usage(10, 10)),
+        FakeReply('{"nope": 1}', usage=Usage(10, 10)),
+        FakeReply('{"label": "refund"}', usage=Usage(10, 10)),
+    )
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        result = await run.chat("small", HELLO, max_tokens=20, response_format=SCHEMA)
+        assert isinstance(result, ChatResult), result
+        assert result.model == "medium" and result.text == '{"label": "refund"}'
+        # every attempt was paid for: 2 on small ($0.00003 each), 1 on medium ($0.00015)
+        assert run.state.cost_nusd == 30_000 + 30_000 + 150_000
+    assert [r.body["model"] for r in fake.requests] == ["small-1", "small-1", "medium-1"]
+    events = usage_events(gw)
+    assert [e["model"] for e in events] == ["small", "small", "medium"]
+    assert "not JSON" in events[2]["escalated"][0]
+    assert "schema" in events[2]["escalated"][1]
+    await gw.aclose()
+
+
+async def test_a_structured_stream_is_held_back_until_it_is_valid(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = gateway(store_url, fake, monkeypatch)
+    fake.push(FakeReply("{bad", chunk_chars=2), FakeReply('{"label": "x"}', chunk_chars=2))
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        stream = await run.chat(
+            "small", HELLO, stream=True, max_tokens=20, response_format=SCHEMA
+        )
+        assert isinstance(stream, ChatStreamResult), stream
+        events = [e async for e in stream]
+        text = "".join(
+            (json.loads(e.data)["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+            for e in events
+            if e.data.startswith("{")
+        )
+        assert text == '{"label": "x"}'  # the invalid first answer never reached the agent
+    await gw.aclose()
+
+
+def test_routes_and_chains_name_declared_models_and_compile(tmp_path: Path) -> None:
+    from warden.errors import SpecError
+
+    text = """
+name: x
+version: "1"
+owner: a@b
+models:
+  small:
+    upstream: openai
+    model: m
+    price: {input_per_mtok: 1, output_per_mtok: 1}
+    fallback: [nowhere]
+    escalate_to: nothing
+routes:
+  small:
+    - model: small
+  auto:
+    - when: hints.confidence <
+      model: small
+    - model: ghost
+"""
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, "x.yaml")
+    message = str(caught.value)
+    for expected in (
+        "x.yaml:10: models.small.fallback[0]",
+        "x.yaml:11: models.small.escalate_to",
+        "'small' is already a model's name",
+        "routes.auto[0].when: CEL",
+        "routes.auto[1].model",
+    ):
+        assert expected in message, message

@@ -227,6 +227,10 @@ class ModelUsage(_Event):
     capped_max_tokens: int | None = None
     #: why the call went to another model than asked (``on_exhausted: route:...``)
     rerouted: str | None = None
+    #: the route rule that picked the model, when the agent asked for a route
+    routed: str | None = None
+    #: earlier attempts of the call that gave an invalid structured output
+    escalated: list[str] = []
     streamed: bool = False
 
 

@@ -498,16 +498,19 @@ class Run:
         *,
         stream: bool = False,
         wire: Literal["openai", "anthropic"] = "openai",
+        hints: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
         actor: str | None = None,
         api_key: str | None = None,
         **params: Any,
     ) -> ChatResult | ChatStreamResult | Result:
-        """Call the declared model ``model`` (a governed call of the tool ``model:<name>``):
-        kill switches, identity, schema, policy (``model.*`` and the request as ``args``),
-        approval, budget, then the upstream. ``messages`` and ``params`` (``max_tokens``,
-        ``temperature``, ...) are the request in the ``wire`` shape (OpenAI's by default).
+        """Call the declared model ``model`` (a governed call of the tool ``model:<name>``),
+        or the model a route of that name picks (``routes:``, reading ``hints``, e.g.
+        ``{"confidence": 0.4}``): kill switches, identity, schema, policy (``model.*`` and
+        the request as ``args``), approval, budget, then the upstream (and its fallbacks).
+        ``messages`` and ``params`` (``max_tokens``, ``temperature``, ``response_format``,
+        ...) are the request in the ``wire`` shape (OpenAI's by default).
 
         Returns a ``ChatResult`` (reply, usage, cost), with ``stream=True`` a
         ``ChatStreamResult`` to iterate, or the ``Denied`` / ``Failed`` / ``Pending`` of a
@@ -516,11 +519,11 @@ class Run:
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         models = self._gateway.svc.models
-        if models is None or model not in models.declared:
-            declared = ", ".join(sorted(models.declared)) if models else "none"
+        if models is None or (model not in models.declared and model not in models.routes):
+            declared = ", ".join(sorted([*models.declared, *models.routes])) if models else "none"
             raise UsageError(
-                f"no model {model!r} in workflow {self._gateway.spec.spec.name!r} "
-                f"(declared: {declared}); declare it under 'models:'"
+                f"no model or route {model!r} in workflow {self._gateway.spec.spec.name!r} "
+                f"(declared: {declared}); declare it under 'models:' or 'routes:'"
             )
         args: dict[str, Any] = {"messages": messages, **params}
         if stream:
@@ -536,6 +539,7 @@ class Run:
             actor=actor,
             api_key=api_key,
             wire=wire,
+            hints=dict(hints or {}),
         )
         result = await self._gateway.pipeline.call(call)
         done = call.model

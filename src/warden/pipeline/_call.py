@@ -138,6 +138,10 @@ class Call:
     #: model stages made of it (see ``pipeline.stages._model``)
     wire: Literal["openai", "anthropic"] = "openai"
     model: ModelCall | None = None
+    #: what the agent says about a model call, for routes (``hints.confidence``, ...)
+    hints: dict[str, Any] = field(default_factory=dict)
+    #: the route that picked the model (``auto: rule 2 (the agent is unsure) -> large``)
+    routed: str | None = None
 
     @property
     def proposer(self) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+import fastjsonschema
 import httpx
 
 from warden.economics import (
@@ -23,24 +24,28 @@ from warden.economics import (
     Limit,
     ModelPricing,
     Reservation,
-    Target,
     data_version,
     pricing_for,
     targets_for,
 )
+from warden.economics import Target as BudgetTarget
 from warden.economics import Usage as PricedUsage
-from warden.errors import SpecError
-from warden.pipeline._call import RunState
+from warden.errors import CelError, SpecError
+from warden.pipeline._call import Call, RunState
+from warden.policy.cel import CompiledExpression, compile_expression
 from warden.secrets import SecretResolver
 from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
+from warden.spec._loader import ROUTE_ROOTS
 from warden.store import Store
 from warden.upstream import (
     AnthropicUpstream,
     ChatReply,
     ChatRequest,
     ChatStream,
+    FallbackChain,
     OpenAIUpstream,
     StreamEvent,
+    Target,
     Upstream,
     Usage,
     new_client,
@@ -84,6 +89,10 @@ class ModelCall:
     #: ``max_tokens`` the call was sent with, when a budget paid for fewer than asked
     capped: int | None = None
     rerouted: str | None = None
+    #: the route rule that picked the model (``Call.routed``)
+    routed: str | None = None
+    #: earlier attempts' failures (an invalid structured output, then a stronger model)
+    escalated: list[str] = field(default_factory=list)
     reply: ChatReply | None = None
     stream: GovernedStream | None = None
     #: what it cost, once settled (USD; None: unknown and nothing was reserved)
@@ -91,13 +100,83 @@ class ModelCall:
     usage: Usage | None = None
     settled: bool = False
 
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema a structured output must meet (OpenAI's ``response_format``
+        ``{"type": "json_schema", "json_schema": {"schema": ...}}``), if the call set one."""
+        found = self.request.model_extra or {}
+        fmt = getattr(self.request, "response_format", None) or found.get("response_format")
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            return None
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+
+
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {}
+
+
+def output_problem(schema: dict[str, Any], text: str) -> str | None:
+    """Why ``text`` is not a JSON value meeting ``schema`` (None: it is)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return f"the structured output is not JSON ({exc})"
+    key = json.dumps(schema, sort_keys=True)
+    check = _VALIDATORS.get(key)
+    if check is None:
+        check = _VALIDATORS[key] = fastjsonschema.compile(schema)
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return f"the structured output does not meet its schema: {exc.message}"
+    return None
+
+
+class HeldStream:
+    """A stream read to its end before any of it is passed on (a structured output is
+    checked first), then replayed: the same interface as the upstream's ``ChatStream``."""
+
+    def __init__(self, inner: ChatStream, events: list[StreamEvent]) -> None:
+        self.inner = inner
+        self.events = events
+        self.route = inner.route
+
+    @classmethod
+    async def read(cls, inner: ChatStream) -> HeldStream:
+        events = [event async for event in inner]
+        return cls(inner, events)
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._replay()
+
+    async def _replay(self) -> AsyncIterator[StreamEvent]:
+        for event in self.events:
+            yield event
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def text(self) -> str:
+        return self.inner.text
+
+    def reply(self) -> ChatReply:
+        return self.inner.reply()
+
 
 class GovernedStream:
     """A model call's stream, passed on as it comes; when it ends (or is closed, or
     fails) the call is settled once: usage read from the stream, priced, charged to the
     budgets, recorded (``on_end``)."""
 
-    def __init__(self, inner: ChatStream, on_end: Callable[[ChatStream], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        inner: ChatStream | HeldStream,
+        on_end: Callable[[ChatStream | HeldStream], Awaitable[None]],
+    ) -> None:
         self.inner = inner
         self._on_end = on_end
         self._ended = False
@@ -223,6 +302,10 @@ class Models:
     pricing: dict[str, ModelPricing] = field(default_factory=dict)
     limits: tuple[Limit, ...] = ()
     budgets: Budgets = field(init=False)
+    #: each route's rules, compiled: (condition or None for "always", model, reason)
+    routes: dict[str, list[tuple[CompiledExpression | None, str, str | None]]] = field(
+        default_factory=dict
+    )
     _clients: weakref.WeakKeyDictionary[
         asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, dict[str, Upstream]]
     ] = field(default_factory=weakref.WeakKeyDictionary)
@@ -245,6 +328,15 @@ class Models:
             raise SpecError(issues)
         self.limits = tuple(Limit.from_spec(b) for b in spec.budgets)
         self.budgets = Budgets(self.store, clock=self.clock)
+        for route, rules in spec.routes.items():  # checked at load (spec._loader)
+            self.routes[route] = [
+                (
+                    None if r.when is None else compile_expression(r.when, roots=ROUTE_ROOTS),
+                    r.model,
+                    r.reason,
+                )
+                for r in rules
+            ]
 
     @property
     def declared(self) -> dict[str, ModelSpec]:
@@ -257,7 +349,7 @@ class Models:
     def priced_by(self, name: str) -> str:
         return "spec" if self.declared[name].price is not None else f"genai-prices {data_version()}"
 
-    def targets(self, run: RunState) -> tuple[Target, ...]:
+    def targets(self, run: RunState) -> tuple[BudgetTarget, ...]:
         if not self.limits:
             return ()
         return targets_for(
@@ -268,6 +360,40 @@ class Models:
             run_id=run.run_id,
             end_user=run.end_user,
         )
+
+    def route(self, route: str, call: Call) -> str | None:
+        """The model the route picks for ``call`` (its first rule that holds), with
+        ``call.routed`` saying which rule and why; None when no rule holds or one cannot be
+        evaluated (``call.routed`` then says so: the call is refused, fail closed)."""
+        run = call.run
+        activation = {
+            "run": run.context(),
+            "args": call.raw_args if isinstance(call.raw_args, dict) else {},
+            "hints": call.hints,
+            "tenant": run.tenant,
+            "principal": run.principal,
+        }
+        for i, (condition, model, reason) in enumerate(self.routes[route], start=1):
+            try:
+                holds = True if condition is None else condition.evaluate(activation) is True
+            except CelError as exc:
+                call.routed = f"route {route!r}: rule {i} could not be evaluated ({exc})"
+                return None
+            if holds:
+                why = f" ({reason})" if reason else ""
+                call.routed = f"{route}: rule {i}{why} -> {model}"
+                return model
+        call.routed = f"route {route!r}: no rule holds for this call (add a rule without 'when')"
+        return None
+
+    def chain(self, name: str, *, without: Callable[[str], bool]) -> FallbackChain:
+        """Model ``name`` and its ``fallback`` models, those ``without`` excludes (switched
+        off) left out; the chain's targets are named after the declared models."""
+        names = [n for n in [name, *self.declared[name].fallback] if not without(n)]
+        return FallbackChain([Target(self.upstream(n), self.declared[n].model) for n in names])
+
+    def chain_names(self, name: str) -> list[str]:
+        return [name, *self.declared[name].fallback]
 
     def upstream(self, name: str) -> Upstream:
         """The upstream of model ``name`` on the running event loop (its connections
@@ -327,9 +453,11 @@ __all__ = [
     "ChatResult",
     "ChatStreamResult",
     "GovernedStream",
+    "HeldStream",
     "ModelCall",
     "Models",
     "input_token_bound",
+    "output_problem",
     "priced_usage",
     "to_nusd",
     "usage_json",

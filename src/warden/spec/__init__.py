@@ -8,6 +8,7 @@ from warden.spec._economics import (
     BudgetSpec,
     ModelSpec,
     PriceOverride,
+    RouteRule,
 )
 from warden.spec._loader import LoadedSpec, fingerprint, format_path, load_spec, load_spec_text
 from warden.spec._models import (
@@ -49,6 +50,7 @@ __all__ = [
     "PriceOverride",
     "RetrySpec",
     "RiskSpec",
+    "RouteRule",
     "Rule",
     "RuleEffect",
     "TaskType",

@@ -90,11 +90,27 @@ class ModelSpec(_Model):
     price: PriceOverride | None = None
     #: the scope an agent needs to call this model (none: any agent of the workflow)
     scope: str | None = None
+    #: declared models tried in order when this one's upstream fails with 429, 5xx, a
+    #: timeout or an open circuit (the route and why each was skipped are recorded)
+    fallback: list[Identifier] = Field(default_factory=list)
+    #: a stronger declared model for a structured output that stays invalid after one
+    #: retry on this one (``response_format`` with a JSON schema)
+    escalate_to: Identifier | None = None
 
     @property
     def pricing_provider(self) -> str:
         """The provider whose prices apply."""
         return self.provider or self.upstream
+
+
+class RouteRule(_Model):
+    """One rule of a route: the first whose ``when`` holds picks the model."""
+
+    #: CEL over ``run``, ``args`` (the request), ``hints`` (what the agent says: e.g.
+    #: ``hints.confidence``, ``hints.escalate``), ``tenant`` and ``principal``; none: always
+    when: str | None = Field(default=None, min_length=1)
+    model: Identifier
+    reason: str | None = None
 
 
 _ON_EXHAUSTED = r"^(deny|require_approval|route:[A-Za-z_][A-Za-z0-9_.\-]*)$"
@@ -177,4 +193,5 @@ __all__ = [
     "BudgetSpec",
     "ModelSpec",
     "PriceOverride",
+    "RouteRule",
 ]

@@ -76,7 +76,7 @@ def fingerprint(spec: WorkflowSpec) -> str:
     for window in data["windows"].values():
         if window["tools"] is None:
             del window["tools"]
-    for key in ("models", "budgets"):
+    for key in ("models", "budgets", "routes"):
         if not data[key]:
             del data[key]
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
@@ -318,6 +318,10 @@ def check_references(loaded: LoadedSpec) -> list[SpecIssue]:
     return issues
 
 
+#: What a route's ``when`` may read.
+ROUTE_ROOTS = frozenset({"run", "args", "hints", "tenant", "principal"})
+
+
 def _check_economics(loaded: LoadedSpec) -> list[SpecIssue]:
     """Budgets name declared models and distinct names; every model can be priced."""
     spec = loaded.spec
@@ -342,6 +346,39 @@ def _check_economics(loaded: LoadedSpec) -> list[SpecIssue]:
                     found=repr(route),
                 )
             )
+    def need_model(name: str, path: PathKey) -> None:
+        if name not in spec.models:
+            issues.append(
+                loaded.issue(
+                    path,
+                    "names a model that is not declared under 'models'",
+                    expected=f"one of {sorted(spec.models)}" if spec.models else "a declared model",
+                    found=repr(name),
+                )
+            )
+
+    for name, model in spec.models.items():
+        for j, other in enumerate(model.fallback):
+            need_model(other, ("models", name, "fallback", j))
+        if model.escalate_to is not None:
+            need_model(model.escalate_to, ("models", name, "escalate_to"))
+    if spec.routes:
+        from warden.errors import CelCompileError, CelSyntaxError
+        from warden.policy.cel import compile_expression
+
+        for route, rules in spec.routes.items():
+            if route in spec.models:
+                issues.append(
+                    loaded.issue(("routes", route), f"{route!r} is already a model's name")
+                )
+            for j, rule in enumerate(rules):
+                need_model(rule.model, ("routes", route, j, "model"))
+                if rule.when is None:
+                    continue
+                try:
+                    compile_expression(rule.when, roots=ROUTE_ROOTS)
+                except (CelSyntaxError, CelCompileError) as exc:
+                    issues.append(loaded.issue(("routes", route, j, "when"), f"CEL: {exc}"))
     if spec.models:
         # Imported here: the price data is loaded only by specs that declare models.
         from warden.economics._pricing import UnknownModelError, pricing_for

@@ -15,7 +15,13 @@ from pydantic import Field, model_validator
 # The shared building blocks live in _base (the economics models use them too).
 from warden.spec._base import Duration, FieldPath, Identifier, _Model
 from warden.spec._base import _parse_duration as _parse_duration  # used by the CLI
-from warden.spec._economics import MODEL_ARGS_SCHEMA, MODEL_TOOL_PREFIX, BudgetSpec, ModelSpec
+from warden.spec._economics import (
+    MODEL_ARGS_SCHEMA,
+    MODEL_TOOL_PREFIX,
+    BudgetSpec,
+    ModelSpec,
+    RouteRule,
+)
 from warden.spec._economics import PriceOverride as PriceOverride
 
 
@@ -255,6 +261,11 @@ class WorkflowSpec(_Model):
     slo: SLO = Field(default_factory=lambda: SLO())
     #: models the workflow calls, by the name agents use (``run.chat("small", ...)``)
     models: dict[Identifier, ModelSpec] = Field(default_factory=dict)
+    #: a route is a name an agent asks for in place of a model (``run.chat("auto", ...)``):
+    #: its first rule whose ``when`` holds picks the declared model
+    routes: dict[Identifier, Annotated[list[RouteRule], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
     budgets: list[BudgetSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")

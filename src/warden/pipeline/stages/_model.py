@@ -30,9 +30,11 @@ from warden.errors import InvalidInputError, UsageError
 from warden.pipeline._call import Call
 from warden.pipeline._models import (
     GovernedStream,
+    HeldStream,
     ModelCall,
     Models,
     input_token_bound,
+    output_problem,
     priced_usage,
     to_nusd,
     usage_json,
@@ -65,39 +67,66 @@ class BudgetStage:
             request = parse_request(call.wire, {**call.kwargs, "model": spec.model})
         except InvalidInputError as exc:
             return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
-        model = call.model = ModelCall(name, spec, request)
+        model = call.model = ModelCall(name, spec, request, routed=call.routed)
         targets = self.models.targets(call.run)
-        if targets:
-            refused = await self._reserve(call, model, targets)
-            if refused is not None:
-                return refused
-        try:
-            result = await next(call)
-        except BaseException:
-            await self._release(model)
-            raise
-        if not isinstance(result, Allowed):
-            await self._release(model)
+        # An invalid structured output is tried once more on the same model, then on its
+        # escalate_to model: each attempt reserved, settled and recorded on its own.
+        retries = [name, *([spec.escalate_to] if spec.escalate_to else [])]
+        while True:
+            if targets:
+                refused = await self._reserve(call, model, targets)
+                if refused is not None:
+                    return refused
+            try:
+                result = await next(call)
+            except BaseException:
+                await self._release(model)
+                raise
+            invalid = (
+                isinstance(result, Failed)
+                and result.kind is FailureKind.OUTPUT_SCHEMA_ERROR
+                and model.reply is not None
+            )
+            if invalid and retries:
+                assert isinstance(result, Failed) and model.reply is not None
+                await self.settle(call, model.reply.usage)  # the failed attempt is paid for
+                again = retries.pop(0)
+                model.escalated.append(f"{model.name}: {result.detail}")
+                model.name, model.spec = again, self.models.declared[again]
+                model.request = model.request.with_model(model.spec.model)
+                model.reservation, model.reply, model.settled = None, None, False
+                continue
+            if invalid:
+                assert model.reply is not None
+                await self.settle(call, model.reply.usage)
+                return result
+            if not isinstance(result, Allowed):
+                await self._release(model)
+                return result
+            if model.stream is not None:
+                return result  # settled when the stream ends (GovernedStream)
+            assert model.reply is not None
+            await self.settle(call, model.reply.usage)
             return result
-        if model.stream is not None:
-            return result  # settled when the stream ends (GovernedStream)
-        assert model.reply is not None
-        await self.settle(call, model.reply.usage)
-        return result
 
     async def _reserve(self, call: Call, model: ModelCall, targets: Any) -> Result | None:
         """Reserve the call's worst case; reroute or refuse when the budgets cannot pay."""
         tried: list[str] = []
         while True:
-            pricing = self.models.pricing[model.name]
+            # The chain's dearest model: a fallback that answers costs at most this.
+            bound, cap = input_token_bound(model.request), model.request.token_cap
+            pricing = max(
+                (self.models.pricing[n] for n in self.models.chain_names(model.name)),
+                key=lambda p: p.worst_case(bound, cap or 4096),
+            )
             try:
                 held = await asyncio.to_thread(
                     self.models.budgets.reserve_call,
                     targets,
                     pricing,
-                    input_token_bound(model.request),
-                    model.request.token_cap,
-                    reservation_id=call.action_id,
+                    bound,
+                    cap,
+                    reservation_id=f"{call.action_id}.{len(model.escalated)}",
                 )
             except UsageError as exc:  # no room for output in the context window
                 return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
@@ -191,6 +220,8 @@ class BudgetStage:
                 "budget": budget,
                 "capped_max_tokens": model.capped,
                 "rerouted": model.rerouted,
+                "routed": model.routed,
+                "escalated": list(model.escalated),
                 "streamed": streamed,
             },
         )
@@ -246,30 +277,47 @@ class UpstreamStage:
         model, run = call.model, call.run
         assert model is not None
         # The switches at the moment of the call: the model actually called (after any
-        # reroute) and everything above it.
+        # reroute) and everything above it; switched-off fallbacks are left out.
         switch = self.svc.switches.blocking(
             run.tenant, self.svc.workflow, MODEL_TOOL_PREFIX + model.name
         )
         if switch is not None:
             return Failed(FailureKind.KILLED, switch.describe(), call.action_id)
-        upstream = self.models.upstream(model.name)
+        svc = self.svc
+
+        def switched_off(name: str) -> bool:
+            return svc.switches.blocking(run.tenant, svc.workflow, MODEL_TOOL_PREFIX + name) is not None
+
+        chain = self.models.chain(model.name, without=switched_off)
+        schema = model.output_schema()
         call.attempts = 1
         try:
             if model.request.stream:
-                opened = await upstream.open_stream(model.request, model=model.spec.model)
+                started = await chain.open_stream(model.request)
+                model.name = started.route.upstream
+                # with an output check, held back until the verdict
+                opened = started if schema is None else await HeldStream.read(started)
             else:
-                reply = await upstream.chat(model.request, model=model.spec.model)
+                reply = await chain.chat(model.request)
+                model.name = reply.route.upstream
         except UpstreamError as exc:
             call.attempts = max(1, exc.attempts)
             return Failed(_failure_kind(exc), _detail(exc), call.action_id)
+        model.spec = self.models.declared[model.name]
         if model.request.stream:
+            text = opened.text
+            if schema is not None and (problem := output_problem(schema, text)) is not None:
+                model.reply = opened.reply()
+                return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, problem, call.action_id)
             model.stream = GovernedStream(opened, lambda s: self._ended(call, s))
             return Allowed({"streamed": True, "model": model.name}, call.action_id)
         model.reply = reply
         call.attempts = reply.route.attempts
+        if schema is not None and (problem := output_problem(schema, reply.text)) is not None:
+            return Failed(FailureKind.OUTPUT_SCHEMA_ERROR, problem, call.action_id)
         return Allowed(reply.body, call.action_id)
 
-    async def _ended(self, call: Call, stream: ChatStream) -> None:
+    async def _ended(self, call: Call, stream: ChatStream | HeldStream) -> None:
         await self.budget.settle(call, stream.usage, streamed=True)
 
 

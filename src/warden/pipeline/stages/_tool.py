@@ -8,6 +8,7 @@ from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
 from warden.results import Denied, FailureKind, Result
+from warden.spec import MODEL_TOOL_PREFIX
 
 
 class ToolStage:
@@ -20,6 +21,15 @@ class ToolStage:
         self.tool_chain = tool_chain
 
     async def __call__(self, call: Call, next: Next) -> Result:
+        models = self.svc.models
+        if models is not None and call.tool_name.startswith(MODEL_TOOL_PREFIX):
+            route = call.tool_name.removeprefix(MODEL_TOOL_PREFIX)
+            if route in models.routes:
+                picked = models.route(route, call)
+                if picked is None:
+                    assert call.routed is not None
+                    return Denied(FailureKind.POLICY_BLOCK, (call.routed,), call.action_id)
+                call.tool_name = MODEL_TOOL_PREFIX + picked
         tool = self.svc.registry.get(call.tool_name)
         if tool is None:
             return Denied(

@@ -9,7 +9,8 @@ conversation (``X-Warden-Conversation``, or a hash of the conversation's first m
 opened on first use. The reply is the upstream's body (converted when the upstream speaks
 the other API), streamed event by event when asked; Warden's own facts come as headers
 (``X-Warden-Run``, ``X-Warden-Action``, ``X-Warden-Cost-USD``, ``X-Warden-Max-Tokens``
-when a budget capped the request). A call Warden does not let through is an error in the
+when a budget capped the request). ``X-Warden-Hints`` (a JSON object) is what the agent
+says for routes (``{"confidence": 0.4}``). A call Warden does not let through is an error in the
 client's own shape (``{"error": {"type", "message", "code"}}``) and a problem document.
 """
 
@@ -88,6 +89,14 @@ async def proxy(state: ServerState, caller: Principal, request: Request, wire: W
     if not isinstance(messages, list):
         raise ApiProblem(400, "invalid-input", "'messages' must be a list of messages")
     stream = body.pop("stream", False) is True
+    hints: Any = {}
+    if (raw_hints := request.headers.get("x-warden-hints")) is not None:
+        try:
+            hints = json.loads(raw_hints)
+        except ValueError:
+            hints = None
+        if not isinstance(hints, dict):
+            raise ApiProblem(400, "invalid-input", "X-Warden-Hints must be a JSON object")
     gateway = _gateway_for(state, caller, model, request.headers.get("x-warden-workflow"))
     # the conversation's identity reads the messages: put them back for it
     run = await _run_for(state, caller, gateway, request, {**body, "messages": messages})
@@ -97,6 +106,7 @@ async def proxy(state: ServerState, caller: Principal, request: Request, wire: W
             messages,
             stream=stream,
             wire=wire,
+            hints=hints,
             actor=caller.identity,
             api_key=caller.key_id,
             **body,
@@ -190,7 +200,8 @@ def _gateway_for(
     serving = [
         name
         for name in allowed
-        if (models := state.gateway(name).svc.models) is not None and model in models.declared
+        if (models := state.gateway(name).svc.models) is not None
+        and (model in models.declared or model in models.routes)
     ]
     if not serving:
         declared = sorted(
@@ -198,7 +209,7 @@ def _gateway_for(
                 m
                 for name in allowed
                 if (ms := state.gateway(name).svc.models) is not None
-                for m in ms.declared
+                for m in [*ms.declared, *ms.routes]
             }
         )
         raise ApiProblem(
