@@ -41,6 +41,7 @@ models:
     retries: 0
     price: {{input_per_mtok: 1, output_per_mtok: 2}}
     escalate_to: medium
+    cache: {{ttl: 1h}}
   medium:
     upstream: openai
     model: medium-1
@@ -86,11 +87,15 @@ def fake() -> Iterator[FakeUpstream]:
 
 
 def gateway(
-    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch, budgets: str = "  []"
+    store_url: str,
+    fake: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    budgets: str = "  []",
+    **options: Any,
 ) -> Gateway:
     monkeypatch.setenv("WARDEN_TEST_LLM_KEY", "sk-upstream")
     text = SPEC.format(openai=fake.openai_url, anthropic=fake.anthropic_url, budgets=budgets)
-    return Gateway(load_spec_text(text, "assist.yaml"), [lookup], store=store_url)
+    return Gateway(load_spec_text(text, "assist.yaml"), [lookup], store=store_url, **options)
 
 
 def usage_events(gw: Gateway) -> list[dict[str, Any]]:
@@ -405,3 +410,35 @@ routes:
         "routes.auto[1].model",
     ):
         assert expected in message, message
+
+
+async def test_the_cache_answers_exact_repeats_per_tenant_until_its_ttl(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    gw = gateway(store_url, fake, monkeypatch, clock=lambda: now[0])
+    fake.push(*(FakeReply(f"answer {i}", usage=Usage(1000, 500)) for i in range(4)))
+    cold = {"temperature": 0, "max_tokens": 600}
+
+    async def ask(tenant: str, question: str = "what is 2+2?", **params: Any) -> ChatResult:
+        async with gw.run(tenant=tenant, agent="bot", task="t") as run:
+            asked = [{"role": "user", "content": question}]
+            result = await run.chat("small", asked, **{**cold, **params})
+        assert isinstance(result, ChatResult), result
+        return result
+
+    first = await ask("acme")
+    again = await ask("acme")
+    assert (first.cached, again.cached) == (False, True)
+    assert again.text == first.text and again.cost_usd == 0
+    assert len(fake.requests) == 1
+    assert not (await ask("globex")).cached  # never across tenants
+    assert not (await ask("acme", temperature=0.7)).cached  # not cacheable
+    now[0] += timedelta(hours=2)
+    assert not (await ask("acme")).cached  # past its TTL
+    assert len(fake.requests) == 4
+    hits = [e for e in usage_events(gw) if e["cached"]]
+    assert len(hits) == 1 and hits[0]["saved_usd"] == "0.002" and hits[0]["cost_usd"] == "0"
+    await gw.aclose()

@@ -232,6 +232,10 @@ class ModelUsage(_Event):
     #: earlier attempts of the call that gave an invalid structured output
     escalated: list[str] = []
     streamed: bool = False
+    #: answered from the model cache: no upstream call, ``cost_usd`` 0, and what the
+    #: reply cost when it was made (``saved_usd``)
+    cached: bool = False
+    saved_usd: str | None = None
 
 
 Event = Annotated[

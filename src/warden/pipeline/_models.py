@@ -8,6 +8,7 @@ the model stages (``pipeline.stages._model``): budget, then the upstream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import fastjsonschema
 import httpx
+from sqlalchemy import delete, insert, select
 
 from warden.economics import (
     Budgets,
@@ -31,12 +33,14 @@ from warden.economics import (
 from warden.economics import Target as BudgetTarget
 from warden.economics import Usage as PricedUsage
 from warden.errors import CelError, SpecError
+from warden.ledger import canonical_json
 from warden.pipeline._call import Call, RunState
 from warden.policy.cel import CompiledExpression, compile_expression
 from warden.secrets import SecretResolver
 from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
 from warden.spec._loader import ROUTE_ROOTS
 from warden.store import Store
+from warden.store._tables import model_cache
 from warden.upstream import (
     AnthropicUpstream,
     ChatReply,
@@ -44,10 +48,12 @@ from warden.upstream import (
     ChatStream,
     FallbackChain,
     OpenAIUpstream,
+    Route,
     StreamEvent,
     Target,
     Upstream,
     Usage,
+    Wire,
     new_client,
 )
 
@@ -99,6 +105,9 @@ class ModelCall:
     cost_usd: Decimal | None = None
     usage: Usage | None = None
     settled: bool = False
+    #: answered from the cache, and what the reply cost when it was made (saved now)
+    cached: bool = False
+    cached_cost: Decimal | None = None
 
     def output_schema(self) -> dict[str, Any] | None:
         """The JSON schema a structured output must meet (OpenAI's ``response_format``
@@ -214,6 +223,14 @@ class GovernedStream:
 
 
 @dataclass(frozen=True, slots=True)
+class CachedReply:
+    """A reply from the model cache and what it cost when it was first made."""
+
+    reply: ChatReply
+    cost_usd: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatResult:
     """A model call that ran (``Run.chat``): the reply, what it used and what it cost.
 
@@ -234,6 +251,8 @@ class ChatResult:
     #: the ``max_tokens`` the call was sent with, when a budget paid for fewer than asked
     capped_max_tokens: int | None = None
     rerouted: str | None = None
+    #: answered from the model cache (``cost_usd`` is then 0)
+    cached: bool = False
 
     @classmethod
     def of(cls, action_id: str, model: ModelCall) -> ChatResult:
@@ -249,6 +268,7 @@ class ChatResult:
             reply.route,
             model.capped,
             model.rerouted,
+            model.cached,
         )
 
 
@@ -394,6 +414,84 @@ class Models:
 
     def chain_names(self, name: str) -> list[str]:
         return [name, *self.declared[name].fallback]
+
+    # -- the reply cache -------------------------------------------------------------
+
+    def cache_key(self, tenant: str, name: str, request: ChatRequest) -> str | None:
+        """The cache key of a cacheable request of model ``name`` (None: not cacheable:
+        the model has no ``cache:``, or the request streams, has tools, or is not at
+        temperature 0)."""
+        if self.declared[name].cache is None:
+            return None
+        if request.stream or request.tools or request.temperature != 0:
+            return None
+        seed = canonical_json(
+            {"tenant": tenant, "model": name, "wire": request.wire, "request": request.to_body()}
+        )
+        return hashlib.sha256(seed.encode()).hexdigest()
+
+    def cache_get(self, tenant: str, key: str, wire: Wire) -> CachedReply | None:
+        now_us = int(self.clock().timestamp() * 1_000_000)
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(model_cache.c.reply).where(
+                    model_cache.c.tenant == tenant,
+                    model_cache.c.cache_key == key,
+                    model_cache.c.expires_us > now_us,
+                )
+            ).first()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        usage = Usage(**data["usage"]) if data.get("usage") else None
+        return CachedReply(
+            ChatReply(
+                body=data["body"],
+                wire=wire,
+                text=data["text"],
+                tool_calls=(),
+                finish_reason=data.get("finish_reason"),
+                usage=usage,
+                model=data.get("model"),
+                route=Route("cache", data.get("model") or ""),
+                raw=data["body"],
+            ),
+            Decimal(data["cost_usd"]) if data.get("cost_usd") is not None else None,
+        )
+
+    def cache_put(
+        self, tenant: str, key: str, name: str, reply: ChatReply, cost: Decimal | None
+    ) -> None:
+        spec = self.declared[name].cache
+        assert spec is not None
+        now = self.clock()
+        now_us = int(now.timestamp() * 1_000_000)
+        value = canonical_json(
+            {
+                "body": reply.body,
+                "text": reply.text,
+                "finish_reason": reply.finish_reason,
+                "usage": usage_json(reply.usage),
+                "model": reply.model,
+                "cost_usd": None if cost is None else str(cost),
+            }
+        )
+        row = {
+            "tenant": tenant,
+            "cache_key": key,
+            "model": name,
+            "reply": value,
+            "created_us": now_us,
+            "expires_us": now_us + int(spec.ttl.total_seconds() * 1_000_000),
+        }
+        with self.store.write(durable=False) as conn:
+            conn.execute(
+                delete(model_cache).where(
+                    (model_cache.c.tenant == tenant) & (model_cache.c.cache_key == key)
+                    | (model_cache.c.expires_us <= now_us)
+                )
+            )
+            conn.execute(insert(model_cache).values(**row))
 
     def upstream(self, name: str) -> Upstream:
         """The upstream of model ``name`` on the running event loop (its connections

@@ -67,6 +67,13 @@ class PriceOverride(_Model):
     cache_write_per_mtok: Usd | None = None
 
 
+class ModelCacheSpec(_Model):
+    """Exact-match reply cache of a model: a repeat of a cacheable request (temperature 0,
+    no tools, not streamed) by the same tenant gets the stored reply, at no cost."""
+
+    ttl: Duration
+
+
 class ModelSpec(_Model):
     """A model the workflow may call, and how Warden reaches and prices it."""
 
@@ -96,6 +103,8 @@ class ModelSpec(_Model):
     #: a stronger declared model for a structured output that stays invalid after one
     #: retry on this one (``response_format`` with a JSON schema)
     escalate_to: Identifier | None = None
+    #: keep replies to cacheable requests for ``ttl`` (per tenant, never across tenants)
+    cache: ModelCacheSpec | None = None
 
     @property
     def pricing_provider(self) -> str:
@@ -191,6 +200,7 @@ __all__ = [
     "BudgetPeriod",
     "BudgetScope",
     "BudgetSpec",
+    "ModelCacheSpec",
     "ModelSpec",
     "PriceOverride",
     "RouteRule",

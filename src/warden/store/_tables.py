@@ -315,3 +315,19 @@ budget_holds = Table(
     Column("expires_us", BigInteger, nullable=False),
     Index("ix_budget_holds_key", "budget_key", "expires_us"),
 )
+
+# Model replies kept for exact repeats of cacheable requests (a model's ``cache:``), per
+# tenant: the key is the SHA-256 of the tenant, the model and the canonical request, and the
+# tenant is part of the primary key too, so no lookup can cross tenants.
+model_cache = Table(
+    "model_cache",
+    metadata,
+    Column("tenant", String(120), primary_key=True),
+    Column("cache_key", String(64), primary_key=True),
+    Column("model", String(120), nullable=False),
+    # the reply as the agent got it (JSON: body, text, usage, the cost it had)
+    Column("reply", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Index("ix_model_cache_expires", "expires_us"),
+)

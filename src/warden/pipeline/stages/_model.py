@@ -68,6 +68,14 @@ class BudgetStage:
         except InvalidInputError as exc:
             return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
         model = call.model = ModelCall(name, spec, request, routed=call.routed)
+        tenant = call.run.tenant
+        key = self.models.cache_key(tenant, name, request)
+        if key is not None:
+            hit = await asyncio.to_thread(self.models.cache_get, tenant, key, request.wire)
+            if hit is not None:
+                model.reply, model.cached, model.cached_cost = hit.reply, True, hit.cost_usd
+                await self.settle(call, None)
+                return Allowed(hit.reply.body, call.action_id)
         targets = self.models.targets(call.run)
         # An invalid structured output is tried once more on the same model, then on its
         # escalate_to model: each attempt reserved, settled and recorded on its own.
@@ -107,6 +115,10 @@ class BudgetStage:
                 return result  # settled when the stream ends (GovernedStream)
             assert model.reply is not None
             await self.settle(call, model.reply.usage)
+            if key is not None and model.name == name and not model.escalated:
+                await asyncio.to_thread(
+                    self.models.cache_put, tenant, key, name, model.reply, model.cost_usd
+                )
             return result
 
     async def _reserve(self, call: Call, model: ModelCall, targets: Any) -> Result | None:
@@ -140,8 +152,12 @@ class BudgetStage:
             budget = next(t.limit for t in targets if t.limit.name == held.budget)
             route = self._route_of(held)
             if route is None or route in tried:
-                return Denied(FailureKind.BUDGET_EXCEEDED, _refusal(held), call.action_id, (budget.name,))
-            model.rerouted = f"budget {held.budget!r} cannot pay for {model.name!r}: routed to {route!r}"
+                return Denied(
+                    FailureKind.BUDGET_EXCEEDED, _refusal(held), call.action_id, (budget.name,)
+                )
+            model.rerouted = (
+                f"budget {held.budget!r} cannot pay for {model.name!r}: routed to {route!r}"
+            )
             model.name, model.spec = route, self.models.declared[route]
             model.request = model.request.with_model(model.spec.model)
 
@@ -167,7 +183,9 @@ class BudgetStage:
         held = model.reservation
         cost: Decimal | None = None
         tokens: int | None = None
-        if usage is not None:
+        if model.cached:  # no upstream call: nothing spent
+            cost, tokens = Decimal(0), 0
+        elif usage is not None:
             cost = self.models.pricing[model.name].price(priced_usage(usage))
             tokens = usage.total_tokens
         elif held is not None:  # unknown usage: charged what was reserved, its worst case
@@ -223,9 +241,10 @@ class BudgetStage:
                 "routed": model.routed,
                 "escalated": list(model.escalated),
                 "streamed": streamed,
+                "cached": model.cached,
+                "saved_usd": None if model.cached_cost is None else str(model.cached_cost),
             },
         )
-
 
     def _alert(
         self, call: Call, model: str, conn: Connection, crossed: tuple[Crossing, ...]
@@ -286,7 +305,10 @@ class UpstreamStage:
         svc = self.svc
 
         def switched_off(name: str) -> bool:
-            return svc.switches.blocking(run.tenant, svc.workflow, MODEL_TOOL_PREFIX + name) is not None
+            return (
+                svc.switches.blocking(run.tenant, svc.workflow, MODEL_TOOL_PREFIX + name)
+                is not None
+            )
 
         chain = self.models.chain(model.name, without=switched_off)
         schema = model.output_schema()
