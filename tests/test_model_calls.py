@@ -442,3 +442,36 @@ async def test_the_cache_answers_exact_repeats_per_tenant_until_its_ttl(
     hits = [e for e in usage_events(gw) if e["cached"]]
     assert len(hits) == 1 and hits[0]["saved_usd"] == "0.002" and hits[0]["cost_usd"] == "0"
     await gw.aclose()
+
+
+async def test_tools_declare_a_cost_fixed_or_read_from_the_result(
+    store_url: str, tmp_path: Path
+) -> None:
+    text = """
+name: costs
+version: "1"
+owner: a@b
+tier: autonomous
+agents: {bot: {scopes: []}}
+tools:
+  search: {effect: read, cost: {usd: 0.005}}
+  enrich: {effect: read, cost: {from_result: billing.usd}}
+"""
+
+    def search(q: str) -> dict[str, Any]:
+        return {"hits": [q]}
+
+    def enrich(q: str) -> dict[str, Any]:
+        return {"billing": {"usd": 0.25}} if q != "broken" else {"billing": {}}
+
+    gw = Gateway(load_spec_text(text, "costs.yaml"), [search, enrich], store=store_url)
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        await run.call("search", {"q": "a"})
+        await run.call("enrich", {"q": "b"})
+        await run.call("enrich", {"q": "broken"})
+        assert run.state.cost_nusd == 255_000_000  # $0.005 + $0.25; the unknown one not 0
+    gw.flush()
+    executed = [e.payload for e in iter_events(gw.store) if e.type == "executed"]
+    assert [e.get("cost_usd") for e in executed] == ["0.005", "0.25", None]
+    assert "billing.usd" in executed[2]["cost_problem"]
+    await gw.aclose()

@@ -108,6 +108,10 @@ class Executed(_Event):
     attempts: int = 0
     ms: float = 0.0
     replayed: bool = False
+    #: a tool with a ``cost:``: what the call cost (USD as a decimal string), or null with
+    #: ``cost_problem`` when its result did not hold it
+    cost_usd: str | None = None
+    cost_problem: str | None = None
 
 
 class Drafted(_Event):

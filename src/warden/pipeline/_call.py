@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from warden.approvals import ApprovalRecord
@@ -142,6 +143,9 @@ class Call:
     hints: dict[str, Any] = field(default_factory=dict)
     #: the route that picked the model (``auto: rule 2 (the agent is unsure) -> large``)
     routed: str | None = None
+    #: a tool with a ``cost:``: what the call cost (USD), or why it could not be read
+    cost: Decimal | None = None
+    cost_problem: str | None = None
 
     @property
     def proposer(self) -> str:

@@ -7,6 +7,7 @@ setting silently ignored.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,21 @@ class CircuitSpec(_Model):
     reset_after: Duration = timedelta(seconds=30)
 
 
+class ToolCostSpec(_Model):
+    """What one call of a tool costs: a fixed price, or a number its result carries."""
+
+    #: USD per call
+    usd: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] | None = None
+    #: a dotted path into the tool's result holding the call's USD cost (``billing.usd``)
+    from_result: FieldPath | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ToolCostSpec:
+        if (self.usd is None) == (self.from_result is None):
+            raise ValueError("give the cost's 'usd' or its 'from_result', one of the two")
+        return self
+
+
 class ToolSpec(_Model):
     """Governance attributes of a tool; fields left out keep the implementation's values."""
 
@@ -114,6 +130,8 @@ class ToolSpec(_Model):
     #: CEL over ``args`` naming the resource a call acts on (e.g. ``args.order_id``): calls
     #: on one resource hold a store lock from their fact lookups through their effect
     serialize_on: str | None = Field(default=None, min_length=1)
+    #: what a call costs (added to the run's ``cost_usd`` and recorded with its result)
+    cost: ToolCostSpec | None = None
     #: ``schema: any`` declares on purpose that some parameters have no type: their values
     #: are passed unchecked. Without it, a tool whose parameters lack types and that has no
     #: ``input_schema`` does not load. (Named ``schema`` in YAML; the attribute name avoids

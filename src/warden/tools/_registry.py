@@ -22,6 +22,7 @@ from warden.spec import (
     EffectClass,
     LoadedSpec,
     RetrySpec,
+    ToolCostSpec,
     ToolSpec,
 )
 from warden.tools._schema import AdapterValidator, JsonSchemaValidator, ModelValidator, Validator
@@ -59,6 +60,8 @@ class ToolDef:
     #: ``model``: a call of a declared model (``model:<name>``), run by the pipeline's
     #: model stages rather than a Python function
     kind: Literal["tool", "model"] = "tool"
+    #: what a call costs (``ToolSpec.cost``): fixed, or read from the result
+    cost: ToolCostSpec | None = None
 
     def __post_init__(self) -> None:
         # Looked up once: inspect.iscoroutinefunction costs ~5 us per call on the hot path.
@@ -77,6 +80,7 @@ class ToolDef:
             ("description", "description"),
             ("retry", "retry"),
             ("circuit", "circuit"),
+            ("cost", "cost"),
         ):
             value = getattr(spec, attr)
             if value is not None:

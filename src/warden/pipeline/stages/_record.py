@@ -81,6 +81,10 @@ class RecordStage:
                 payload.update(
                     result=result.result, attempts=call.attempts, ms=ms, replayed=result.replayed
                 )
+                if call.cost is not None:
+                    payload["cost_usd"] = str(call.cost)
+                elif call.cost_problem is not None:
+                    payload.update(cost_usd=None, cost_problem=call.cost_problem)
             case Drafted():
                 kind = "drafted"
                 payload.update(tool=result.tool, args=result.args)

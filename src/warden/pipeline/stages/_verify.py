@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from warden.ledger import canonical_json, to_jsonable
 from warden.pipeline._call import Call
+from warden.pipeline._models import to_nusd
 from warden.pipeline.stages._base import Next
 from warden.results import Allowed, Failed, FailureKind, Result
 from warden.secrets import Redactor
+from warden.spec import ToolCostSpec
 from warden.tools import SchemaViolation
 
 
@@ -56,6 +59,8 @@ class VerifyStage:
                     call.action_id,
                 )
             call.result_json = text
+        if tool.cost is not None:
+            _charge(call, tool.cost, result)
         call.run.provenance.observe(
             tool.name,
             result,
@@ -64,3 +69,27 @@ class VerifyStage:
             action_id=call.action_id,
         )
         return Allowed(result, call.action_id)
+
+
+def _charge(call: Call, cost: ToolCostSpec, result: Any) -> None:
+    """The call's cost into ``call.cost`` and the run's total; a cost its result does not
+    hold is recorded as unknown with the reason (the effect happened: the call stands)."""
+    if cost.usd is not None:
+        call.cost = cost.usd
+    else:
+        assert cost.from_result is not None
+        value: Any = result
+        for part in cost.from_result.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            call.cost_problem = f"the result has no number at {cost.from_result!r}"
+            return
+        try:
+            found = Decimal(str(value))
+        except ArithmeticError:
+            found = Decimal("NaN")
+        if not found.is_finite() or found < 0:
+            call.cost_problem = f"{cost.from_result!r} is not a cost in USD: {value!r}"
+            return
+        call.cost = found
+    call.run.cost_nusd += to_nusd(call.cost)
