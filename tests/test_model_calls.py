@@ -475,3 +475,30 @@ tools:
     assert [e.get("cost_usd") for e in executed] == ["0.005", "0.25", None]
     assert "billing.usd" in executed[2]["cost_problem"]
     await gw.aclose()
+
+
+async def test_a_base_url_can_come_from_the_environment(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = """
+name: envurl
+version: "1"
+owner: a@b
+agents: {bot: {scopes: []}}
+models:
+  m: {upstream: openai, model: m-1, base_url: "env:WARDEN_TEST_MODEL_URL",
+      credential: "env:WARDEN_TEST_LLM_KEY", retries: 0,
+      price: {input_per_mtok: 1, output_per_mtok: 1}}
+"""
+    monkeypatch.setenv("WARDEN_TEST_LLM_KEY", "sk-upstream")
+    monkeypatch.delenv("WARDEN_TEST_MODEL_URL", raising=False)
+    gw = Gateway(load_spec_text(text, "envurl.yaml"), [], store=store_url)
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        unset = await run.chat("m", HELLO)
+        assert isinstance(unset, Failed) and "WARDEN_TEST_MODEL_URL" in unset.detail
+    await gw.aclose()
+    monkeypatch.setenv("WARDEN_TEST_MODEL_URL", fake.openai_url)
+    gw = Gateway(load_spec_text(text, "envurl.yaml"), [], store=store_url)
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        assert isinstance(await run.chat("m", HELLO), ChatResult)
+    await gw.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from warden.upstream import (
     StreamEvent,
     Target,
     Upstream,
+    UpstreamError,
     Usage,
     Wire,
     new_client,
@@ -220,6 +222,13 @@ class GovernedStream:
 
     def reply(self) -> ChatReply:
         return self.inner.reply()
+
+
+class UpstreamConfigError(UpstreamError):
+    """A model's upstream cannot be reached as configured (an unset ``env:`` base URL)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, upstream="config", reason="connect_error", retryable=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,9 +525,18 @@ class Models:
             "max_retries": spec.retries,
             "client": client,
         }
+        base_url = spec.base_url
+        if base_url is not None and base_url.startswith("env:"):
+            found = os.environ.get(base_url[4:], "")
+            if not found.startswith(("http://", "https://")):
+                raise UpstreamConfigError(
+                    f"model {name!r}: base_url {base_url} is not set to an http(s) URL in "
+                    "this process's environment"
+                )
+            base_url = found
         if spec.upstream == "anthropic":
-            return AnthropicUpstream(spec.base_url or "https://api.anthropic.com", key, **options)
-        return OpenAIUpstream(spec.base_url or "https://api.openai.com/v1", key, **options)
+            return AnthropicUpstream(base_url or "https://api.anthropic.com", key, **options)
+        return OpenAIUpstream(base_url or "https://api.openai.com/v1", key, **options)
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the running loop (others close with their loop)."""

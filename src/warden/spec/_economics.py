@@ -82,8 +82,11 @@ class ModelSpec(_Model):
     upstream: Literal["openai", "anthropic"]
     #: the upstream's model id (``gpt-4o-mini``, ``claude-sonnet-4-5``)
     model: str = Field(min_length=1, max_length=200)
-    #: none: the public endpoint of ``upstream``
-    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    #: none: the public endpoint of ``upstream``; ``env:NAME``: read from that environment
+    #: variable when the model is first called (one spec, per-environment endpoints)
+    base_url: str | None = Field(
+        default=None, pattern=r"^(https?://\S+|env:[A-Za-z_][A-Za-z0-9_]*)$"
+    )
     #: the genai-prices provider id used for pricing (``openai``, ``azure``, ``google``,
     #: ...); none: the same as ``upstream``
     provider: str | None = Field(default=None, min_length=1, max_length=80)

@@ -310,10 +310,10 @@ class UpstreamStage:
                 is not None
             )
 
-        chain = self.models.chain(model.name, without=switched_off)
         schema = model.output_schema()
         call.attempts = 1
         try:
+            chain = self.models.chain(model.name, without=switched_off)
             if model.request.stream:
                 started = await chain.open_stream(model.request)
                 model.name = started.route.upstream
