@@ -39,6 +39,11 @@ models:
     credential: env:WARDEN_TEST_LLM_KEY
     retries: 0
     price: {{input_per_mtok: 10, output_per_mtok: 20}}
+routes:
+  auto:
+    - when: has(hints.confidence) && hints.confidence < 0.7
+      model: large
+    - model: small
 budgets:
   - {{name: per_run, scope: run, usd: {per_run}}}
 """
@@ -179,7 +184,11 @@ def test_one_conversation_is_one_run_and_a_named_run_is_used(
     stack = served()
     client = oai(stack)
     first = client.chat.completions.with_raw_response.create(model="small", messages=HELLO)
-    follow = [*HELLO, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+    follow = [
+        *HELLO,
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "and then?"},
+    ]
     second = client.chat.completions.with_raw_response.create(model="small", messages=follow)
     assert first.headers["x-warden-run"] == second.headers["x-warden-run"]
     other = client.chat.completions.with_raw_response.create(
@@ -200,3 +209,23 @@ def test_one_conversation_is_one_run_and_a_named_run_is_used(
             model="small", messages=HELLO
         )
     bot.close()
+
+
+def test_a_route_is_asked_for_by_name_with_hints_in_a_header(
+    served: Callable[..., Stack], fake: FakeUpstream
+) -> None:
+    stack = served()
+    fake.push(FakeReply("from large"), FakeReply("from small"))
+    unsure = oai(stack, **{"X-Warden-Hints": '{"confidence": 0.3}'})
+    assert (
+        unsure.chat.completions.create(model="auto", messages=HELLO).choices[0].message.content
+        == "from large"
+    )
+    sure = oai(stack).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "2+2"}]
+    )
+    assert sure.choices[0].message.content == "from small"
+    with pytest.raises(openai.BadRequestError):
+        oai(stack, **{"X-Warden-Hints": "not json"}).chat.completions.create(
+            model="auto", messages=HELLO
+        )
