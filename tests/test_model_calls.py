@@ -66,7 +66,14 @@ routes:
     - when: run.task_type == "never"
       model: medium
     - model: small
+escalation:
+  approver_roles: [lead]
 policies:
+  - name: long_large_answers_need_approval
+    when: tool.name == "model:large" && has(args.max_tokens) && args.max_tokens > 5000
+    effect: require_approval
+    reason: a long answer from the large model
+    approvers: lead
   - name: no_hot_large
     when: tool.name == "model:large" && has(args.temperature) && args.temperature > 1.0
     effect: deny
@@ -501,4 +508,49 @@ models:
     gw = Gateway(load_spec_text(text, "envurl.yaml"), [], store=store_url)
     async with gw.run(tenant="acme", agent="bot", task="t") as run:
         assert isinstance(await run.chat("m", HELLO), ChatResult)
+    await gw.aclose()
+
+
+async def test_a_model_call_can_wait_for_approval_and_run_when_approved(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warden import Allowed, Pending
+
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    fake.push(FakeReply("a long answer", usage=Usage(100, 6000)))
+    run = gw.open_run(tenant="acme", agent="bot", task="t")
+    pending = await run.chat("large", HELLO, max_tokens=8000, stream=True)
+    assert isinstance(pending, Pending), pending
+    assert not fake.requests  # nothing reached the upstream, nothing is reserved
+    await gw.approve(pending.approval_id, approver="lead@x", roles=["lead"], rationale="ok")
+    done = await gw.execute_approved(pending.approval_id, actor="key:ops")
+    assert isinstance(done, Allowed), done
+    # one reply (nobody reads a stream of an approved call), in the shape it was asked in
+    assert done.result["choices"][0]["message"]["content"] == "a long answer"
+    assert fake.requests[-1].body.get("stream") in (None, False)
+    [event] = usage_events(gw)
+    assert event["cost_usd"] == "0.121"  # 100 x $10/M + 6,000 x $20/M
+    run.finish("completed")
+    await gw.aclose()
+
+
+async def test_an_approved_anthropic_shaped_call_keeps_its_shape(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warden import Allowed, Pending
+
+    gw = gateway(store_url, fake, monkeypatch)
+    fake.push(FakeReply("claude says", usage=Usage(10, 10)))
+    run = gw.open_run(tenant="acme", agent="bot", task="t")
+    pending = await run.chat(
+        "large", HELLO, wire="anthropic", system="be brief", max_tokens=6000
+    )
+    assert isinstance(pending, Pending), pending
+    await gw.approve(pending.approval_id, approver="lead@x", roles=["lead"], rationale="ok")
+    done = await gw.execute_approved(pending.approval_id)
+    assert isinstance(done, Allowed), done
+    assert done.result["content"][0]["text"] == "claude says"
+    assert fake.requests[-1].body["system"] == "be brief" and "wire" not in fake.requests[-1].body
+    run.finish("completed")
     await gw.aclose()

@@ -528,6 +528,8 @@ class Run:
         args: dict[str, Any] = {"messages": messages, **params}
         if stream:
             args["stream"] = True
+        if wire != "openai":
+            args["wire"] = wire
         state = self.state
         call = Call(
             state,
@@ -538,7 +540,6 @@ class Run:
             wait_s=wait,
             actor=actor,
             api_key=api_key,
-            wire=wire,
             hints=dict(hints or {}),
         )
         result = await self._gateway.pipeline.call(call)

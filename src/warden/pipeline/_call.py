@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from warden.approvals import ApprovalRecord
 from warden.policy import Decision, ProvenanceTracker
@@ -135,9 +135,7 @@ class Call:
     #: minted credential values of this call, scrubbed from its output and errors
     redactor: Redactor | None = None
     started: float = 0.0
-    #: a model call: the shape of its request (``openai`` or ``anthropic``) and what the
-    #: model stages made of it (see ``pipeline.stages._model``)
-    wire: Literal["openai", "anthropic"] = "openai"
+    #: a model call: what the model stages made of it (see ``pipeline.stages._model``)
     model: ModelCall | None = None
     #: what the agent says about a model call, for routes (``hints.confidence``, ...)
     hints: dict[str, Any] = field(default_factory=dict)

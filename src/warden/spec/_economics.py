@@ -189,6 +189,9 @@ MODEL_ARGS_SCHEMA: dict[str, Any] = {
         "stream": {"type": "boolean"},
         "tools": {"type": "array"},
         "response_format": {"type": "object"},
+        #: set when the request is in Anthropic's shape (kept with the arguments, so an
+        #: approved call runs later in the shape it was asked in)
+        "wire": {"enum": ["openai", "anthropic"]},
     },
     "additionalProperties": True,
 }

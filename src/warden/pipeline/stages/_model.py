@@ -63,10 +63,16 @@ class BudgetStage:
         assert tool is not None
         name = Models.name_of(tool.name)
         spec = self.models.declared[name]
+        body = dict(call.kwargs)
+        wire = body.pop("wire", "openai")
         try:
-            request = parse_request(call.wire, {**call.kwargs, "model": spec.model})
+            request = parse_request(wire, {**body, "model": spec.model})
         except InvalidInputError as exc:
             return Failed(FailureKind.SCHEMA_ERROR, str(exc), call.action_id)
+        if call.approval is not None and request.stream:
+            # An approved call runs later, for whoever executes it: as one reply, since
+            # nobody is there to read a stream.
+            request = request.model_copy(update={"stream": False})
         model = call.model = ModelCall(name, spec, request, routed=call.routed)
         tenant = call.run.tenant
         key = self.models.cache_key(tenant, name, request)
