@@ -32,7 +32,6 @@ from warden.economics import (
     targets_for,
 )
 from warden.economics import Target as BudgetTarget
-from warden.economics import Usage as PricedUsage
 from warden.errors import CelError, SpecError
 from warden.ledger import canonical_json
 from warden.pipeline._call import Call, RunState
@@ -545,15 +544,6 @@ class Models:
             await found[0].aclose()
 
 
-def priced_usage(usage: Usage) -> PricedUsage:
-    return PricedUsage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-    )
-
-
 def usage_json(usage: Usage | None) -> dict[str, int] | None:
     if usage is None:
         return None
@@ -574,7 +564,6 @@ __all__ = [
     "Models",
     "input_token_bound",
     "output_problem",
-    "priced_usage",
     "to_nusd",
     "usage_json",
 ]

@@ -76,6 +76,9 @@ def fingerprint(spec: WorkflowSpec) -> str:
     for window in data["windows"].values():
         if window["tools"] is None:
             del window["tools"]
+    for tool in data["tools"].values():
+        if tool["cost"] is None:
+            del tool["cost"]
     for key in ("models", "budgets", "routes"):
         if not data[key]:
             del data[key]

@@ -17,32 +17,11 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from warden.economics._pricing import Usage as Usage  # one Usage for prices and upstreams
 from warden.errors import InvalidInputError
 
 #: The two wire shapes: OpenAI chat completions, Anthropic messages.
 Wire = Literal["openai", "anthropic"]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens one call consumed, as the upstream reported them.
-
-    ``input_tokens`` counts *every* input token, cached ones included (OpenAI's
-    ``prompt_tokens``; Anthropic's ``input_tokens + cache_read_input_tokens +
-    cache_creation_input_tokens``), which is the convention of the ``genai-prices`` data;
-    ``cache_read_tokens`` and ``cache_write_tokens`` say how many of them were read from or
-    written to the provider's prompt cache. A call whose usage is unknown has no ``Usage``
-    at all (``None``), never one of zeros.
-    """
-
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
-    return Usage(prompt, completion, cache_read_tokens=cached or 0)
+    return Usage(prompt, completion, cache_read_tokens=min(cached or 0, prompt))
 
 
 def usage_from_anthropic(usage: Any, *, input_from: Any = None) -> Usage | None:

@@ -35,7 +35,6 @@ from warden.pipeline._models import (
     Models,
     input_token_bound,
     output_problem,
-    priced_usage,
     to_nusd,
     usage_json,
 )
@@ -192,7 +191,7 @@ class BudgetStage:
         if model.cached:  # no upstream call: nothing spent
             cost, tokens = Decimal(0), 0
         elif usage is not None:
-            cost = self.models.pricing[model.name].price(priced_usage(usage))
+            cost = self.models.pricing[model.name].price(usage)
             tokens = usage.total_tokens
         elif held is not None:  # unknown usage: charged what was reserved, its worst case
             cost, tokens = held.amount.usd, held.amount.tokens
