@@ -315,6 +315,7 @@ def test_tenant_isolation_on_every_endpoint(stack: Stack) -> None:
             client.get(f"/v1/ledger/runs/{run_id}/events"),
             client.get("/v1/ledger/verify", params={"tenant": "acme"}),
             client.get("/v1/ledger/export", params={"tenant": "acme"}),
+            client.get("/v1/costs", params={"tenant": "acme"}),
             client.post(
                 "/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "x", "tenant": "acme"}
             ),

@@ -100,3 +100,5 @@ def test_durations_parse() -> None:
     assert loaded.spec.escalation.sla.total_seconds() == 90
     issues = _issues(GOOD + "escalation: {sla: soon}\n")
     assert "escalation.sla" in issues[0] and "duration" in issues[0]
+    issues = _issues(GOOD + "escalation: {sla: 99999999999999999d}\n")  # overflows timedelta
+    assert "escalation.sla" in issues[0] and "duration" in issues[0]

@@ -48,6 +48,10 @@ class RunFinished(_Event):
     outcome: str
     steps: int
     stopped: str | None = None
+    #: the verdict of the task type's ``success_when`` (absent when it declares none)
+    success: bool | None = None
+    #: why the check could not be evaluated (the run then counts as not successful)
+    success_error: str | None = None
 
 
 class ActionRequested(_Event):

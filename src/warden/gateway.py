@@ -33,6 +33,7 @@ from warden.pipeline._models import ChatResult, ChatStreamResult, Models
 from warden.pipeline._pipeline import PENDING, UNSETTLED
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
+from warden.pipeline._success import judge, read_complete_actions
 from warden.pipeline.stages import outcome_of_approval
 from warden.policy import Windows
 from warden.policy._typecheck import checked_policy
@@ -647,6 +648,31 @@ class Run:
         self.closed = True
         gw = self._gateway
         self.save()
+        finished: dict[str, Any] = {
+            "outcome": outcome,
+            "steps": self.state.steps,
+            "stopped": self.state.stopped,
+        }
+        check = gw.svc.policy.success_when.get(self.state.task_type or "")
+        if check is not None:
+            # Judged from the ledger, not from the outcome the agent reports: what this
+            # process buffered is written first, then other replicas' batches are awaited.
+            gw.svc.ledger.flush()
+            verdict = judge(
+                check,
+                {
+                    "outcome": outcome,
+                    "steps": self.state.steps,
+                    "task_type": self.state.task_type,
+                    "agent": self.state.agent,
+                    "tenant": self.state.tenant,
+                    "workflow": self.state.workflow,
+                },
+                read_complete_actions(gw.store, self.run_id, self.state.steps),
+            )
+            finished["success"] = verdict.success
+            if verdict.error is not None:
+                finished["success_error"] = verdict.error
         now = gw.svc.clock()
         with gw.svc.ledger.transaction() as conn:
             conn.execute(
@@ -655,16 +681,7 @@ class Run:
                 .values(status="finished", outcome=outcome, finished_at=now)
             )
             self._cancel_open_approvals(conn, now)
-            gw.svc.emit(
-                self.run_id,
-                self.state.tenant,
-                "run_finished",
-                {
-                    "outcome": outcome,
-                    "steps": self.state.steps,
-                    "stopped": self.state.stopped,
-                },
-            )
+            gw.svc.emit(self.run_id, self.state.tenant, "run_finished", finished)
 
 
 __all__ = ["Allowed", "Denied", "Gateway", "Run", "SyncGateway", "SyncRun"]

@@ -1,4 +1,5 @@
-"""``warden``: validate specs, run the demo, flip kill switches, read and verify the ledger.
+"""``warden``: validate specs, run the demo, flip kill switches, read and verify the ledger,
+report costs.
 
 Every ``WardenError`` becomes one readable line on stderr and exit code 1 (2 for usage
 errors typer itself detects). No traceback reaches the user for bad input.
@@ -13,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from warden.cli import _policy, _serve
+from warden.cli import _costs, _policy, _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
@@ -41,6 +42,7 @@ app.add_typer(_serve.approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
 app.add_typer(_policy.policy_app, name="policy")
 app.command("explain")(_policy.explain)
+app.command("costs")(_costs.costs)
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()

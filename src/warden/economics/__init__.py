@@ -5,6 +5,8 @@
   model in the spec.
 - Budgets (``_budgets``): reserve before a call, settle or release after, decided
   atomically in the store so that they hold across processes and replicas.
+- Cost reports (``_reports``): cost per run and per successful run, per workflow, tenant,
+  route and task type, against the previous window (``warden costs``, ``GET /v1/costs``).
 """
 
 from warden.economics._budgets import (
@@ -33,17 +35,30 @@ from warden.economics._pricing import (
     pricing_for,
     worst_case,
 )
+from warden.economics._reports import (
+    DIMENSIONS,
+    CostGroup,
+    CostReport,
+    Figures,
+    cost_report,
+    parse_by,
+    parse_since,
+)
 from warden.spec._economics import BudgetPeriod, BudgetScope
 
 __all__ = [
+    "DIMENSIONS",
     "ROLLING_BUCKETS",
     "Amount",
     "BudgetPeriod",
     "BudgetScope",
     "BudgetStatus",
     "Budgets",
+    "CostGroup",
+    "CostReport",
     "Crossing",
     "Exceeded",
+    "Figures",
     "Headroom",
     "Limit",
     "ModelPricing",
@@ -55,7 +70,10 @@ __all__ = [
     "UnknownModelError",
     "Usage",
     "affordable_max_tokens",
+    "cost_report",
     "data_version",
+    "parse_by",
+    "parse_since",
     "price",
     "pricing_for",
     "targets_for",

@@ -78,6 +78,8 @@ _AUTONOMY_DEFAULT = "default:autonomy"
 REVIEW_RULE = "risk:review_at"
 #: ``serialize_on`` names the resource from the call's arguments alone.
 SERIALIZE_ROOTS = frozenset({"args", "tenant"})
+#: A task type's ``success_when`` reads what the run recorded (``pipeline._success``).
+SUCCESS_ROOTS = frozenset({"run", "actions"})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -326,6 +328,14 @@ class Policy:
                     issues.append(
                         _cel_issue(loaded.file, loaded.content_line_of(spath), spath, exc)
                     )
+        #: per task type, its success check (evaluated when a run of that type finishes)
+        self.success_when: dict[str, CompiledExpression] = {}
+        for i, task_type in enumerate(spec.task_types):
+            if task_type.success_when is not None:
+                tpath = ("task_types", i, "success_when")
+                check = _compile(loaded, task_type.success_when, SUCCESS_ROOTS, tpath, issues)
+                if check is not None:
+                    self.success_when[task_type.name] = check
         if issues:
             raise SpecError(issues)
         # Rules keep their spec order within each tool's list so reasons read naturally.

@@ -24,7 +24,7 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, explain, models, runs
+from warden.server.api import admin, approvals, costs, explain, models, runs
 
 log = logging.getLogger("warden.server")
 
@@ -182,6 +182,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(explain.router)
     app.include_router(models.router)
+    app.include_router(costs.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

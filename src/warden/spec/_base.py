@@ -20,7 +20,10 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+            try:
+                return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+            except OverflowError:  # more days than a timedelta holds: invalid, not a crash
+                pass
     raise ValueError("a duration such as 500ms, 30s, 15m, 24h or 7d")
 
 

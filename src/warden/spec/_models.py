@@ -148,7 +148,12 @@ class ToolSpec(_Model):
 class TaskType(_Model):
     name: Identifier
     description: str | None = None
+    #: what success means, for people (prose; never evaluated)
     success: str
+    #: the success check: CEL over what the run recorded (``run``, ``actions``), evaluated
+    #: when the run finishes; its verdict, not the outcome the agent reports, then decides
+    #: whether the run succeeded (docs/policies.md, "Task types")
+    success_when: str | None = Field(default=None, min_length=1)
     allowed_tools: list[str] = Field(default_factory=list)
     refuse_when: list[str] = Field(default_factory=list)
 
