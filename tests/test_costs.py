@@ -558,3 +558,31 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     Store(empty).dispose()
     none = warden("costs", "--store", empty, cwd=tmp_path)
     assert none.returncode == 0 and "no runs started in the last 7d" in none.stdout
+
+
+async def test_tools_declared_costs_are_spend_under_the_tools_route(store_url: str) -> None:
+    from warden.economics._reports import TOOLS_ROUTE
+    from warden.spec import load_spec_text
+
+    text = """
+name: priced
+version: "1"
+owner: a@b
+tier: autonomous
+agents: {bot: {scopes: []}}
+tools:
+  search: {effect: read, cost: {usd: 0.005}}
+"""
+
+    def search(q: str) -> dict[str, Any]:
+        return {"hits": [q]}
+
+    gw = Gateway(load_spec_text(text, "priced.yaml"), [search], store=store_url)
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        await run.call("search", {"q": "a"})
+        await run.call("search", {"q": "b"})
+    gw.flush()
+    await gw.aclose()
+    found = groups(report(store_url, by=("route",)))
+    assert found[(TOOLS_ROUTE,)]["current"]["cost_usd"] == "0.01"
+    assert found[(TOOLS_ROUTE,)]["current"]["runs"] == 1

@@ -332,7 +332,12 @@ def _read(
     event_query = _window(
         select(ledger_events.c.stream, ledger_events.c.type, ledger_events.c.payload)
         .select_from(ledger_events.join(runs, ledger_events.c.stream == runs.c.run_id))
-        .where(ledger_events.c.type.in_(("usage", "run_finished"))),
+        .where(
+            ledger_events.c.type.in_(("usage", "run_finished"))
+            # a priced tool's call: its cost is on its executed event
+            | (ledger_events.c.type == "executed")
+            & ledger_events.c.payload.contains('"cost_usd":', autoescape=True)
+        ),
         previous_start,
         end,
         tenant,
@@ -359,10 +364,25 @@ def _read(
                 verdict = payload.get("success")
                 run.verdict = verdict if isinstance(verdict, bool) else None
                 continue
+            if kind == "executed":  # a tool's declared cost (ToolSpec.cost)
+                run.by_route.setdefault(TOOLS_ROUTE, _Spend()).add(_tool_call(payload))
+                continue
             model = payload.get("model")
             route = model if isinstance(model, str) else None
             run.by_route.setdefault(route, _Spend()).add(_call(payload))
     return list(found.values())
+
+
+#: the ``route`` under which tools' declared costs are reported
+TOOLS_ROUTE = "(tools)"
+
+
+def _tool_call(payload: dict[str, Any]) -> _Spend:
+    """A priced tool call's ``executed`` event as spend (no tokens)."""
+    cost = _decimal(payload.get("cost_usd"))
+    if cost is None:
+        return _Spend(calls=1, unpriced_calls=1)
+    return _Spend(calls=1, cost=cost)
 
 
 def _call(payload: dict[str, Any]) -> _Spend:
