@@ -105,8 +105,14 @@ def validate(
             )
         out.print(
             f"[green]ok[/green] {file}: workflow {loaded.spec.name!r} v{loaded.spec.version}, "
-            f"{len(loaded.spec.tools)} tools, {len(loaded.spec.policies)} rules, "
-            f"fingerprint {loaded.fingerprint[:16]}",
+            f"{len(loaded.spec.tools) - len(loaded.spec.models)} tools, "
+            + (
+                f"{len(loaded.spec.models)} models, {len(loaded.spec.routes)} routes, "
+                f"{len(loaded.spec.budgets)} budgets, "
+                if loaded.spec.models
+                else ""
+            )
+            + f"{len(loaded.spec.policies)} rules, fingerprint {loaded.fingerprint[:16]}",
             highlight=False,
         )
     if not tools:
