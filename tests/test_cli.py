@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,66 @@ def test_demo_summary_and_verified_ledger(demo_dir: Path) -> None:
         assert heading in out
     assert "warden ledger show run_" in out
     assert (demo_dir / ".warden" / "warden.db").exists()
+
+
+def _printed(pattern: str, out: str) -> str:
+    found = re.search(pattern, " ".join(out.split()))  # the console wraps long lines
+    assert found is not None, f"{pattern!r} not in the demo's output:\n{out}"
+    return found[1]
+
+
+def test_demo_economics_are_the_ledgers(demo_dir: Path) -> None:
+    """The summary's spend, cost per successful ticket, escalations, budget blocks and
+    cache hits are what the ledger's events add up to, and each of them happened."""
+    from warden.ledger import iter_events
+    from warden.store import Store
+
+    store = Store(f"sqlite:///{demo_dir / '.warden' / 'warden.db'}")
+    try:
+        events = list(iter_events(store))
+    finally:
+        store.dispose()
+    usage = [e for e in events if e.type == "usage"]
+    tools_of = {
+        e.payload["action_id"]: e.payload["tool"] for e in events if e.type == "action_requested"
+    }
+    executed = [e for e in events if e.type == "executed"]
+    spend = sum(Decimal(e.payload["cost_usd"]) for e in usage) + sum(
+        Decimal(e.payload["cost_usd"]) for e in executed if e.payload.get("cost_usd")
+    )
+    per_run: defaultdict[str | None, Decimal] = defaultdict(Decimal)
+    for e in usage:
+        per_run[e.run_id] += Decimal(e.payload["cost_usd"])
+    completed = {
+        e.run_id for e in events if e.type == "run_finished" and e.payload["outcome"] == "completed"
+    }
+    successful = {
+        e.run_id
+        for e in executed
+        if e.run_id in completed
+        and tools_of[e.payload["action_id"]]
+        in {"issue_refund", "send_message", "escalate_to_human"}
+    }
+    blocks = [e for e in events if e.type == "denied" and e.payload["kind"] == "budget_exceeded"]
+    hits = [e for e in usage if e.payload["cached"]]
+    escalations = [e for e in usage if e.payload["routed"] and e.payload["model"] == "large"]
+    assert blocks and hits and escalations and successful
+
+    out = (demo_dir / "demo.out").read_text()
+    assert "Spend, from the ledger" in out
+    total = Decimal(_printed(r"│ total │.*?\$([0-9.]+)", out))
+    assert total == spend.quantize(Decimal("0.000001"))
+    per_success = Decimal(_printed(r"Cost per successful ticket: \$([0-9.]+)", out))
+    assert per_success == (spend / len(successful)).quantize(Decimal("0.000001"))
+    assert int(_printed(r"Budget blocks: (\d+) model calls refused", out)) == len(blocks)
+    assert int(_printed(r"Cache hits: (\d+) model calls", out)) == len(hits)
+    assert int(_printed(r"Escalations to the large model: (\d+)", out)) == len(escalations)
+    # a cache hit costs nothing and says what it saved; no run spent past its $0.03 cap
+    assert all(e.payload["cost_usd"] == "0" and Decimal(e.payload["saved_usd"]) > 0 for e in hits)
+    assert max(per_run.values()) <= Decimal("0.03")
+    # the models were the declared ones, priced from the shipped data, not the spec
+    assert {e.payload["route"]["model"] for e in usage} == {"gpt-4o-mini", "claude-sonnet-4-5"}
+    assert all(e.payload["priced_by"].startswith("genai-prices") for e in usage)
 
 
 def test_demo_approvals_are_decided_and_executed_not_cancelled(demo_dir: Path) -> None:

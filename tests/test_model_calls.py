@@ -554,3 +554,22 @@ async def test_an_approved_anthropic_shaped_call_keeps_its_shape(
     assert fake.requests[-1].body["system"] == "be brief" and "wire" not in fake.requests[-1].body
     run.finish("completed")
     await gw.aclose()
+
+
+async def test_a_conversation_grown_in_place_is_not_a_runaway(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual agent loop appends to the list it sent; each call is a new one.
+    gw = gateway(store_url, fake, monkeypatch)
+    messages = [{"role": "user", "content": "think it over"}]
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        for _ in range(4):
+            result = await run.chat("small", messages, max_tokens=20)
+            assert isinstance(result, ChatResult), result
+            messages.append({"role": "assistant", "content": result.text})
+            messages.append({"role": "user", "content": "once more"})
+        # a true repeat is still one
+        same = [{"role": "user", "content": "again"}]
+        repeats = [await run.chat("small", same, max_tokens=20) for _ in range(3)]
+    assert isinstance(repeats[-1], Denied) and repeats[-1].kind is FailureKind.RUNAWAY
+    await gw.aclose()

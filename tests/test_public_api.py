@@ -12,6 +12,8 @@ def test_public_names_are_pinned() -> None:
             "CelError",
             "CelEvalError",
             "CelSyntaxError",
+            "ChatResult",
+            "ChatStreamResult",
             "Denied",
             "Drafted",
             "Effect",

@@ -27,7 +27,9 @@ async def main(url: str, api_key: str, tickets: list[tuple[str, str]]) -> int:
             async with gateway.run(
                 agent="refund-bot", task=f"ticket {ticket_id}", task_type="refund_request"
             ) as run:
-                outcome = await work_ticket(run, ticket_id, kind)  # type: ignore[arg-type]
+                # No model calls: the remote SDK has no `chat` (point an OpenAI or
+                # Anthropic client at warden serve's model proxy instead).
+                outcome = await work_ticket(run, ticket_id, kind, models=False)  # type: ignore[arg-type]
             for tool, result in outcome.results:
                 match result:
                     case Allowed():

@@ -19,6 +19,7 @@ from warden.errors import (
     WardenError,
 )
 from warden.gateway import Gateway, Run, SyncGateway, SyncRun
+from warden.pipeline._models import ChatResult, ChatStreamResult
 from warden.results import Allowed, Denied, Drafted, Failed, FailureKind, Pending, Result
 from warden.spec import Effect, EffectClass, Tier, load_spec
 from warden.tools import FieldError, tool
@@ -30,6 +31,8 @@ __all__ = [
     "CelError",
     "CelEvalError",
     "CelSyntaxError",
+    "ChatResult",
+    "ChatStreamResult",
     "Denied",
     "Drafted",
     "Effect",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from warden.pipeline._call import Call
@@ -37,4 +38,7 @@ class CapsStage:
 
 
 def _copy(args: Any) -> Any:
-    return dict(args) if isinstance(args, dict) else args
+    """A copy the caller cannot change: an agent that appends to the message list (or
+    any list or dict) it passed and sends it again makes a new call, not a repeat; a
+    shallow copy would share the list and see the two calls as identical."""
+    return copy.deepcopy(args)
