@@ -573,3 +573,20 @@ async def test_a_conversation_grown_in_place_is_not_a_runaway(
         repeats = [await run.chat("small", same, max_tokens=20) for _ in range(3)]
     assert isinstance(repeats[-1], Denied) and repeats[-1].kind is FailureKind.RUNAWAY
     await gw.aclose()
+
+
+async def test_a_request_the_upstream_kind_cannot_take_is_a_clear_schema_error(
+    store_url: str, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = "  - {name: per_run, scope: run, usd: 1}"
+    gw = gateway(store_url, fake, monkeypatch, budgets)
+    async with gw.run(tenant="acme", agent="bot", task="t") as run:
+        # OpenAI's response_format has no Anthropic equivalent: refused before any request
+        failed = await run.chat("large", HELLO, max_tokens=20, response_format=SCHEMA)
+        assert isinstance(failed, Failed) and failed.kind is FailureKind.SCHEMA_ERROR, failed
+        assert "large" in failed.detail and "response_format" in failed.detail
+        assert not fake.requests
+        # its reservation was released: the whole budget is there for the next call
+        fake.push(FakeReply("ok", usage=Usage(10, 10)))
+        assert isinstance(await run.chat("small", HELLO, max_tokens=20), ChatResult)
+    await gw.aclose()

@@ -330,6 +330,13 @@ class UpstreamStage:
         except UpstreamError as exc:
             call.attempts = max(1, exc.attempts)
             return Failed(_failure_kind(exc), _detail(exc), call.action_id)
+        except InvalidInputError as exc:  # a request the model's API cannot express
+            spec = self.models.declared[model.name]
+            return Failed(
+                FailureKind.SCHEMA_ERROR,
+                f"model {model.name!r} ({spec.upstream}) cannot take this request: {exc}",
+                call.action_id,
+            )
         model.spec = self.models.declared[model.name]
         if model.request.stream:
             text = opened.text
