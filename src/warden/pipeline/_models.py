@@ -141,7 +141,24 @@ def output_problem(schema: dict[str, Any], text: str) -> str | None:
     return None
 
 
-class HeldStream:
+class _StreamView:
+    """What a stream said so far, read from the upstream's stream (``inner``)."""
+
+    inner: ChatStream | HeldStream
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def text(self) -> str:
+        return self.inner.text
+
+    def reply(self) -> ChatReply:
+        return self.inner.reply()
+
+
+class HeldStream(_StreamView):
     """A stream read to its end before any of it is passed on (a structured output is
     checked first), then replayed: the same interface as the upstream's ``ChatStream``."""
 
@@ -165,19 +182,8 @@ class HeldStream:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage
 
-    @property
-    def text(self) -> str:
-        return self.inner.text
-
-    def reply(self) -> ChatReply:
-        return self.inner.reply()
-
-
-class GovernedStream:
+class GovernedStream(_StreamView):
     """A model call's stream, passed on as it comes; when it ends (or is closed, or
     fails) the call is settled once: usage read from the stream, priced, charged to the
     budgets, recorded (``on_end``)."""
@@ -210,17 +216,6 @@ class GovernedStream:
             await self.inner.aclose()
         finally:
             await asyncio.shield(self._on_end(self.inner))
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage
-
-    @property
-    def text(self) -> str:
-        return self.inner.text
-
-    def reply(self) -> ChatReply:
-        return self.inner.reply()
 
 
 class UpstreamConfigError(UpstreamError):

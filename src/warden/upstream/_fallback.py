@@ -10,14 +10,17 @@ each earlier one was skipped; an error carries the same list in ``skipped``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from warden.errors import UsageError
 from warden.upstream._client import ChatStream, Upstream
 from warden.upstream._errors import UpstreamError, UpstreamsExhausted
 from warden.upstream._types import ChatReply, ChatRequest, Skip
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,37 +50,34 @@ class FallbackChain:
         tried = "; ".join(f"{s.upstream}/{s.model}: {s.reason}" for s in skips)
         return UpstreamsExhausted(f"every target failed ({tried})", skips=tuple(skips))
 
-    async def chat(self, request: ChatRequest) -> ChatReply:
+    async def _first(
+        self, start: Callable[[Target], Awaitable[T]]
+    ) -> tuple[T, tuple[Skip, ...]]:
+        """``start(target)`` on each target in turn until one answers; what it answered and
+        the targets skipped before it, with why."""
         skips: list[Skip] = []
         for target in self.targets:
             try:
-                reply = await target.upstream.chat(request, model=target.model)
+                return await start(target), tuple(skips)
             except UpstreamError as exc:
                 exc.skipped = tuple(skips)
                 if not exc.falls_back:
                     raise
                 skips.append(_skip(target, exc))
-                continue
-            route = dataclasses.replace(reply.route, skipped=tuple(skips))
-            return dataclasses.replace(reply, route=route)
         raise self._exhausted(skips)
+
+    async def chat(self, request: ChatRequest) -> ChatReply:
+        reply, skips = await self._first(lambda t: t.upstream.chat(request, model=t.model))
+        return dataclasses.replace(reply, route=dataclasses.replace(reply.route, skipped=skips))
 
     async def open_stream(self, request: ChatRequest) -> ChatStream:
         """Open a stream on the first target that starts one. Once a stream has begun it
         stays on its target: a break after that is the caller's to handle."""
-        skips: list[Skip] = []
-        for target in self.targets:
-            try:
-                stream = await target.upstream.open_stream(request, model=target.model)
-            except UpstreamError as exc:
-                exc.skipped = tuple(skips)
-                if not exc.falls_back:
-                    raise
-                skips.append(_skip(target, exc))
-                continue
-            stream.route = dataclasses.replace(stream.route, skipped=tuple(skips))
-            return stream
-        raise self._exhausted(skips)
+        stream, skips = await self._first(
+            lambda t: t.upstream.open_stream(request, model=t.model)
+        )
+        stream.route = dataclasses.replace(stream.route, skipped=skips)
+        return stream
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
