@@ -90,3 +90,42 @@ async def test_two_replicas_never_overspend_a_shared_cap(
         Decimal(0),
     )
     assert recorded == spent
+
+
+def realistic_reply(request: FakeRequest) -> FakeReply:
+    """Fewer input tokens than Warden's byte bound (as every real tokenizer counts), every
+    output token allowed, and a little latency: calls in flight hold more than they spend."""
+    allowed = request.body.get("max_tokens") or 1000
+    return FakeReply("x", usage=Usage(10, int(allowed)), delay=0.05)
+
+
+async def test_a_call_waits_for_over_counted_holds_rather_than_being_refused(
+    serve: Callable[..., Any],  # noqa: F811
+) -> None:
+    with FakeUpstream(realistic_reply) as up:
+        spec = SPEC + MODELS.format(url=up.openai_url, cap=CAP)
+        first = await serve(spec)
+        second = await serve(spec)
+        key = first.key("bot", "agent", agent="bot")
+        clients = [first.client(key), second.client(key)]
+
+        async def ask(i: int) -> Any:
+            body = {
+                "model": "small",
+                "max_tokens": 1000,
+                "messages": [{"role": "user", "content": f"question {i}"}],
+            }
+            return await clients[i % 2].post("/v1/chat/completions", json=body)
+
+        answers = await asyncio.gather(*(ask(i) for i in range(60)))
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(429) > 0, "the cap never bound"
+    spent = sum(
+        (Decimal(a.headers["x-warden-cost-usd"]) for a in answers if a.status_code == 200),
+        Decimal(0),
+    )
+    assert spent <= CAP
+    # refused only once no call could be paid any more, in-flight holds included
+    cheapest = Decimal("0.000001") * 80 + Decimal("0.000002")
+    assert CAP - spent < cheapest, (CAP - spent, statuses.count(200))

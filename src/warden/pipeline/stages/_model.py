@@ -18,6 +18,7 @@ breaker are the upstream client's) and hands on the reply or the open stream.
 from __future__ import annotations
 
 import asyncio
+import random
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -129,6 +130,9 @@ class BudgetStage:
     async def _reserve(self, call: Call, model: ModelCall, targets: Any) -> Result | None:
         """Reserve the call's worst case; reroute or refuse when the budgets cannot pay."""
         tried: list[str] = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + min(model.spec.timeout.total_seconds(), HOLD_WAIT_S)
+        pause = 0.01
         while True:
             # The chain's dearest model: a fallback that answers costs at most this.
             bound, cap = input_token_bound(model.request), model.request.token_cap
@@ -153,6 +157,13 @@ class BudgetStage:
                     model.capped = held.max_output_tokens
                     model.request = model.request.with_token_cap(held.max_output_tokens)
                 return None
+            if _fits_once_settled(held) and loop.time() < until:
+                # Calls in flight hold what would pay for this one; they settle at most
+                # at what they hold (usually less: their input is over-counted), so wait
+                # for them rather than refuse a call the budget may well pay.
+                await asyncio.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 0.25)
+                continue
             tried.append(model.name)
             budget = next(t.limit for t in targets if t.limit.name == held.budget)
             route = self._route_of(held)
@@ -275,6 +286,22 @@ class BudgetStage:
                     "model": model,
                 },
             )
+
+
+#: at most this long a call waits for calls in flight to settle before it is refused
+HOLD_WAIT_S = 30.0
+
+
+def _fits_once_settled(held: Exceeded) -> bool:
+    """Whether the call would fit in every refusing budget if the calls holding money in
+    it settled at nothing (so waiting for them can help)."""
+    needed = held.needed
+    for b in held.budgets:
+        if b.left_usd is not None and needed.usd > b.left_usd + b.reserved_usd:
+            return False
+        if b.left_tokens is not None and needed.tokens > b.left_tokens + b.reserved_tokens:
+            return False
+    return any(b.reserved_usd > 0 or b.reserved_tokens > 0 for b in held.budgets)
 
 
 def _refusal(held: Exceeded) -> tuple[str, ...]:
