@@ -47,14 +47,30 @@ async def answer(request: Request) -> dict[str, Any]:
     chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
     prompt, completion = max(1, -(-chars // 4)), 1
     return {
-        "id": f"chatcmpl-bare{_n}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-bare{_n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model"),
-        "choices": [{
-            "index": 0, "message": {"role": "assistant", "content": "ok", "refusal": None, "annotations": []},
-            "logprobs": None, "finish_reason": "stop",
-        }],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        "service_tier": "default", "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "ok",
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+        "service_tier": "default",
+        "system_fingerprint": None,
     }
 
 
@@ -75,7 +91,9 @@ async def passthrough(request: Request) -> Response:
         finally:
             await upstream.aclose()
 
-    return StreamingResponse(relay(), status_code=upstream.status_code, media_type="text/event-stream")
+    return StreamingResponse(
+        relay(), status_code=upstream.status_code, media_type="text/event-stream"
+    )
 
 
 @app.get("/readyz")

@@ -569,6 +569,31 @@ def run_race(urls: list[str], key: str, n: int, tag: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def after_race(urls: list[str], key: str, tag: str) -> dict[str, int]:
+    """Once the race is over (and LiteLLM's spend had time to reach Redis): 3 more
+    requests to each replica, one at a time. A budget that is on refuses them all."""
+    time.sleep(2.0)
+    statuses: dict[str, int] = {}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "after the race"}],
+        "max_tokens": 10,
+    }
+    with httpx.Client(timeout=60) as c:
+        for url in urls:
+            for i in range(3):
+                r = c.post(
+                    url + "/v1/chat/completions",
+                    json=body,
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "X-Warden-Conversation": f"{tag}-after-{i}",
+                    },
+                )
+                statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
+    return statuses
+
+
 _LEFT = re.compile(r"has \$([0-9.]+) of \$[0-9.]+ left")
 _NEEDS = re.compile(r"needs at least \$([0-9.]+)")
 
@@ -625,7 +650,9 @@ def warden_race(tmp: Path, upstream: str, n: int, workers: int) -> dict[str, Any
             a.stop()
             raise
         try:
-            raw = run_race([url_a, url_b], key, n, f"wrace-{uuid.uuid4().hex[:6]}")
+            tag = f"wrace-{uuid.uuid4().hex[:6]}"
+            raw = run_race([url_a, url_b], key, n, tag)
+            after = after_race([url_a, url_b], key, tag)
         finally:
             a.stop()
             b.stop()
@@ -641,6 +668,7 @@ def warden_race(tmp: Path, upstream: str, n: int, workers: int) -> dict[str, Any
     out = race_summary(
         raw, RACE_CAP, f"Warden, 2 x `warden serve --workers {workers}` on one PostgreSQL"
     )
+    out["after_race"] = after
     out["spent_in_store_usd"] = str(Decimal(int(spent_db or 0)) / Decimal(10**9))
     out["holds_left"] = int(holds or 0)
     out["raw"] = raw["results"]
@@ -680,7 +708,9 @@ def litellm_race(tmp: Path, upstream: str, n: int, workers: int, mode: str) -> d
         if deployment and model_id:
             time.sleep(1.5)
             redis_forget(model_id)
-        raw = run_race([url_a, url_b], MASTER, n, f"lrace-{uuid.uuid4().hex[:6]}")
+        tag = f"lrace-{uuid.uuid4().hex[:6]}"
+        raw = run_race([url_a, url_b], MASTER, n, tag)
+        after = after_race([url_a, url_b], MASTER, tag)
     finally:
         a.stop()
         b.stop()
@@ -691,6 +721,7 @@ def litellm_race(tmp: Path, upstream: str, n: int, workers: int, mode: str) -> d
         "global": "LiteLLM, proxy-wide `litellm_settings.max_budget` (in process memory), 2 replicas",
     }[mode]
     out = race_summary(raw, RACE_CAP, label + f", `--num_workers {workers}` each")
+    out["after_race"] = after
     out["raw"] = raw["results"]
     if glob:
         # Its warm-up calls (5 per replica, 1 output token each) count against each
@@ -872,29 +903,32 @@ def render(raw: dict[str, Any]) -> str:
             "two replicas, each its own conversation. Spend is priced here from the usage each 200 reports "
             "(gpt-4o list price, $2.50 / $10 per million tokens, the same in both proxies' price data).",
             "",
-            "| proxy and budget mode | ran | refused | spent | overspend | left at the end | refused with headroom reported ≥ need | seconds |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| proxy and budget mode | ran | refused | spent | overspend | left at the end | refused with headroom reported ≥ need | seconds | 6 calls after the race |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in races:
             if "skipped" in r:
-                out.append(f"| {r['mode']} | - | - | - | - | - | - | not run: {r['skipped']} |")
+                out.append(f"| {r['mode']} | - | - | - | - | - | - | not run: {r['skipped']} | - |")
                 continue
             out.append(
                 f"| {r['mode']} | {r['ran']} | {r['refused']} {r['statuses']} | ${Decimal(r['spent_usd']):.5f} "
                 f"| **${Decimal(r['overspend_usd']):.5f}** | ${Decimal(r['left_usd']):.5f} "
                 f"| {r.get('refused_with_reported_headroom', '-') if r['mode'].startswith('Warden') else 'n/a'} "
-                f"| {r['seconds']:.1f} |"
+                f"| {r['seconds']:.1f} | {r.get('after_race', '-')} |"
             )
         for r in races:
             if r["mode"].startswith("Warden") and "spent_usd" in r:
                 out += [
                     "",
                     f"Warden: spend in the store (`budget_spend`) ${Decimal(r['spent_in_store_usd']):.5f} "
-                    f"(priced from the replies: ${Decimal(r['spent_usd']):.5f}); reservations left in "
+                    f"(priced from the race's replies: ${Decimal(r['spent_usd']):.5f}; the store also holds the 6 calls "
+                    "after the race, if they ran); reservations left in "
                     f"`budget_holds`: {r['holds_left']}. The cheapest call of the race costs "
                     f"${Decimal(r['cheapest_call_usd'] or 0):.5f}; "
                     + (
-                        "money left at the end could have paid one more call: refusals came while in-flight "
+                        "no request was refused."
+                        if not r["refused"]
+                        else "money left at the end could have paid one more call: refusals came while in-flight "
                         "calls held their worst case (input bounded by its bytes, plus `max_tokens`), released at settle."
                         if r["left_could_pay_a_call"]
                         else "what was left at the end could not pay another call."
@@ -905,6 +939,33 @@ def render(raw: dict[str, Any]) -> str:
                     "",
                     f"First refusal ({r['mode'].split(',')[0]}): `{r['first_refusal'][:300]}`",
                 ]
+    by_c = {
+        t: [med([p["rps"] for p in pts if p["target"] == t and p["conns"] == c]) for c in concs]
+        for t in ("warden", "warden-nobudget", "litellm")
+    }
+    if all(v and None not in v for v in by_c.values()):
+        out += [
+            "",
+            "### Where Warden's time goes",
+            "",
+            "Calls/s at C = "
+            + " / ".join(str(c) for c in concs)
+            + ": Warden with budgets "
+            + " / ".join(f"{x:,.0f}" for x in by_c["warden"])
+            + ", without budgets "
+            + " / ".join(f"{x:,.0f}" for x in by_c["warden-nobudget"])
+            + ", LiteLLM "
+            + " / ".join(f"{x:,.0f}" for x in by_c["litellm"])
+            + ". "
+            + (
+                "With budgets Warden's rate does not grow with C"
+                if by_c["warden"][-1] < 1.3 * by_c["warden"][0]
+                else "With budgets Warden's rate grows little with C"
+            )
+            + ": every call takes the lock of the one tenant counter twice (reserve, then settle), each "
+            "time for a durable PostgreSQL transaction, so calls queue on that lock "
+            "(`benchmarks/proxy/lockwait.py` samples the waits).",
+        ]
     out += ["", "### What could not run here", ""] + [f"* {x}" for x in raw["not_run"]]
     if raw.get("notes"):
         out += ["", "### Notes", ""] + [f"* {x}" for x in raw["notes"]]
@@ -1240,7 +1301,7 @@ def main() -> int:
     raw["finished"] = datetime.now(UTC).isoformat()
     raw["loadavg"]["end"] = list(os.getloadavg())
     RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps(raw, indent=1, default=str))
+    RAW.write_text(json.dumps(raw, separators=(",", ":"), default=str))
     write_section(render(raw))
     log(
         f"wrote the {SECTION} section of {RESULTS.relative_to(ROOT)} (raw: {RAW.relative_to(ROOT)})"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import resource
 import statistics
 import sys
@@ -41,7 +42,9 @@ class Conn:
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, limit=1 << 22
+        )
 
     def close(self) -> None:
         if self.writer is not None:
@@ -96,7 +99,7 @@ def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, int(round(q * len(xs) + 0.5)) - 1))]
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]  # nearest rank
 
 
 def _body(model: str, tag: str, stream: bool, max_tokens: int, content: str) -> bytes:
@@ -208,7 +211,9 @@ async def race_cmd(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             conn.close()
         row: dict[str, Any] = {
-            "i": i, "status": status, "replica": i % len(urls),
+            "i": i,
+            "status": status,
+            "replica": i % len(urls),
             "ms": round((time.perf_counter() - t0) * 1000, 1),
         }
         try:
@@ -234,7 +239,9 @@ async def race_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stream")
     s.add_argument("--url", required=True)

@@ -7,7 +7,8 @@ Starts the fake upstream and ``warden serve --workers 2`` with one budget (``--s
 declares no budget) on a throwaway database, drives wrk at C connections, and samples
 ``pg_stat_activity`` of that database every 20 ms: how many of its backends were waiting,
 and on what (``Lock/advisory`` is the budget counter's lock, ``IO/WALSync`` or
-``IO/WALWrite`` a commit's flush, ``Lock/transactionid`` a row lock). Prints one JSON object.
+``IO/WALWrite`` a commit's flush, ``Lock/transactionid`` a row lock), or idle inside a
+transaction the server holds open while it works. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 import bench as pb
 from bench import lb
+from sqlalchemy import create_engine, text
 
 BUDGETS = {
     "tenant": "  - {name: tenant_daily, scope: tenant, period: calendar_day, usd: 1000000}",
@@ -39,8 +39,11 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(pb.tempfile.mkdtemp(prefix="proxybench_lock_"))
     port = lb.free_port()
-    up = pb.Proc("upstream", [pb.PY, str(pb.HERE / "upstream.py"), "--port", str(port)],
-                 f"http://127.0.0.1:{port}/healthz")
+    up = pb.Proc(
+        "upstream",
+        [pb.PY, str(pb.HERE / "upstream.py"), "--port", str(port)],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
         with lb.pg_database() as store:
             key = pb.warden_key(store)
@@ -58,13 +61,19 @@ def main() -> None:
                     engine = create_engine(lb.PG_ADMIN_URL)
                     with engine.connect() as conn:
                         while not stop.is_set():
-                            rows = conn.execute(text(
-                                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
-                                " WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": db}).all()
+                            rows = conn.execute(
+                                text(
+                                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+                                    " WHERE datname = :db AND pid <> pg_backend_pid()"
+                                ),
+                                {"db": db},
+                            ).all()
                             samples += 1
                             for state, kind, event in rows:
                                 if state == "active":
-                                    seen[f"{kind or 'CPU'}/{event or '-'}"] += 1
+                                    seen[f"active: {kind or 'CPU'}/{event or '-'}"] += 1
+                                elif state and state.startswith("idle in transaction"):
+                                    seen["idle in transaction (the app holds it open)"] += 1
                             time.sleep(0.02)
                     engine.dispose()
 
@@ -78,12 +87,23 @@ def main() -> None:
     finally:
         up.stop()
         pb.shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({
-        "scope": args.scope, "conns": args.conns, "rps": round(res["rps"], 1),
-        "p50_ms": res["p50"] / 1000, "p99_ms": res["p99"] / 1000, "errors": res["errors"],
-        "samples": samples,
-        "mean_active_backends_by_wait": {k: round(v / samples, 2) for k, v in seen.most_common()},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "scope": args.scope,
+                "conns": args.conns,
+                "rps": round(res["rps"], 1),
+                "p50_ms": res["p50"] / 1000,
+                "p99_ms": res["p99"] / 1000,
+                "errors": res["errors"],
+                "samples": samples,
+                "mean_active_backends_by_wait": {
+                    k: round(v / samples, 2) for k, v in seen.most_common()
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ events (role, the reply in pieces of ``--chunk-chars`` characters, finish) follo
 the request asks with ``stream_options.include_usage``, by the usage chunk, then
 ``data: [DONE]``. ``--delay-ms`` waits before the answer starts (0: none);
 ``--random-output N`` reports a random 1..N output tokens, never more than the request's
-``max_tokens`` (as a real upstream bills). Any other path is a 404. Several ``--workers`` share the port with ``SO_REUSEPORT``.
+``max_tokens`` (as a real upstream bills). Any other path is a 404. Several ``--workers``
+share the port with ``SO_REUSEPORT``.
 """
 
 from __future__ import annotations
@@ -101,24 +102,30 @@ _ids = iter(range(1, 1 << 62))
 def completion(body: dict[str, Any]) -> bytes:
     model = body.get("model") or "fake-model"
     usage = _usage(_tokens(_texts(body.get("messages"))), _completion_tokens(body))
-    return _dumps({
-        "id": f"chatcmpl-fake{next(_ids)}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {
-                "role": "assistant", "content": Settings.reply, "refusal": None,
-                "annotations": [],
-            },
-            "logprobs": None,
-            "finish_reason": "stop",
-        }],
-        "usage": usage,
-        "service_tier": "default",
-        "system_fingerprint": None,
-    })
+    return _dumps(
+        {
+            "id": f"chatcmpl-fake{next(_ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": Settings.reply,
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": None,
+        }
+    )
 
 
 def stream_events(body: dict[str, Any]) -> list[bytes]:
@@ -130,8 +137,12 @@ def stream_events(body: dict[str, Any]) -> list[bytes]:
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         out: dict[str, Any] = {
-            "id": ident, "object": "chat.completion.chunk", "created": created,
-            "model": model, "service_tier": "default", "system_fingerprint": None,
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": None,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if include_usage:
@@ -144,10 +155,22 @@ def stream_events(body: dict[str, Any]) -> list[bytes]:
     events.append(chunk({}, "stop"))
     if include_usage:
         usage = _usage(_tokens(_texts(body.get("messages"))), _completion_tokens(body))
-        events.append(b"data: " + _dumps({
-            "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-            "service_tier": "default", "system_fingerprint": None, "choices": [], "usage": usage,
-        }) + b"\n\n")
+        events.append(
+            b"data: "
+            + _dumps(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+            + b"\n\n"
+        )
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -209,7 +232,17 @@ class Http(asyncio.Protocol):
             except ValueError:
                 body = None
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                self.send(400, b'{"error":{"message":"messages: at least one message is required","type":"invalid_request_error"}}')
+                self.send(
+                    400,
+                    _dumps(
+                        {
+                            "error": {
+                                "message": "messages: at least one message is required",
+                                "type": "invalid_request_error",
+                            }
+                        }
+                    ),
+                )
                 continue
             if body.get("stream") is True:
                 head = (
@@ -255,7 +288,9 @@ def serve(port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reply", default=os.environ.get("FAKE_REPLY", "ok"))
@@ -263,7 +298,11 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--random-output", type=int, default=0)
     args = parser.parse_args()
-    Settings.reply, Settings.chunk_chars, Settings.delay = args.reply, args.chunk_chars, args.delay_ms / 1000
+    Settings.reply, Settings.chunk_chars, Settings.delay = (
+        args.reply,
+        args.chunk_chars,
+        args.delay_ms / 1000,
+    )
     Settings.random_output = args.random_output
     if args.workers == 1:
         serve(args.port)
