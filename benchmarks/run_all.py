@@ -396,9 +396,10 @@ def _policy_rows(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 #: Sections other commands write into the report (``benchmarks/load`` the HTTP figures,
+#: ``benchmarks/proxy`` the model-proxy figures,
 #: ``benchmarks/compare`` the before/after comparison) and hand-written notes that read
 #: them; a run keeps them as they are.
-KEPT_SECTIONS = ("http-load", "before-after", "notes")
+KEPT_SECTIONS = ("http-load", "model-proxy", "before-after", "notes")
 
 
 def _kept_sections(path: Path) -> str:
