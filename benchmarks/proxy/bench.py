@@ -76,6 +76,7 @@ class Proc:
         timeout: float = 240,
     ) -> None:
         self.name = name
+        self.model_id = ""  # LiteLLM's deployment id, for its Redis keys
         self.log = tempfile.NamedTemporaryFile(
             prefix=f"proxybench_{name}_", suffix=".log", delete=False
         )
@@ -342,7 +343,7 @@ def start_litellm(name: str, config: Path, workers: int) -> tuple[Proc, str]:
     # Its first requests import modules lazily: a few calls before anything is timed.
     with httpx.Client(timeout=60) as c:
         for _ in range(5):
-            c.post(
+            got = c.post(
                 url + "/v1/chat/completions",
                 headers={"Authorization": f"Bearer {MASTER}"},
                 json={
@@ -351,6 +352,7 @@ def start_litellm(name: str, config: Path, workers: int) -> tuple[Proc, str]:
                     "max_tokens": 5,
                 },
             )
+            proc.model_id = got.headers.get("x-litellm-model-id", "")
     return proc, url
 
 
@@ -913,7 +915,10 @@ def render(raw: dict[str, Any]) -> str:
                 continue
             mode = r["mode"]
             if mode.startswith("LiteLLM, proxy-wide") and "not enforced" not in mode:
-                mode = mode.replace(" (in process memory)", "") + " (not enforced without its database)"
+                mode = (
+                    mode.replace(" (in process memory)", "")
+                    + " (not enforced without its database)"
+                )
             out.append(
                 f"| {mode} | {r['ran']} | {r['refused']} {r['statuses']} | ${Decimal(r['spent_usd']):.5f} "
                 f"| **${Decimal(r['overspend_usd']):.5f}** | ${Decimal(r['left_usd']):.5f} "
@@ -1120,6 +1125,7 @@ def main() -> int:
     raw["targets"] = order
     tmp = Path(tempfile.mkdtemp(prefix="proxybench_"))
     started_procs: list[Proc] = []
+    litellm_ids: list[str] = []  # their budget keys in Redis are deleted at the end
     try:
         with contextlib.ExitStack() as stack:
             up_port = lb.free_port()
@@ -1251,6 +1257,7 @@ def main() -> int:
                 )
                 lproc, lurl = start_litellm("litellm", lconf, args.workers)
                 started_procs.append(lproc)
+                litellm_ids.append(lproc.model_id)
                 targets.append(
                     Target(
                         "litellm", labels["litellm"], lurl, "/v1/chat/completions", MASTER, [lproc]
@@ -1319,6 +1326,8 @@ def main() -> int:
         for p in started_procs:
             with contextlib.suppress(Exception):
                 p.stop()
+        for mid in litellm_ids:
+            redis_forget(mid)
         shutil.rmtree(tmp, ignore_errors=True)
     raw["finished"] = datetime.now(UTC).isoformat()
     raw["loadavg"]["end"] = list(os.getloadavg())
