@@ -3,15 +3,14 @@
     python benchmarks/proxy/upstream.py --port 9100 [--workers 1] [--delay-ms 0]
 
 Why not ``warden.testing.FakeUpstream``: it runs uvicorn in one thread of its own process
-(one event loop, ~550 sequential requests/s measured in process), parses every request
-into a recorded ``FakeRequest`` that it keeps for the whole run (memory and GC time grow
-with every request), and its port is picked by the OS, so it cannot be shared by several
-workers. In front of two proxies that each serve several hundred calls/s on the same 2
-cores, the upstream must cost as little CPU as possible and never be the bottleneck. This
-server is an ``asyncio.Protocol`` on uvloop with httptools' parser (both come with
-``uvicorn[standard]``): no ASGI, no framework, nothing kept between requests. The
-calibration row "FakeUpstream (warden.testing), 1 process" (``fake_launcher.py``) shows
-what the project's fake itself sustains.
+(one event loop), keeps every request it received (headers and body, for tests to read
+back), and listens on a port the OS picks, so it cannot be given several workers. Measured
+here in its own process (the calibration row, ``fake_launcher.py``) it keeps up with the
+proxies' rates easily, but its p99 is 80-150 ms against 5-10 ms for this server, which
+would swamp the "added p99" the benchmark is about. In front of two proxies on the same 2
+cores the upstream must also cost as little CPU as possible. This server is an
+``asyncio.Protocol`` on uvloop with httptools' parser (both come with
+``uvicorn[standard]``): no ASGI, no framework, nothing kept between requests.
 
 It answers ``POST /v1/chat/completions`` with the bodies ``FakeUpstream`` sends (the same
 fields, copied from its ``_openai_body`` and ``_openai_events``): a ``chat.completion``
