@@ -229,3 +229,27 @@ def test_a_route_is_asked_for_by_name_with_hints_in_a_header(
         oai(stack, **{"X-Warden-Hints": "not json"}).chat.completions.create(
             model="auto", messages=HELLO
         )
+
+
+def test_a_finished_conversation_run_is_replaced_by_a_new_one(
+    served: Callable[..., Stack], fake: FakeUpstream
+) -> None:
+    stack = served()
+    client = oai(stack)
+    first = client.chat.completions.with_raw_response.create(model="small", messages=HELLO)
+    run_id = first.headers["x-warden-run"]
+    bot = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.keys['bot']}"})
+    assert bot.post(f"/v1/runs/{run_id}/finish", json={"outcome": "completed"}).status_code == 200
+    bot.close()
+    follow = [*HELLO, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    again = client.chat.completions.with_raw_response.create(model="small", messages=follow)
+    assert again.headers["x-warden-run"] != run_id
+    third = client.chat.completions.with_raw_response.create(
+        model="small",
+        messages=[
+            *follow,
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "and?"},
+        ],
+    )
+    assert third.headers["x-warden-run"] == again.headers["x-warden-run"]
