@@ -15,7 +15,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from warden.pipeline._models import ChatResult, ChatStreamResult, Models
 from warden.pipeline._pipeline import PENDING, UNSETTLED
 from warden.pipeline._runs import save_counters
 from warden.pipeline._services import utc_now
+from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._success import judge, read_complete_actions
 from warden.pipeline.stages import outcome_of_approval
 from warden.policy import Windows
@@ -64,7 +65,10 @@ class Gateway:
         switch_refresh_s: float = 0.25,
         secrets: SecretResolver | None = None,
         switches: SwitchBoard | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
+        """``sinks``: where the stages' events go besides the ledger and the webhook
+        outbox (telemetry: traces, metrics, SLO rollups, alerts), in this order."""
         registry = ToolRegistry.build(loaded, tools)
         # Rules are type-checked against these tools: a mistake fails here, with its line.
         policy = checked_policy(loaded, registry)
@@ -83,6 +87,7 @@ class Gateway:
             windows=Windows(self.store, policy.windows),
             clock=clock,
             secrets=secrets or SecretResolver(),
+            sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock), *sinks],
         )
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
@@ -107,6 +112,7 @@ class Gateway:
         switch_refresh_s: float = 0.25,
         secrets: SecretResolver | None = None,
         switches: SwitchBoard | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> Gateway:
         return cls(
             load_spec(path),
@@ -116,6 +122,7 @@ class Gateway:
             switch_refresh_s=switch_refresh_s,
             secrets=secrets,
             switches=switches,
+            sinks=sinks,
         )
 
     @staticmethod

@@ -19,6 +19,7 @@ from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
+from warden.pipeline._sinks import Sink
 from warden.pipeline._runs import (
     claim_step,
     claim_step_async,
@@ -50,6 +51,9 @@ class ServerState:
         # process applies at once, at every check of a call.
         self.switches = SwitchBoard(self.store, self.ledger, refresh_s=settings.switch_refresh_s)
         self.gateways: dict[str, Gateway] = {}
+        #: telemetry sinks of this process (traces, metrics, SLO rollups, alerts): every
+        #: gateway hands its events to them after the ledger and the outbox
+        self.sinks: list[Sink] = []
         specs, tools = settings.specs, settings.tools
         if not specs:
             from warden.demo import example_dir
@@ -65,6 +69,7 @@ class ServerState:
                 store=self.store,
                 secrets=self.secrets,
                 switches=self.switches,
+                sinks=self.sinks,
             )
             name = gateway.spec.spec.name
             if name in self.gateways:
