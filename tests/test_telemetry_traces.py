@@ -28,6 +28,7 @@ from test_server_identity import PAY_300, _act, _open
 
 from warden import Allowed, Denied, Gateway, Pending
 from warden.auth import KeyStore
+from warden.remote import RemoteGateway
 from warden.server import ServerSettings, create_app
 from warden.telemetry import SpanBatcher, Telemetry, instrument, run_context, traceparent
 
@@ -253,6 +254,12 @@ async def test_http_calls_join_the_traceparent_of_the_request(
         assert (await _act(bot, run_id, "pay", PAY_300))["status"] == "pending"
         del bot.headers["traceparent"]
         assert (await _act(bot, run_id, "get_order", {"order_id": "o1"}))["status"] == "allowed"
+        # the remote SDK sends the caller's current span as the traceparent
+        remote = RemoteGateway("http://warden.test", api_key=key, workflow="shop", client=bot)
+        provider = TracerProvider()
+        with provider.get_tracer("agent").start_as_current_span("agent turn") as turn:
+            async with remote.run(agent="bot", task="t") as remote_run:
+                assert isinstance(await remote_run.call("get_doc", {"doc_id": "d"}), Allowed)
     batcher.force_flush()
     spans = exporter.get_finished_spans()
     (pay,) = [s for s in spans if s.name == "execute_tool pay"]
@@ -262,6 +269,9 @@ async def test_http_calls_join_the_traceparent_of_the_request(
     (read,) = [s for s in spans if s.name == "execute_tool get_order"]
     # no traceparent: a child of its run's span, found by the run's ids
     assert read.parent is not None and read.parent.span_id == run_context(run_id).span_id
+    (doc,) = [s for s in spans if s.name == "execute_tool get_doc"]
+    assert doc.context.trace_id == turn.get_span_context().trace_id
+    assert doc.parent is not None and doc.parent.span_id == turn.get_span_context().span_id
 
 
 # -- a real server, a real OTLP/HTTP receiver -------------------------------------------
