@@ -58,8 +58,6 @@ class Telemetry:
         """Traces as the ``OTEL_*`` variables say (off unless they name an exporter or an
         endpoint), metrics as the server's settings say (on by default)."""
         metrics = Metrics(tenant_label=settings.metrics_tenant_label) if settings.metrics else None
-        if metrics is not None:
-            metrics.start()
         return cls(traces=traces_from_env(), metrics=metrics)
 
     def instrument(self, gateway: Gateway) -> None:
@@ -71,6 +69,7 @@ class Telemetry:
             parts.append(TraceSink(self.traces, workflow))
         if self.metrics is not None:
             parts.append(self.metrics.sink(workflow, gateway))
+            self.metrics.start()
         if not parts:
             return
         self.gateways.append(gateway)

@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -66,6 +66,9 @@ Attrs = dict[str, Any]
 SpanRecord = tuple[
     str, SpanKind, SpanContext, SpanContext | None, int, int, Attrs, Sequence[Link], Status
 ]
+#: what the call path hands the batcher: a function that makes the spans (in the export
+#: thread) and what it makes them from; ``None`` and a ``SpanRecord``: that span as it is
+Entry = tuple[Callable[[Any], list[SpanRecord]] | None, Any]
 
 
 def run_context(run_id: str, trace_id: int | None = None) -> SpanContext:
@@ -90,8 +93,9 @@ def _env_number(name: str, default: float) -> float:
 class SpanBatcher:
     """A batch span processor whose call-path cost is one ``deque.append``.
 
-    Records are turned into SDK ``ReadableSpan``s and handed to ``exporter`` by a daemon
-    thread every ``schedule_delay_s``, or sooner once ``max_export_batch`` are waiting.
+    Entries are turned into SDK ``ReadableSpan``s (their attributes built then, from
+    what the call path kept) and handed to ``exporter`` by a daemon thread every
+    ``schedule_delay_s``, or sooner once ``max_export_batch`` are waiting.
     When ``max_queue`` records wait, new ones are dropped and counted (``dropped``), as the
     SDK's ``BatchSpanProcessor`` does. Defaults from ``OTEL_BSP_SCHEDULE_DELAY`` (ms),
     ``OTEL_BSP_MAX_QUEUE_SIZE`` and ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``.
@@ -116,7 +120,7 @@ class SpanBatcher:
         )
         self._batch = int(max_export_batch or _env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
         self._max = int(max_queue or _env_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048))
-        self._queue: deque[SpanRecord] = deque()
+        self._queue: deque[Entry] = deque()
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._closed = False
@@ -124,12 +128,14 @@ class SpanBatcher:
         self._thread = threading.Thread(target=self._loop, name="warden-spans", daemon=True)
         self._thread.start()
 
-    def add(self, record: SpanRecord) -> None:
+    def add(self, entry: Entry) -> None:
+        """Queue ``entry``: ``(None, span_record)``, or ``(build, payload)`` where
+        ``build(payload)`` makes the records later, off the call's path."""
         queue = self._queue
         if len(queue) >= self._max:
             self.dropped += 1
             return
-        queue.append(record)
+        queue.append(entry)
         if len(queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
@@ -146,7 +152,14 @@ class SpanBatcher:
             while queue:
                 batch: list[ReadableSpan] = []
                 while queue and len(batch) < self._batch:
-                    batch.append(self._span(queue.popleft()))
+                    build, payload = queue.popleft()
+                    if build is None:
+                        batch.append(self._span(payload))
+                        continue
+                    try:
+                        batch.extend(self._span(r) for r in build(payload))
+                    except Exception:  # one bad entry must not lose the batch
+                        log.exception("making spans of a call failed")
                 try:
                     self.exporter.export(batch)
                 except Exception:  # an exporter's failure must not stop the next batch
@@ -276,7 +289,7 @@ class TraceSink:
         status = _ERROR if payload["outcome"] == "error" else _OK
         name = f"invoke_agent {attrs['gen_ai.agent.name']}"
         self.batcher.add(
-            (name, SpanKind.INTERNAL, ctx, parent, start, time.time_ns(), attrs, (), status)
+            (None, (name, SpanKind.INTERNAL, ctx, parent, start, time.time_ns(), attrs, (), status))
         )
 
     def _run_ctx(self, run_id: str) -> SpanContext:
@@ -288,49 +301,67 @@ class TraceSink:
     def call_done(
         self, call: Call, result: Result | None, marks: list[tuple[str | None, int]]
     ) -> None:
-        run = call.run
-        run_ctx = self._run_ctx(run.run_id)
+        # On the call's path: who the parent is (the caller's context is only here) and
+        # the call's span id; attributes and stage spans are made in the export thread.
         caller = trace.get_current_span().get_span_context()
+        if caller.is_valid and not caller.trace_flags.sampled:
+            return
+        found = self._runs.get(call.run.run_id)
+        span_id = _new_id()
+        if isinstance(result, Pending):
+            if caller.is_valid:
+                trace_id = caller.trace_id
+            else:
+                trace_id = (found[0] if found else run_context(call.run.run_id)).trace_id
+            pending = self._pending
+            pending[call.action_id] = (SpanContext(trace_id, span_id, False, _SAMPLED), result.role)
+            if len(pending) > _MAX_REMEMBERED:
+                pending.popitem(last=False)
+        earlier = None
+        if call.approval is not None:
+            earlier = self._pending.pop(call.action_id, None)
+        self.batcher.add(
+            (
+                self._call_spans,
+                (
+                    call,
+                    result,
+                    marks,
+                    caller if caller.is_valid else None,
+                    found[0] if found else None,
+                    span_id,
+                    earlier[0] if earlier else None,
+                ),
+            )
+        )
+
+    def _call_spans(self, payload: tuple[Any, ...]) -> list[SpanRecord]:
+        """The call's span and its stages' (in the export thread)."""
+        call, result, marks, caller, run_ctx, span_id, earlier = payload
+        run = call.run
+        if run_ctx is None:
+            run_ctx = run_context(run.run_id)
         links: list[Link] = []
-        if caller.is_valid:
-            if not caller.trace_flags.sampled:
-                return
+        if caller is not None:
             parent = caller
             links.append(Link(run_ctx, {"warden.link": "run"}))
         else:
             parent = run_ctx
-        ctx = SpanContext(parent.trace_id, _new_id(), is_remote=False, trace_flags=_SAMPLED)
-        attrs = self._call_attrs(call, result, run)
-        status = _OK
-        if result is None or isinstance(result, Failed):
-            status = _ERROR
-        if call.approval is not None:
-            earlier = self._pending.pop(call.action_id, None)
-            if earlier is not None:
-                links.append(Link(earlier[0], {"warden.link": "approval_requested"}))
-        elif isinstance(result, Pending):
-            self._pending[call.action_id] = (ctx, result.role)
-            if len(self._pending) > _MAX_REMEMBERED:
-                self._pending.popitem(last=False)
+        if earlier is not None:
+            links.append(Link(earlier, {"warden.link": "approval_requested"}))
+        ctx = SpanContext(parent.trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+        status = _ERROR if result is None or isinstance(result, Failed) else _OK
         tool = call.tool_name
         if tool.startswith(MODEL_TOOL_PREFIX):
             name, kind = f"chat {tool.removeprefix(MODEL_TOOL_PREFIX)}", SpanKind.CLIENT
         else:
             name, kind = f"execute_tool {tool}", SpanKind.INTERNAL
-        offset, add = self._offset, self.batcher.add
-        add(
-            (
-                name,
-                kind,
-                ctx,
-                parent,
-                marks[0][1] + offset,
-                marks[-1][1] + offset,
-                attrs,
-                links,
-                status,
-            )
-        )
+        offset = self._offset
+        attrs = self._call_attrs(call, result, run)
+        out: list[SpanRecord] = [
+            (name, kind, ctx, parent, marks[0][1] + offset, marks[-1][1] + offset, attrs,
+             links, status)
+        ]  # fmt: skip
         for stage, start, end in _work_spans(marks, bool(call.facts)):
             stage_attrs: Attrs = {"warden.stage": stage}
             if stage == "execute" and call.attempts:
@@ -338,7 +369,7 @@ class TraceSink:
                 stage_attrs["warden.execute.retries"] = max(call.attempts - 1, 0)
             elif stage == "policy":
                 stage_attrs["warden.facts"] = tuple(sorted(call.facts))
-            add(
+            out.append(
                 (
                     f"warden.{stage}",
                     SpanKind.INTERNAL,
@@ -351,6 +382,7 @@ class TraceSink:
                     _OK,
                 )
             )
+        return out
 
     def approval_waited(self, run: RunState, pending: Pending, start_ns: int, end_ns: int) -> None:
         found = self._pending.get(pending.action_id)
@@ -363,19 +395,11 @@ class TraceSink:
             "warden.approval.wait_s": round((end_ns - start_ns) / 1e9, 6),
         }
         span_ctx = SpanContext(ctx.trace_id, _new_id(), False, _SAMPLED)
-        self.batcher.add(
-            (
-                "warden.approval.wait",
-                SpanKind.INTERNAL,
-                span_ctx,
-                ctx,
-                start_ns,
-                end_ns,
-                attrs,
-                (),
-                _OK,
-            )
-        )
+        record: SpanRecord = (
+            "warden.approval.wait", SpanKind.INTERNAL, span_ctx, ctx, start_ns, end_ns, attrs,
+            (), _OK,
+        )  # fmt: skip
+        self.batcher.add((None, record))
 
     def _call_attrs(self, call: Call, result: Result | None, run: RunState) -> Attrs:
         tool = call.tool_name
