@@ -391,3 +391,57 @@ def test_warden_serve_exports_the_demo_agents_spans_over_otlp(tmp_path: Path) ->
         assert span.parent_span_id == run_context(run_id).span_id.to_bytes(8, "big")
     # the run spans were exported by the process that opened and finished them
     assert any(s.name.startswith("invoke_agent ") for s in receiver.spans), sorted(names)
+
+
+# -- model calls ------------------------------------------------------------------------
+
+
+async def test_a_model_call_is_a_chat_span_with_usage_and_budget(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_model_calls import HELLO
+    from test_model_calls import gateway as model_gateway
+
+    from warden.pipeline._models import ChatResult
+    from warden.telemetry import Metrics, StoreCollector, scrape
+    from warden.testing import FakeReply, FakeUpstream
+    from warden.upstream import Usage
+
+    budgets = "  - {name: monthly, scope: workflow, period: calendar_month, usd: 10}"
+    with FakeUpstream(api_key="sk-upstream") as fake:
+        gw = model_gateway(store_url, fake, monkeypatch, budgets)
+        traced = Traced(gw)
+        metrics = Metrics()
+        instrument(gw, metrics=metrics)
+        fake.push(FakeReply("hi there", usage=Usage(1000, 500)))
+        async with gw.run(tenant="acme", agent="bot", task="greet") as run:
+            assert isinstance(await run.chat("small", HELLO, max_tokens=600), ChatResult)
+        (chat,) = traced.named("chat small")
+        attrs = _attrs(chat)
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert (attrs["gen_ai.request.model"], attrs["gen_ai.response.model"]) == (
+            "small-1",
+            "small-1",
+        )
+        assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (
+            1000,
+            500,
+        )
+        assert attrs["warden.budget.settled_usd"] == "0.002"
+        assert float(attrs["warden.budget.reserved_usd"]) > 0  # held before the call
+        stages = {
+            s.name for s in traced.spans() if s.parent and s.parent.span_id == chat.context.span_id
+        }
+        assert {"warden.budget", "warden.upstream"} <= stages
+
+        text = scrape(metrics, StoreCollector(gw.store, [gw]))[0].decode()
+        assert (
+            'warden_model_tokens_total{direction="output",model="small",workflow="assist"} 500.0'
+            in text
+        )
+        assert 'warden_spend_usd_total{source="model",workflow="assist"} 0.002' in text
+        assert 'warden_budget_spent_usd{budget="monthly",workflow="assist"} 0.002' in text
+        assert 'warden_budget_remaining_usd{budget="monthly",workflow="assist"} 9.998' in text
+        traced.telemetry.close()
+        metrics.close()
+        await gw.aclose()

@@ -85,7 +85,7 @@ class Metrics:
         self.tenant_label = tenant_label
         # ``_created`` series double the lines of every counter and histogram child, and a
         # scrape's cost is per line (~12 µs, measured); Prometheus does not need them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         # Own registry: two Metrics in one process (tests, two servers) do not collide in
         # the global one; in multiprocess mode the values live in the files anyway.
         self.registry = CollectorRegistry(auto_describe=True)
@@ -175,10 +175,6 @@ class Metrics:
             ("workflow", "model", "direction"),
             registry=reg,
         )
-        self.switch_changes = Counter(
-            "warden_switch_changes", "Kill switches turned on or off.", ("scope", "active"),
-            registry=reg,
-        )  # fmt: skip
         self.circuit_open = Gauge(
             "warden_circuit_open",
             "1 while a tool's circuit breaker is open for some tenant (in any live worker).",
@@ -249,7 +245,7 @@ class Metrics:
 
 
 class MetricsSink:
-    """The metrics of one workflow: a ``Sink`` (runs, approvals decided, usage, switches)
+    """The metrics of one workflow: a ``Sink`` (runs, approvals decided, model usage)
     and a ``StageObserver`` (each call's outcome and its stages' times)."""
 
     def __init__(self, metrics: Metrics, workflow: str, gateway: Gateway | None = None) -> None:
@@ -287,8 +283,6 @@ class MetricsSink:
             m.approvals_decided.labels(wf, "expired").inc()
         elif kind == "approval_cancelled":
             m.approvals_decided.labels(wf, "cancelled").inc()
-        elif kind == "switch_changed":
-            m.switch_changes.labels(payload["scope"], str(payload["active"]).lower()).inc()
         elif kind == "usage":
             self._usage(tenant, payload)
 
@@ -388,7 +382,6 @@ _SINK_KINDS: frozenset[str] = frozenset(
         "approval_decided",
         "approval_expired",
         "approval_cancelled",
-        "switch_changed",
         "usage",
     }
 )

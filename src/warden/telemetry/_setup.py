@@ -74,7 +74,10 @@ class Telemetry:
             return
         self.gateways.append(gateway)
         gateway.svc.sinks.extend(parts)
-        gateway.pipeline.observe(parts[0] if len(parts) == 1 else _Both(parts))
+        observers: list[StageObserver] = list(parts)
+        if gateway.pipeline.observer is not None:  # instrumented before: keep that too
+            observers.insert(0, gateway.pipeline.observer)
+        gateway.pipeline.observe(observers[0] if len(observers) == 1 else _Both(observers))
 
     def collector(self, store: Store) -> StoreCollector | None:
         """The store's gauges of the instrumented gateways' workflows (None: metrics off)."""
