@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from warden.errors import NotFoundError, UsageError, WardenError
 from warden.results import Denied, FailureKind, Pending, Result, from_wire
@@ -36,6 +38,19 @@ def _result(data: dict[str, Any]) -> Result:
         return from_wire(data)
     except (KeyError, ValueError, TypeError) as exc:
         raise RemoteError(200, "unknown-status", f"not an action result: {exc}") from None
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _traceparent() -> dict[str, str]:
+    """W3C trace context headers of the caller's current OpenTelemetry span (none when
+    there is no span)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
 
 
 class RemoteGateway:
@@ -59,6 +74,9 @@ class RemoteGateway:
         )
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
+        traced = _traceparent()
+        if traced:  # the server's spans of this request join the caller's trace
+            kw["headers"] = {**kw.get("headers", {}), **traced}
         try:
             response = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -92,11 +95,28 @@ def serve(
         str | None, typer.Option(help="Also append every checkpoint to this file.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    metrics: Annotated[
+        bool, typer.Option(help="Serve Prometheus metrics at /metrics (docs/telemetry.md).")
+    ] = True,
+    metrics_access: Annotated[
+        str,
+        typer.Option(
+            help="Who may scrape /metrics: loopback (this host without a key, others with an "
+            "admin or auditor key), key (always a key), open.",
+        ),
+    ] = "loopback",
+    metrics_tenant_label: Annotated[
+        bool, typer.Option(help="Label call, denial, error, approval and spend metrics by tenant.")
+    ] = False,
 ) -> None:
     """Serve the /v1 control-plane API (OpenAPI at /docs and /openapi.json).
 
     With no --spec, serves the refund-triage demo workflow on its seeded helpdesk.
+    Traces leave over OTLP/HTTP when the standard OTEL_* variables ask for it
+    (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER=otlp); off by default.
     """
+    if metrics_access not in ("loopback", "key", "open"):
+        raise fail(f"--metrics-access {metrics_access!r}: use loopback, key or open")
     import uvicorn
 
     from warden.store import Store, default_store_url
@@ -111,6 +131,9 @@ def serve(
         "WARDEN_AUTO_MIGRATE": "true" if auto else "false",
         "WARDEN_HEADER_TIMEOUT_S": str(header_timeout),
         "WARDEN_BODY_TIMEOUT_S": str(body_timeout),
+        "WARDEN_METRICS": "true" if metrics else "false",
+        "WARDEN_METRICS_ACCESS": metrics_access,
+        "WARDEN_METRICS_TENANT_LABEL": "true" if metrics_tenant_label else "false",
     }
     env["WARDEN_CHECKPOINT_S"] = str(checkpoint_every)
     if ledger_key:
@@ -149,6 +172,44 @@ def serve(
     del Store
     from warden.server._protocol import HeaderTimeoutProtocol
 
+    own_dir = _multiprocess_metrics(workers, metrics)
+    try:
+        _run_uvicorn(uvicorn, HeaderTimeoutProtocol, host, port, workers, log_level, keep_alive)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _multiprocess_metrics(workers: int, metrics: bool) -> str | None:
+    """With several workers, each writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
+    and /metrics adds them up. Set before the workers import prometheus-client; emptied
+    now, so counts of an earlier server are not added to this one's. Returns the
+    directory made here (removed at exit), None when one was given or none is needed."""
+    if not metrics:
+        return None
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return None
+    if workers < 2:
+        return None
+    made = tempfile.mkdtemp(prefix="warden-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
+def _run_uvicorn(
+    uvicorn: Any,
+    protocol: Any,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    keep_alive: int,
+) -> None:
     uvicorn.run(
         "warden.server:app_factory",
         factory=True,
@@ -156,7 +217,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        http=HeaderTimeoutProtocol,
+        http=protocol,
         timeout_keep_alive=keep_alive,
         timeout_graceful_shutdown=30,
     )

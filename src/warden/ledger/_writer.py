@@ -199,6 +199,17 @@ class LedgerWriter:
                 # rather than let the buffer grow without bound.
                 self.flush()
 
+    def buffered_since(self) -> datetime | None:
+        """When the oldest event still waiting to be written was appended (None: none
+        waits): the writer's flush lag, for metrics."""
+        buffer = self._buffer
+        if not buffer:
+            return None
+        try:
+            return datetime.fromisoformat(buffer[0].ts)
+        except IndexError:  # written by the flusher in between
+            return None
+
     def defer(self, op: Callable[[Connection], None], after: Callable[[], None]) -> None:
         """Run ``op`` in the transaction that writes the next batch, after its events;
         ``after()`` once it committed, or was given up (failed twice alone: logged).

@@ -144,6 +144,8 @@ class Call:
     #: a tool with a ``cost:``: what the call cost (USD), or why it could not be read
     cost: Decimal | None = None
     cost_problem: str | None = None
+    #: stage entry/exit marks while a ``StageObserver`` watches (see ``Pipeline.observe``)
+    marks: list[tuple[str | None, int]] | None = None
 
     @property
     def proposer(self) -> str:

@@ -24,7 +24,8 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, costs, explain, models, runs
+from warden.server.api import admin, approvals, costs, explain, metrics, models, runs
+from warden.telemetry import Telemetry, TraceContextMiddleware
 
 log = logging.getLogger("warden.server")
 
@@ -120,9 +121,13 @@ async def _sla_loop(state: ServerState, interval_s: float) -> None:
                 log.exception("SLA sweep failed; will retry")
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings | None = None, *, telemetry: Telemetry | None = None
+) -> FastAPI:
+    """``telemetry``: traces and metrics of the app (default: as the settings and the
+    ``OTEL_*`` variables say; tests pass an in-memory exporter)."""
     settings = settings or ServerSettings()
-    warden_state = ServerState(settings)
+    warden_state = ServerState(settings, telemetry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,12 +182,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     if settings.fast_path:
         app.add_middleware(GovernedCallFastPath)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    if warden_state.telemetry.traces is not None:  # outermost: the fast path's calls too
+        app.add_middleware(TraceContextMiddleware)
     app.include_router(runs.router)
     app.include_router(approvals.router)
     app.include_router(admin.router)
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(costs.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

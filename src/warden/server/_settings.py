@@ -6,6 +6,8 @@ same configuration.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,3 +60,12 @@ class ServerSettings(BaseSettings):
     #: create or upgrade the schema at start-up (the embedded default); otherwise refuse
     #: to start on an out-of-date schema
     auto_migrate: bool = False
+    #: serve Prometheus metrics at ``/metrics`` (docs/telemetry.md)
+    metrics: bool = True
+    #: label calls, denials, errors, approvals and spend with the tenant (many tenants:
+    #: many series, hence off unless the operator asks)
+    metrics_tenant_label: bool = False
+    #: who may scrape ``/metrics``: ``loopback`` (clients on this host without a key,
+    #: others with an admin or auditor key), ``key`` (an admin or auditor key always),
+    #: ``open`` (anyone who can reach the port)
+    metrics_access: Literal["loopback", "key", "open"] = "loopback"

@@ -19,17 +19,18 @@ from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
-from warden.pipeline._sinks import Sink
 from warden.pipeline._runs import (
     claim_step,
     claim_step_async,
     save_counters,
     save_counters_async,
 )
+from warden.pipeline._sinks import Sink
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
 from warden.store._engine import WouldWait
+from warden.telemetry import Telemetry
 from warden.tools._factory import load_factory
 
 P = ParamSpec("P")
@@ -37,7 +38,9 @@ T = TypeVar("T")
 
 
 class ServerState:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, telemetry: Telemetry | None = None) -> None:
+        """``telemetry``: what this process exports (default: as the settings and the
+        ``OTEL_*`` variables say)."""
         self.settings = settings
         self.store = Store(settings.store, create=settings.auto_migrate)
         #: signs the ledger checkpoints (set at start-up when ``ledger_key`` is configured)
@@ -54,6 +57,8 @@ class ServerState:
         #: telemetry sinks of this process (traces, metrics, SLO rollups, alerts): every
         #: gateway hands its events to them after the ledger and the outbox
         self.sinks: list[Sink] = []
+        #: traces (OTEL_* variables) and metrics (settings) of this process's gateways
+        self.telemetry = telemetry if telemetry is not None else Telemetry.for_server(settings)
         specs, tools = settings.specs, settings.tools
         if not specs:
             from warden.demo import example_dir
@@ -75,6 +80,9 @@ class ServerState:
             if name in self.gateways:
                 raise UsageError(f"two specs define workflow {name!r}")
             self.gateways[name] = gateway
+            self.telemetry.instrument(gateway)
+        if self.telemetry.metrics is not None:
+            self.telemetry.metrics.watch_ledger(self.ledger)
         self.keys = KeyStore(self.store, cache_s=settings.key_cache_s)
         self.limiter = RateLimiter(self.store, settings.key_rate_limit)
         #: wakes long-polls on approvals (shared with the gateways on this store)
@@ -152,4 +160,5 @@ class ServerState:
         for gateway in self.gateways.values():
             gateway.svc.ledger.close()
         self.ledger.close()
+        self.telemetry.close()
         self.store.dispose()
