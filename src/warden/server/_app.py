@@ -24,7 +24,7 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, costs, explain, models, runs
+from warden.server.api import admin, approvals, costs, explain, models, runs, slo
 
 log = logging.getLogger("warden.server")
 
@@ -120,13 +120,27 @@ async def _sla_loop(state: ServerState, interval_s: float) -> None:
                 log.exception("SLA sweep failed; will retry")
 
 
+async def _alert_loop(state: ServerState, interval_s: float) -> None:
+    """Time-based alerts (warden.telemetry.Alerts.evaluate); changes are conditional, so
+    every replica may run it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await state.run_sync(state.alerts.evaluate)
+        except Exception:
+            log.exception("alert evaluation failed; will retry")
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     warden_state = ServerState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s))]
+        tasks = [
+            asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s)),
+            asyncio.create_task(_alert_loop(warden_state, settings.alert_interval_s)),
+        ]
         stop = asyncio.Event()
         dispatcher = None
         if warden_state.webhooks:
@@ -183,6 +197,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(costs.router)
+    app.include_router(slo.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

@@ -19,17 +19,18 @@ from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
-from warden.pipeline._sinks import Sink
 from warden.pipeline._runs import (
     claim_step,
     claim_step_async,
     save_counters,
     save_counters_async,
 )
+from warden.pipeline._sinks import Sink
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
 from warden.store._engine import WouldWait
+from warden.telemetry import Alerts, Rollups
 from warden.tools._factory import load_factory
 
 P = ParamSpec("P")
@@ -53,7 +54,9 @@ class ServerState:
         self.gateways: dict[str, Gateway] = {}
         #: telemetry sinks of this process (traces, metrics, SLO rollups, alerts): every
         #: gateway hands its events to them after the ledger and the outbox
-        self.sinks: list[Sink] = []
+        self.alerts = Alerts(self.store)
+        self.rollups = Rollups(self.store, alerts=self.alerts)
+        self.sinks: list[Sink] = [self.rollups]
         specs, tools = settings.specs, settings.tools
         if not specs:
             from warden.demo import example_dir
@@ -151,5 +154,6 @@ class ServerState:
         self._store_threads.shutdown(wait=True)
         for gateway in self.gateways.values():
             gateway.svc.ledger.close()
+        self.rollups.close()
         self.ledger.close()
         self.store.dispose()
