@@ -67,7 +67,13 @@ def bucket_of(ms: float) -> int:
     """The latency bucket of ``ms``: the smallest ``i`` with ``ms <= upper_ms(i)``."""
     if not ms > BASE_MS:  # also NaN
         return 0
-    return min(MAX_BUCKET, math.ceil(math.log(ms / BASE_MS, RATIO) - 1e-9))
+    i = min(MAX_BUCKET, math.ceil(math.log(ms / BASE_MS, RATIO)))
+    # the logarithm can be off by one ulp at a bucket's edge: settle it on the bounds
+    if i < MAX_BUCKET and upper_ms(i) < ms:
+        i += 1
+    elif i > 0 and upper_ms(i - 1) >= ms:
+        i -= 1
+    return i
 
 
 def upper_ms(bucket: int) -> float:
