@@ -298,3 +298,49 @@ async def test_alert_delivery_is_signed_and_the_documented_receiver_verifies_it(
     assert handle("another-secret", delivery.headers, delivery.body)[0] == 401
     with one.store.read() as conn:
         assert conn.execute(select(alert_state.c.state)).scalars().all() == ["firing"]
+
+
+async def test_budget_threshold_alert_fires_once_and_resolves_with_its_period(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_model_calls import SPEC as MODEL_SPEC
+    from test_model_calls import lookup
+
+    from warden.pipeline._models import ChatResult
+    from warden.testing import FakeReply, FakeUpstream
+    from warden.upstream import Usage
+
+    monkeypatch.setenv("WARDEN_TEST_LLM_KEY", "sk-upstream")
+    budgets = "  - {name: daily, scope: tenant, period: calendar_day, usd: 0.01, alert_at: [0.5]}"
+    clock = Clock(NOW)
+    with FakeUpstream(api_key="sk-upstream") as fake:
+        text = MODEL_SPEC.format(
+            openai=fake.openai_url, anthropic=fake.anthropic_url, budgets=budgets
+        )
+        spec = load_spec_text(text + "alerts:\n  - kind: budget_threshold\n", "assist.yaml")
+        gws = [Gateway(spec, [lookup], store=store_url, clock=clock) for _ in range(2)]
+        try:
+            fake.push(*(FakeReply("x", usage=Usage(1000, 1000)) for _ in range(3)))
+            for i in range(3):  # $0.003 each: the second crosses 50 % of $0.01
+                gw = gws[i % 2]
+                run = gw.open_run(tenant="acme", agent="bot", task="t")
+                asked = [{"role": "user", "content": f"question {i}"}]
+                assert isinstance(await run.chat("small", asked, max_tokens=1000), ChatResult)
+                run.finish("completed")
+                flush_and_evaluate(*gws)
+            assert alert_changes(gws[0], "budget_threshold") == ["fired"]
+            (fired,) = [
+                p
+                for k, p in notifications(gws[0], "alert_fired")
+                if p["alert"] == "budget_threshold"
+            ]
+            assert fired["subject"] == "acme/daily/usd/0.5" and fired["tenant"] == "acme"
+            clock.now = NOW + timedelta(hours=6)  # the same UTC day: still firing
+            flush_and_evaluate(*gws)
+            assert alert_changes(gws[0], "budget_threshold") == ["fired"]
+            clock.now = datetime(2026, 3, 11, 0, 0, 1, tzinfo=UTC)  # the next day
+            flush_and_evaluate(*gws)
+            assert alert_changes(gws[0], "budget_threshold") == ["fired", "resolved"]
+        finally:
+            for gw in gws:
+                await gw.aclose()
