@@ -1,6 +1,7 @@
 """What the SLO rollups sink (warden.telemetry.Rollups) adds to a governed read.
 
     PYTHONPATH=src python -m benchmarks.bench_rollups [ROUNDS]
+    PYTHONPATH=src python -m benchmarks.bench_rollups read [STORE_URL]
 
 One gateway (``bench_warden.governed_gateway``, 20 rules, SQLite in a temporary
 directory), 3,000 governed reads of ``noop`` per round, rounds interleaved with the sink
@@ -59,5 +60,61 @@ async def main(rounds: int) -> None:
     print(f"ratio {m_on / m_off:.3f} ({m_on - m_off:+.1f} µs)")
 
 
+def read_figures(url: str, groups: int = 20, hours: int = 720) -> None:
+    """How long ``slo_report`` takes over ``groups`` groups' rollups of ``hours`` hours
+    (about 30 counters per group and hour, as a busy workflow writes: ~1,000 events an
+    hour per group, so 20 groups over 30 days stand for ~14 million events)."""
+    from datetime import UTC, datetime, timedelta
+
+    from warden.store import Store
+    from warden.telemetry import slo_report
+    from warden.telemetry._rollups import hour_of, write_rows
+
+    store = Store(url, create=True)
+    now = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+    rows: dict[tuple[str, str, str, int, str, str], int] = {}
+    for g in range(groups):
+        wf, tenant, task = f"wf{g % 5}", f"tenant{g // 5}", "triage"
+        for h in range(hours):
+            bucket = hour_of(now - timedelta(hours=h))
+            key = (wf, tenant, task, bucket)
+            for metric, n in (
+                ("runs_started", 50),
+                ("runs_finished", 50),
+                ("runs_succeeded", 45),
+                ("actions", 1000),
+                ("executed", 950),
+                ("escalations", 20),
+                ("violations", 5),
+                ("spend_nusd", 10**9),
+                ("unpriced_calls", 1),
+            ):
+                rows[(*key, metric, "")] = n
+            for b in range(40, 60):  # 20 latency buckets: 0.1 ms to 3 s
+                rows[(*key, "latency", str(b))] = 47
+            rows[(*key, "blocked", "no_vip")] = 5
+            rows[(*key, "tool_errors", "lookup")] = 2
+    write_rows(store, rows)
+    print(f"{len(rows):,} rollup rows ({groups} groups x {hours} h)")
+    for label, kwargs in (("all tenants", {}), ("one tenant", {"tenant": "tenant0"})):
+        times = []
+        for _ in range(5):
+            t0 = perf_counter_ns()
+            report = slo_report(store, now=now, **kwargs)  # type: ignore[arg-type]
+            times.append((perf_counter_ns() - t0) / 1e6)
+        print(
+            f"slo_report, {label}: median {statistics.median(times):.0f} ms "
+            f"({len(report.groups)} groups; runs {[round(t) for t in times]} ms)"
+        )
+    store.dispose()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))
+    if sys.argv[1:2] == ["read"]:
+        if len(sys.argv) > 2:
+            read_figures(sys.argv[2])
+        else:
+            with sqlite_store() as url:
+                read_figures(url)
+    else:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))

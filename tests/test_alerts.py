@@ -344,3 +344,64 @@ async def test_budget_threshold_alert_fires_once_and_resolves_with_its_period(
         finally:
             for gw in gws:
                 await gw.aclose()
+
+
+async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path: Path) -> None:
+    import httpx
+    from test_slo import warden
+
+    from warden.auth import KeyStore
+    from warden.server import ServerSettings, create_app
+
+    spec = tmp_path / "desk.yaml"
+    spec.write_text(ALERT_SPEC)
+    tools = tmp_path / "desk_tools.py"
+    tools.write_text(
+        "from test_slo import lookup, resolve, flaky\n\n"
+        "def tools():\n    return [lookup, resolve, flaky]\n"
+    )
+    app = create_app(
+        ServerSettings(
+            store=store_url,
+            specs=[str(spec)],
+            tools=[f"{tools}:tools"],
+            auto_migrate=True,
+            key_cache_s=0.0,
+        )
+    )
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    try:
+        state = app.state.warden
+        gw = state.gateway("desk")
+        for tenant in ("acme", "acme", "globex"):
+            run = gw.open_run(tenant=tenant, agent="weak", task="t", task_type="chat")
+            await run.call("resolve", {"ticket": "x"})  # scope_denied
+        gw.flush()  # acme: 2 in 10 minutes, fired; globex: 1, not
+        keys = KeyStore(state.store, cache_s=0.0)
+        secret = keys.create(name="aud", role="auditor", tenant="acme", created_by="t")[1]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://warden.test",
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as client:
+            r = await client.get("/v1/alerts", params={"state": "firing"})
+            assert r.status_code == 200, r.text
+            (alert,) = r.json()["alerts"]
+            assert (alert["alert"], alert["tenant"], alert["state"]) == (
+                "unauthorized_attempt",
+                "acme",
+                "firing",
+            )
+            assert (await client.get("/v1/alerts", params={"tenant": "globex"})).status_code == 403
+            bad = await client.get("/v1/alerts", params={"state": "burning"})
+            assert bad.status_code == 422
+    finally:
+        await lifespan.__aexit__(None, None, None)
+    listed = warden("alerts", "--store", store_url, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [a["subject"] for a in json.loads(listed.stdout)["alerts"]] == ["acme"]
+    table = warden("alerts", "--store", store_url, "--state", "firing", cwd=tmp_path)
+    assert table.returncode == 0 and "unauthorized_attempt" in table.stdout
+    bad = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)
+    assert bad.returncode != 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
@@ -167,30 +167,22 @@ def alerts(
             out.print("no alerts", highlight=False)
             return
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), show_edge=False)
-        for header in ("state", "workflow", "alert", "tenant", "subject", "fired", "resolved"):
-            table.add_column(header, overflow="fold")
+        for header in ("state", "workflow", "alert", "tenant"):
+            table.add_column(header, no_wrap=True)
+        table.add_column("subject", overflow="fold")
+        table.add_column("fired (UTC)", no_wrap=True)
+        table.add_column("resolved", no_wrap=True)
         for a in found:
             table.add_row(
-                *(
-                    escape(_cell(a, k))
-                    for k in (
-                        "state",
-                        "workflow",
-                        "alert",
-                        "tenant",
-                        "subject",
-                        "fired_at",
-                        "resolved_at",
-                    )
-                )
+                *(escape(str(a[k])) for k in ("state", "workflow", "alert", "tenant", "subject")),
+                _when(a["fired_at"]),
+                _when(a["resolved_at"]),
             )
         out.print(table)
 
     guard(body)
 
 
-def _cell(alert: dict[str, Any], key: str) -> str:
-    value = alert.get(key)
-    if value is None:
-        return "—"
-    return str(value)[:19] if key.endswith("_at") else str(value)
+def _when(value: str | None) -> str:
+    """``03-10 12:30`` of an ISO time (the JSON has it whole)."""
+    return "—" if value is None else value[5:16].replace("T", " ")

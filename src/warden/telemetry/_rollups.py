@@ -22,6 +22,7 @@ to within one bucket (an upper bound, at most 19 % above the true value).
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
@@ -508,10 +509,15 @@ def rebuild(store: Store, *, batch_runs: int = 2000) -> int:
     return seen
 
 
-def flush_all() -> None:
-    """Write what every live rollups sink of this process counted (tests, shutdown)."""
+@atexit.register
+def _flush_at_exit() -> None:
+    """Write what live sinks counted when the interpreter exits without their gateway
+    being closed (the writer thread is a daemon: it would die with the last second)."""
     for sink in list(_LIVE):
-        sink.flush()
+        try:
+            sink.flush()
+        except Exception:
+            log.warning("SLO rollups not written at exit: the last counts are lost")
 
 
 __all__ = [
