@@ -330,3 +330,26 @@ async def test_http_slo_is_scoped_and_judged(
     bad = await admin.get("/v1/slo", params={"tenant": "a b"})
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_counts_the_store_refused_are_written_by_the_next_flush(store_url: str) -> None:
+    from sqlalchemy import text
+
+    clock = Clock(NOW - timedelta(minutes=5))
+    gw = desk(store_url, clock)
+    try:
+        await triage(gw, "acme", "a")
+        gw.svc.ledger.flush()
+        with gw.store.write() as conn:  # the rollups table goes away for a while
+            conn.execute(text("ALTER TABLE slo_rollups RENAME TO slo_rollups_away"))
+        with pytest.raises(Exception, match="slo_rollups"):
+            gw.rollups.flush()
+        await triage(gw, "acme", "b")
+        with gw.store.write() as conn:
+            conn.execute(text("ALTER TABLE slo_rollups_away RENAME TO slo_rollups"))
+        gw.flush()
+        hour = _group(slo_report(gw.store, now=NOW), "triage").windows["1h"]
+        assert (hour.runs_started, hour.successful, hour.actions) == (2, 2, 4)
+        assert str(hour.cost_usd) == "0.06"
+    finally:
+        gw.close()

@@ -1,12 +1,13 @@
 """SLO rollups: a sink that counts what the governed calls did, per workflow, tenant, task
 type and hour, for ``warden slo``, ``GET /v1/slo`` and the alerts.
 
-The hot path (``emit``, on every event of every call) only updates dicts in memory under a
-lock. A background thread writes what was counted every ``flush_s`` (1 s) in one
-transaction, by upsert (``value = value + delta``), so any number of processes add to the
-same rows. What a process counted and had not written when it died is lost (at most the
-last ``flush_s`` of its events): the ledger stays the record, and ``rebuild`` recomputes
-the rollups from it.
+The hot path (``emit``, on every event of every call) only appends the event to a queue
+(``deque.append``: atomic, no lock; measured +0.6 µs on a 50 µs governed read). A
+background thread counts the queued events and writes the counts every ``flush_s`` (1 s)
+in one transaction, by upsert (``value = value + delta``), so any number of processes add
+to the same rows. What a process had not written when it died is lost (at most the last
+``flush_s`` of its events); counts the store refused are kept and written by the next
+flush. The ledger stays the record: ``rebuild`` recomputes the rollups from it.
 
 Every count of a run goes to the hour its run **started** in (as cost reports put a run in
 the window it started in): a run's success, latency and spend are then judged together,
@@ -320,27 +321,28 @@ class Rollups:
                 log.exception("writing SLO rollups failed; will retry")
 
     def flush(self) -> None:
-        """Write what was counted so far (and evaluate the event-driven alerts on it)."""
+        """Write what was counted so far (and evaluate the event-driven alerts on it).
+        What cannot be written now (the store is down) is kept and written by the next
+        flush."""
         with self._write_lock:
             self._count()
             batch, self._pending = self._pending, {}
             if not batch and not self._unwritten:
                 return
-            resolved = self._resolve(batch)
-            rows = self._unwritten
-            self._unwritten = {}
-            decided = [(run_id, a) for run_id, p in resolved for a in p.decided]
-            waits = self._decision_waits([a for _, a in decided])
-            for run_id, p in resolved:
-                key = self._keys[run_id]
+            try:
+                resolved = self._resolve(batch)
+                waits = self._decision_waits([a for _, _, p in resolved for a in p.decided])
+            except Exception:
+                self._pending = batch  # nothing was taken from it: all of it next time
+                raise
+            rows, self._unwritten = self._unwritten, {}
+            for _, key, p in resolved:
+                group = (key.workflow, p.tenant, key.task_type, key.bucket)
                 for (metric, label), n in p.counts.items():
-                    _add(
-                        rows, (key.workflow, p.tenant, key.task_type, key.bucket, metric, label), n
-                    )
+                    _add(rows, (*group, metric, label), n)
                 for approval_id in p.decided:
                     ms = waits.get(approval_id)
                     if ms is not None:
-                        group = (key.workflow, p.tenant, key.task_type, key.bucket)
                         _add(rows, (*group, "decision_ms", ""), int(ms))
                         _add(rows, (*group, "decision_wait", str(bucket_of(ms))), 1)
             try:
@@ -349,27 +351,29 @@ class Rollups:
                 self._unwritten = rows
                 raise
             if self.alerts is not None and resolved:
-                self.alerts.on_batch([(self._keys[r], r, p) for r, p in resolved])
+                self.alerts.on_batch([(key, run_id, p) for run_id, key, p in resolved])
 
-    def _resolve(self, batch: dict[str, _Pending]) -> list[tuple[str, _Pending]]:
-        unknown = [run_id for run_id in batch if run_id not in self._keys]
-        if unknown:
-            for run_id, key in read_run_keys(self.store, unknown).items():
-                self._keys[run_id] = key
-            while len(self._keys) > _CACHE:
-                self._keys.popitem(last=False)
+    def _resolve(self, batch: dict[str, _Pending]) -> list[tuple[str, RunKey, _Pending]]:
+        """Each run's key (workflow, task type, hour); a run whose row is not committed
+        yet (its events were emitted in its opening transaction) waits for the next
+        flush, up to ``_RESOLVE_TRIES`` times."""
+        keys = self._keys
+        unknown = [run_id for run_id in batch if run_id not in keys]
+        found = read_run_keys(self.store, unknown) if unknown else {}
         resolved = []
         for run_id, pending in batch.items():
-            if run_id in self._keys:
-                resolved.append((run_id, pending))
+            key = keys.get(run_id) or found.get(run_id)
+            if key is not None:
+                resolved.append((run_id, key, pending))
                 continue
             pending.tries += 1
             if pending.tries >= _RESOLVE_TRIES:
                 log.warning("SLO rollups: run %s is not in the store; its events dropped", run_id)
                 continue
-            # its run's row is not committed yet (emitted in the run's transaction): the
-            # next write takes it again (``_pending`` is the writer's, under _write_lock)
-            self._pending[run_id] = pending
+            self._pending[run_id] = pending  # the writer's own, under _write_lock
+        keys.update(found)
+        while len(keys) > _CACHE:
+            keys.popitem(last=False)
         return resolved
 
     def _decision_waits(self, approval_ids: list[str]) -> dict[str, float]:
