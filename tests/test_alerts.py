@@ -374,18 +374,25 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
     try:
         state = app.state.warden
         gw = state.gateway("desk")
+        runs = {}
         for tenant in ("acme", "acme", "globex"):
             run = gw.open_run(tenant=tenant, agent="weak", task="t", task_type="chat")
             await run.call("resolve", {"ticket": "x"})  # scope_denied
+            runs[tenant] = run.run_id
         gw.flush()  # acme: 2 in 10 minutes, fired; globex: 1, not
         keys = KeyStore(state.store, cache_s=0.0)
-        secret = keys.create(name="aud", role="auditor", tenant="acme", created_by="t")[1]
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://warden.test",
-            headers={"Authorization": f"Bearer {secret}"},
-        ) as client:
-            r = await client.get("/v1/alerts", params={"state": "firing"})
+
+        def client(role: str, tenant: str, **binding: Any) -> httpx.AsyncClient:
+            name = f"{role}-{tenant}"
+            secret = keys.create(name=name, role=role, tenant=tenant, created_by="t", **binding)
+            return httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://warden.test",
+                headers={"Authorization": f"Bearer {secret[1]}"},
+            )
+
+        async with client("auditor", "acme") as auditor:
+            r = await auditor.get("/v1/alerts", params={"state": "firing"})
             assert r.status_code == 200, r.text
             (alert,) = r.json()["alerts"]
             assert (alert["alert"], alert["tenant"], alert["state"]) == (
@@ -393,14 +400,35 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
                 "acme",
                 "firing",
             )
-            assert (await client.get("/v1/alerts", params={"tenant": "globex"})).status_code == 403
-            bad = await client.get("/v1/alerts", params={"state": "burning"})
+            bad = await auditor.get("/v1/alerts", params={"state": "burning"})
             assert bad.status_code == 422
+        # a globex key reaching for acme's run is an unauthorized attempt of globex: its
+        # second in 10 minutes (the governed call goes through the fast path)
+        async with client("agent", "globex", agent="weak") as intruder:
+            r = await intruder.post(
+                f"/v1/runs/{runs['acme']}/actions",
+                json={"tool": "lookup", "args": {"ticket": "x"}},
+            )
+            assert r.status_code == 404
+        state.rollups.flush()
+        firing = {a["tenant"] for a in list_alerts(state.store, state="firing")}
+        assert firing == {"acme", "globex"}
+        # and so is asking for another tenant's figures (403, through the route)
+        async with client("auditor", "initech") as other:
+            assert (await other.get("/v1/slo", params={"tenant": "acme"})).status_code == 403
+            assert (await other.get("/v1/alerts", params={"tenant": "acme"})).status_code == 403
+        state.rollups.flush()
+        firing = {a["tenant"] for a in list_alerts(state.store, state="firing")}
+        assert firing == {"acme", "globex", "initech"}
     finally:
         await lifespan.__aexit__(None, None, None)
     listed = warden("alerts", "--store", store_url, "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert [a["subject"] for a in json.loads(listed.stdout)["alerts"]] == ["acme"]
+    assert {a["subject"] for a in json.loads(listed.stdout)["alerts"]} == {
+        "acme",
+        "globex",
+        "initech",
+    }
     table = warden("alerts", "--store", store_url, "--state", "firing", cwd=tmp_path)
     assert table.returncode == 0 and "unauthorized_attempt" in table.stdout
     bad = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)

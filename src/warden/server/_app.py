@@ -10,15 +10,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warden.ledger import checkpoint_loop, key_path, load_private_key
 from warden.notify import Dispatcher
 from warden.server import _problems
 from warden.server._bodies import JsonBodyCheck
-from warden.server._deps import State
+from warden.server._deps import Refused, State
 from warden.server._fastpath import GovernedCallFastPath
 from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
@@ -185,6 +185,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.warden = warden_state
     _problems.install(app)
+
+    async def refused(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        warden_state.refused(exc.principal, exc.detail)
+        return _problems.response_for(exc)
+
+    app.add_exception_handler(Refused, refused)
     # The last added runs first: the body limit and timeout see every byte, then the fast
     # path serves what it can, then every route's JSON body is checked.
     app.add_middleware(JsonBodyCheck)

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from warden.approvals import ApprovalWaiter
-from warden.auth import KeyStore, RateLimiter
+from warden.auth import KeyStore, Principal, RateLimiter
 from warden.errors import UsageError
 from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
@@ -89,6 +89,11 @@ class ServerState:
         self._store_threads = ThreadPoolExecutor(
             max_workers=settings.store_threads, thread_name_prefix="warden-store"
         )
+
+    def refused(self, principal: Principal, why: str) -> None:
+        """A key refused another tenant's or agent's objects: an ``unauthorized_attempt``
+        of its tenant (``server._deps.Refused``)."""
+        self.rollups.refused(principal.tenant, why)
 
     @property
     def workflow_names(self) -> tuple[str, ...]:

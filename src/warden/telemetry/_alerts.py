@@ -249,34 +249,27 @@ class Alerts:
                             subject += f"/{run_id}"
                         to_fire.append(_firing(wf, b, p.tenant, subject, {**c, "run_id": run_id}))
             with self.store.write(durable=False) as conn:
-                for wf, _, subject, alert, ts in hits:
-                    conn.execute(
-                        insert(alert_hits).values(
-                            hit_key=alert_key(wf, alert.key, subject), ts_us=ts
-                        )
-                    )
-                seen: set[str] = set()
-                for wf, tenant, subject, alert, _ in hits:
-                    hit_key = alert_key(wf, alert.key, subject)
-                    if hit_key in seen:
-                        continue
-                    seen.add(hit_key)
-                    count = _count(conn, hit_key, _us(now - alert.within))
-                    if count >= alert.count:
-                        fire(
-                            conn,
-                            workflow=wf,
-                            name=alert.key,
-                            kind=alert.kind,
-                            tenant=tenant,
-                            subject=subject,
-                            detail={"count": count, "within_s": alert.within.total_seconds()},
-                            now=now,
-                        )
+                _record_hits(conn, hits, now)
                 for item in to_fire:
                     fire(conn, now=now, **item)
                 for done in to_resolve:
                     resolve(conn, done, now)
+
+    def on_refusals(self, refusals: Sequence[tuple[str, str]]) -> None:
+        """Requests the server refused for reaching another tenant's or agent's objects
+        (``(tenant, why)``): unauthorized attempts of the key's tenant, for every workflow
+        with an ``unauthorized_attempt`` alert."""
+        now = self.clock()
+        ts = _us(now)
+        hits = [
+            (wf, tenant, tenant, alert, ts)
+            for wf in self.specs
+            for alert in self._of(wf, UnauthorizedAlert)
+            for tenant, _ in refusals
+        ]
+        if hits:
+            with self._lock, self.store.write(durable=False) as conn:
+                _record_hits(conn, hits, now)
 
     def _spent(self, run_id: str, nano: int) -> int:
         total = self._spend.get(run_id, 0) + nano
@@ -337,6 +330,33 @@ class Alerts:
             run_id = row["subject"].rsplit("/", 1)[-1]
             if _run_ended(conn, run_id):
                 resolve(conn, row["alert_key"], now)
+
+
+def _record_hits(
+    conn: Connection, hits: Sequence[tuple[str, str, str, Any, int]], now: datetime
+) -> None:
+    """Store occurrences ``(workflow, tenant, subject, alert, µs)`` and fire the windowed
+    alerts they take to their count."""
+    for wf, _, subject, alert, ts in hits:
+        conn.execute(insert(alert_hits).values(hit_key=alert_key(wf, alert.key, subject), ts_us=ts))
+    seen: set[str] = set()
+    for wf, tenant, subject, alert, _ in hits:
+        hit_key = alert_key(wf, alert.key, subject)
+        if hit_key in seen:
+            continue
+        seen.add(hit_key)
+        count = _count(conn, hit_key, _us(now - alert.within))
+        if count >= alert.count:
+            fire(
+                conn,
+                workflow=wf,
+                name=alert.key,
+                kind=alert.kind,
+                tenant=tenant,
+                subject=subject,
+                detail={"count": count, "within_s": alert.within.total_seconds()},
+                now=now,
+            )
 
 
 def _firing(

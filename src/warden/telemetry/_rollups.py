@@ -261,6 +261,8 @@ class Rollups:
         # popleft are atomic, so emit takes no lock and does no counting (~0.1 µs).
         self._queue: deque[tuple[str, str, str, dict[str, Any]]] = deque()
         self._pending: dict[str, _Pending] = {}
+        # keys refused another tenant's or agent's objects (the server): (tenant, why)
+        self._refusals: deque[tuple[str, str]] = deque()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._tools: dict[str, str] = {}
@@ -301,6 +303,13 @@ class Rollups:
     def tool_of(self, action_id: Any) -> str | None:
         return self._tools.get(action_id) if isinstance(action_id, str) else None
 
+    def refused(self, tenant: str, why: str) -> None:
+        """A request refused for reaching another tenant or agent (not an event of any
+        run): counted by the ``unauthorized_attempt`` alerts of every workflow."""
+        self._refusals.append((tenant, why))
+        if self._thread is None:
+            self._start()
+
     def now_us(self) -> int:
         return int(self.clock().timestamp() * 1_000_000)
 
@@ -326,6 +335,11 @@ class Rollups:
         flush."""
         with self._write_lock:
             self._count()
+            if self._refusals and self.alerts is not None:
+                refusals = []
+                while self._refusals:
+                    refusals.append(self._refusals.popleft())
+                self.alerts.on_refusals(refusals)
             batch, self._pending = self._pending, {}
             if not batch and not self._unwritten:
                 return
