@@ -431,5 +431,5 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
     }
     table = warden("alerts", "--store", store_url, "--state", "firing", cwd=tmp_path)
     assert table.returncode == 0 and "unauthorized_attempt" in table.stdout
-    bad = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)
-    assert bad.returncode != 0
+    refused = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)
+    assert refused.returncode != 0

@@ -23,9 +23,10 @@ class _Alert(_Model):
 
 
 class UnauthorizedAlert(_Alert):
-    """Calls denied because the agent lacks the tool's scope (``scope_denied``): ``count``
-    of them for one tenant within ``within`` fires; it resolves once ``within`` passes
-    with fewer."""
+    """Calls denied because the agent lacks the tool's scope (``scope_denied``), and (in
+    the server) requests refused for reaching another tenant's or agent's objects:
+    ``count`` of them for one tenant within ``within`` fires; it resolves once ``within``
+    passes with fewer."""
 
     kind: Literal["unauthorized_attempt"]
     count: int = Field(1, ge=1)
