@@ -44,6 +44,7 @@ from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
+from warden.telemetry import Alerts, Rollups
 from warden.tools import ToolRegistry
 
 if TYPE_CHECKING:
@@ -74,6 +75,17 @@ class Gateway:
         policy = checked_policy(loaded, registry)
         self.store = store if isinstance(store, Store) else Store(store or default_store_url())
         ledger = LedgerWriter(self.store)
+        # SLO rollups and alerts are on for every gateway: one given in ``sinks`` (the
+        # server shares one per process) is used, else this gateway makes its own.
+        extra = list(sinks)
+        rollups = next((s for s in extra if isinstance(s, Rollups)), None)
+        self._owns_rollups = rollups is None
+        if rollups is None:
+            rollups = Rollups(self.store, clock=clock, alerts=Alerts(self.store, clock=clock))
+            extra.append(rollups)
+        if rollups.alerts is not None:
+            rollups.alerts.watch(loaded)
+        self.rollups = rollups
         self.svc = Services(
             loaded=loaded,
             registry=registry,
@@ -87,7 +99,7 @@ class Gateway:
             windows=Windows(self.store, policy.windows),
             clock=clock,
             secrets=secrets or SecretResolver(),
-            sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock), *sinks],
+            sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock, ledger), *extra],
         )
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
@@ -153,7 +165,9 @@ class Gateway:
         return self.svc.ledger
 
     def flush(self) -> None:
+        """Write what the ledger and the SLO rollups buffered."""
         self.svc.ledger.flush()
+        self.rollups.flush()
 
     def verify_ledger(self) -> VerifyReport:
         self.flush()
@@ -165,6 +179,8 @@ class Gateway:
         connections belong to it)."""
         self.svc.switches.close()
         self.svc.ledger.close()
+        if self._owns_rollups:
+            self.rollups.close()
         self.store.dispose()
 
     async def aclose(self) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from warden.cli import _costs, _policy, _serve
+from warden.cli import _costs, _policy, _serve, _slo
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
@@ -43,6 +43,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(_policy.policy_app, name="policy")
 app.command("explain")(_policy.explain)
 app.command("costs")(_costs.costs)
+app.command("slo")(_slo.slo)
+app.command("alerts")(_slo.alerts)
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()

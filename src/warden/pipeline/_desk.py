@@ -157,7 +157,7 @@ class ApprovalDesk:
                 payload["on_behalf_of"] = on_behalf_of
             if args != record.args:
                 payload.update(args=args, policy=decision)
-            self.svc.emit(record.run_id, record.tenant, "approval_decided", payload)
+            self.svc.emit(record.run_id, record.tenant, "approval_decided", payload, conn)
             if state == "rejected":
                 self.svc.windows.void(conn, record.action_id)
                 self.svc.emit(

@@ -21,11 +21,12 @@ from enum import StrEnum
 
 from sqlalchemy import select, update
 
+from warden import notify
 from warden.errors import UsageError
 from warden.ledger import LedgerWriter
 from warden.store import Store
 from warden.store._ops import insert_if_absent
-from warden.store._tables import switches
+from warden.store._tables import switches, utc_text
 
 SWITCH_STREAM = "switches"
 log = logging.getLogger("warden.switches")
@@ -104,6 +105,21 @@ class SwitchBoard:
                     "active": active,
                     "by": by,
                     "reason": reason,
+                },
+            )
+            # the ``switch_changed`` webhook, committed with the change (docs/webhooks.md)
+            notify.enqueue(
+                conn,
+                tenant=target if scope is Scope.TENANT else "*",
+                kind="switch_changed",
+                now=switch.set_at,
+                payload={
+                    "scope": scope.value,
+                    "target": target,
+                    "active": active,
+                    "by": by,
+                    "reason": reason,
+                    "set_at": utc_text(switch.set_at),
                 },
             )
         # This process sees its own change at once: the next call re-reads, and a re-read

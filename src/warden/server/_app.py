@@ -10,21 +10,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warden.ledger import checkpoint_loop, key_path, load_private_key
 from warden.notify import Dispatcher
 from warden.server import _problems
 from warden.server._bodies import JsonBodyCheck
-from warden.server._deps import State
+from warden.server._deps import Refused, State
 from warden.server._fastpath import GovernedCallFastPath
 from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, costs, explain, metrics, models, runs
+from warden.server.api import admin, approvals, costs, explain, metrics, models, runs, slo
 from warden.telemetry import Telemetry, TraceContextMiddleware
 
 log = logging.getLogger("warden.server")
@@ -121,6 +121,17 @@ async def _sla_loop(state: ServerState, interval_s: float) -> None:
                 log.exception("SLA sweep failed; will retry")
 
 
+async def _alert_loop(state: ServerState, interval_s: float) -> None:
+    """Time-based alerts (warden.telemetry.Alerts.evaluate); changes are conditional, so
+    every replica may run it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await state.run_sync(state.alerts.evaluate)
+        except Exception:
+            log.exception("alert evaluation failed; will retry")
+
+
 def create_app(
     settings: ServerSettings | None = None, *, telemetry: Telemetry | None = None
 ) -> FastAPI:
@@ -131,7 +142,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s))]
+        tasks = [
+            asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s)),
+            asyncio.create_task(_alert_loop(warden_state, settings.alert_interval_s)),
+        ]
         stop = asyncio.Event()
         dispatcher = None
         if warden_state.webhooks:
@@ -176,6 +190,13 @@ def create_app(
     )
     app.state.warden = warden_state
     _problems.install(app)
+
+    async def refused(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        warden_state.refused(exc.principal, exc.detail)
+        return _problems.response_for(exc)
+
+    app.add_exception_handler(Refused, refused)
     # The last added runs first: the body limit and timeout see every byte, then the fast
     # path serves what it can, then every route's JSON body is checked.
     app.add_middleware(JsonBodyCheck)
@@ -191,6 +212,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(costs.router)
     app.include_router(metrics.router)
+    app.include_router(slo.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

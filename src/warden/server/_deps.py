@@ -70,6 +70,15 @@ def principal_for(state: ServerState, authorization: str, api_key: str) -> Princ
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
+class Refused(ApiProblem):
+    """A key reaching for another tenant's or another agent's objects: answered like any
+    problem, and counted by the ``unauthorized_attempt`` alerts (``ServerState.refused``)."""
+
+    def __init__(self, principal: Principal, status: int, slug: str, detail: str) -> None:
+        super().__init__(status, slug, detail)
+        self.principal = principal
+
+
 def require(principal: Principal, *roles: Role) -> None:
     if principal.role is Role.ADMIN or principal.role in roles:
         return
@@ -88,7 +97,7 @@ def tenant_for(principal: Principal, requested: str | None) -> str:
         return requested
     if requested is not None and requested != principal.tenant:
         # Do not reveal whether the other tenant exists.
-        raise ApiProblem(403, "forbidden", "this key is scoped to another tenant")
+        raise Refused(principal, 403, "forbidden", "this key is scoped to another tenant")
     return principal.tenant
 
 
@@ -104,9 +113,9 @@ def visible(
     (and their approvals and events) of another agent, for an agent key: a key learns
     nothing about runs it may not act on. Pass the run's ``agent`` and ``workflow``."""
     if not principal.can_see(tenant):
-        raise ApiProblem(404, "not-found", f"no {what}")
+        raise Refused(principal, 404, "not-found", f"no {what}")
     if agent is not None and workflow is not None and not principal.owns(agent, workflow):
-        raise ApiProblem(404, "not-found", f"no {what}")
+        raise Refused(principal, 404, "not-found", f"no {what}")
 
 
 def bound_agent(principal: Principal) -> str | None:

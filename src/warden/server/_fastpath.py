@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warden.errors import InvalidInputError
 from warden.server._bodies import parse_json_body, read_body
-from warden.server._deps import caller_for
+from warden.server._deps import Refused, caller_for
 from warden.server._problems import response_for
 from warden.server._schemas import ID_PATTERN, ActionCreate
 from warden.server.api.runs import govern
@@ -78,6 +78,8 @@ class GovernedCallFastPath:
             )
             answer = await govern(state, caller, run_id, action)
         except Exception as exc:
+            if isinstance(exc, Refused):  # counted as the route's handler counts it
+                state.refused(exc.principal, exc.detail)
             response = response_for(exc)
         else:
             response = JSONResponse(answer.model_dump(mode="json"))

@@ -43,6 +43,8 @@ class ServerSettings(BaseSettings):
     switch_refresh_s: float = 0.25
     #: how often each process looks for approvals past their deadline
     sla_sweep_s: float = 1.0
+    #: how often each process evaluates the time-based alerts (docs/slo-alerts.md)
+    alert_interval_s: float = 15.0
     #: the Ed25519 key that signs ledger checkpoints (``warden ledger keygen``); also
     #: ``WARDEN_LEDGER_KEY``. Unset: the server takes no checkpoints
     ledger_key: str | None = None

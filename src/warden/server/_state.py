@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from warden.approvals import ApprovalWaiter
-from warden.auth import KeyStore, RateLimiter
+from warden.auth import KeyStore, Principal, RateLimiter
 from warden.errors import UsageError
 from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
@@ -30,7 +30,7 @@ from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
 from warden.store._engine import WouldWait
-from warden.telemetry import Telemetry
+from warden.telemetry import Alerts, Rollups, Telemetry
 from warden.tools._factory import load_factory
 
 P = ParamSpec("P")
@@ -56,7 +56,9 @@ class ServerState:
         self.gateways: dict[str, Gateway] = {}
         #: telemetry sinks of this process (traces, metrics, SLO rollups, alerts): every
         #: gateway hands its events to them after the ledger and the outbox
-        self.sinks: list[Sink] = []
+        self.alerts = Alerts(self.store)
+        self.rollups = Rollups(self.store, alerts=self.alerts)
+        self.sinks: list[Sink] = [self.rollups]
         #: traces (OTEL_* variables) and metrics (settings) of this process's gateways
         self.telemetry = telemetry if telemetry is not None else Telemetry.for_server(settings)
         specs, tools = settings.specs, settings.tools
@@ -94,6 +96,11 @@ class ServerState:
         self._store_threads = ThreadPoolExecutor(
             max_workers=settings.store_threads, thread_name_prefix="warden-store"
         )
+
+    def refused(self, principal: Principal, why: str) -> None:
+        """A key refused another tenant's or agent's objects: an ``unauthorized_attempt``
+        of its tenant (``server._deps.Refused``)."""
+        self.rollups.refused(principal.tenant, why)
 
     @property
     def workflow_names(self) -> tuple[str, ...]:
@@ -159,6 +166,7 @@ class ServerState:
         self._store_threads.shutdown(wait=True)
         for gateway in self.gateways.values():
             gateway.svc.ledger.close()
+        self.rollups.close()
         self.ledger.close()
         self.telemetry.close()
         self.store.dispose()

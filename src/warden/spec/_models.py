@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 # The shared building blocks live in _base (the economics models use them too).
+from warden.spec._alerts import AlertSpec
 from warden.spec._base import Duration, FieldPath, Identifier, _Model
 from warden.spec._base import _parse_duration as _parse_duration  # used by the CLI
 from warden.spec._economics import (
@@ -250,9 +251,14 @@ class Escalation(_Model):
 
 
 class SLO(_Model):
+    """Targets measured by ``warden slo`` (docs/slo-alerts.md): the least success rate,
+    the most latency, escalation and policy-violation rates, and cost per successful task."""
+
     success_rate: float | None = Field(None, ge=0, le=1)
+    p50_latency_ms: float | None = Field(None, gt=0)
     p95_latency_ms: float | None = Field(None, gt=0)
     escalation_rate_max: float | None = Field(None, ge=0, le=1)
+    policy_violation_rate_max: float | None = Field(None, ge=0, le=1)
     cost_per_task_usd: float | None = Field(None, ge=0)
 
 
@@ -290,6 +296,16 @@ class WorkflowSpec(_Model):
         default_factory=dict
     )
     budgets: list[BudgetSpec] = Field(default_factory=list)
+    #: built-in alerts (warden.telemetry; docs/slo-alerts.md)
+    alerts: list[AlertSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _alert_names_unique(self) -> WorkflowSpec:
+        names = [a.key for a in self.alerts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"alerts: {', '.join(twice)} named twice (give each a name:)")
+        return self
 
     @model_validator(mode="after")
     def _models_are_tools(self) -> WorkflowSpec:

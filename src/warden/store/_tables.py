@@ -331,3 +331,53 @@ model_cache = Table(
     Column("expires_us", BigInteger, nullable=False),
     Index("ix_model_cache_expires", "expires_us"),
 )
+
+# SLO rollups (warden.telemetry): counters per workflow, tenant, task type ('' for none) and
+# the hour the run started (epoch seconds), one row per figure (``metric``) and its label (a
+# rule, a tool, a latency bucket; '' for none). Written by upsert (value += delta) in batches;
+# read by summing a window's rows, whose number depends on hours and groups, not on events.
+slo_rollups = Table(
+    "slo_rollups",
+    metadata,
+    Column("workflow", String(120), primary_key=True),
+    Column("tenant", String(120), primary_key=True),
+    Column("task_type", String(120), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("metric", String(40), primary_key=True),
+    Column("label", String(200), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Index("ix_slo_rollups_bucket", "bucket"),
+    Index("ix_slo_rollups_tenant_bucket", "tenant", "bucket"),
+)
+
+# Alerts (warden.telemetry): one row per alert and subject, ``firing`` or ``resolved``. A
+# replica fires or resolves one by a conditional change of ``state`` (an insert that finds
+# no row, or an update from the other state), so replicas never both announce it.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("alert_key", String(600), primary_key=True),
+    Column("workflow", String(120), nullable=False),
+    Column("name", String(120), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("tenant", String(120), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("fired_at", UTCDateTime(), nullable=False),
+    Column("resolved_at", UTCDateTime(), nullable=True),
+    Column("times_fired", Integer, nullable=False),
+    # what the last firing saw (JSON)
+    Column("detail", Text, nullable=False),
+    Index("ix_alert_state_state", "state", "kind"),
+)
+
+# The occurrences windowed alerts count ("5 tool failures in 10 minutes"), from every
+# replica: one row each, pruned once older than the longest window.
+alert_hits = Table(
+    "alert_hits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hit_key", String(600), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Index("ix_alert_hits_key_ts", "hit_key", "ts_us"),
+)

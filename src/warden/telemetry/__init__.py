@@ -1,14 +1,22 @@
-"""Telemetry: OpenTelemetry traces and Prometheus metrics of runs and governed calls
-(see docs/telemetry.md). Sinks of the stages' events, plus a stage observer for the
-pipeline's timings; nothing here runs when telemetry is off."""
+"""Telemetry: sinks of the governed call's events and what is built on them.
 
+- OpenTelemetry traces and Prometheus metrics of runs and governed calls, plus a stage
+  observer for the pipeline's timings (docs/telemetry.md); nothing runs when they are off.
+- ``Rollups`` counts what every call did per workflow, tenant, task type and hour;
+  ``slo_report`` measures the spec's ``slo:`` targets from them over 1 h, 7 d and 30 d,
+  with drift; ``Alerts`` evaluates the spec's ``alerts:`` (docs/slo-alerts.md).
+"""
+
+from warden.telemetry._alerts import Alerts, list_alerts
 from warden.telemetry._metrics import Metrics, MetricsSink, StoreCollector, scrape
+from warden.telemetry._rollups import Rollups, bucket_of, rebuild, upper_ms
 from warden.telemetry._setup import (
     Telemetry,
     TraceContextMiddleware,
     instrument,
     traceparent,
 )
+from warden.telemetry._slo import WINDOWS, Breach, SloFigures, SloGroup, SloReport, slo_report
 from warden.telemetry._traces import (
     SpanBatcher,
     TraceSink,
@@ -18,17 +26,29 @@ from warden.telemetry._traces import (
 )
 
 __all__ = [
+    "WINDOWS",
+    "Alerts",
+    "Breach",
     "Metrics",
     "MetricsSink",
+    "Rollups",
+    "SloFigures",
+    "SloGroup",
+    "SloReport",
     "SpanBatcher",
     "StoreCollector",
     "Telemetry",
     "TraceContextMiddleware",
     "TraceSink",
+    "bucket_of",
     "exporter_from_env",
     "instrument",
+    "list_alerts",
+    "rebuild",
     "run_context",
     "scrape",
+    "slo_report",
     "traceparent",
     "traces_from_env",
+    "upper_ms",
 ]
