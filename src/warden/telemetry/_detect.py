@@ -58,7 +58,9 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 _A = re.ASCII  # \d and \w in ASCII only: 3x faster to scan than their Unicode forms
 
 # -- e-mail
-_LOCAL_TAIL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}\Z", _A)
+_LOCAL_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+)
 _DOMAIN: Final = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9_-])", _A
 )
@@ -67,7 +69,7 @@ _DOMAIN: Final = re.compile(
 # Starting on a character class lets the engine skip ahead in C; at least 7 characters
 _NUMERIC: Final = re.compile(r"[+(0-9][0-9 ().:/-]{5,}[0-9]\)?", _A)
 # An IBAN's country and check digits, looked for just before a long run of digits
-_IBAN_START: Final = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}", _A)
+_IBAN_START: Final = re.compile(r"[A-Z]{2}[0-9]{2}", _A)
 _EXT: Final = re.compile(r"\s?(?:x|ext\.?)\s?[0-9]{1,5}(?![\w])", _A)
 _IPV4: Final = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                           r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])", _A)  # fmt: skip
@@ -82,28 +84,25 @@ _JOINERS: Final = frozenset("-.:/+")
 
 # -- IPv6
 _V6_ANCHOR: Final = re.compile(r":[0-9A-Fa-f]{0,4}:", _A)
-_V6_LEFT: Final = re.compile(r"[0-9A-Fa-f:]{1,40}\Z", _A)
+_HEX_COLON: Final = frozenset("0123456789abcdefABCDEF:")
 _V6_RIGHT: Final = re.compile(r"[0-9A-Fa-f:.]{1,45}", _A)
 
 # -- credentials: each hint is a literal, found by a fast scan; the patterns run after
-_CRED_HINTS: Final = (
-    re.compile(r"k[-_]"),  # sk-..., sk_live_..., rk_..., pk_...
-    re.compile(r"h[pousr]_|_pat_"),  # GitHub
-    re.compile(r"xox"),  # Slack
-    re.compile(r"A(?:KIA|SIA|Iza)"),  # AWS, Google
-    re.compile(r"eyJ"),  # a JWT
-)
-_CRED_TOKEN: Final = re.compile(
-    r"(?<![\w-])(?:"
-    r"sk-(?:ant-(?:api\d\d-)?|proj-)?[A-Za-z0-9_-]{20,}"
-    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
-    r"|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
-    r"|AIza[0-9A-Za-z_-]{35}"
-    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
-    r")(?![\w-])",
-    _A,
+# Each pattern opens with a literal, so the engine finds it with a fast scan, and runs only
+# when its literal is in the text at all.
+_CRED_PATTERNS: Final = tuple(
+    (hint, re.compile(pattern + r"(?![\w-])", _A))
+    for hint, pattern in (
+        ("sk-", r"sk-(?:ant-(?:api\d\d-)?|proj-)?[A-Za-z0-9_-]{20,}"),
+        ("k_", r"[srp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+        ("gh", r"gh[pousr]_[A-Za-z0-9]{36,}"),
+        ("github_pat_", r"github_pat_[A-Za-z0-9_]{40,}"),
+        ("xox", r"xox[abposr]-[A-Za-z0-9-]{10,}"),
+        ("AKIA", r"AKIA[0-9A-Z]{16}"),
+        ("ASIA", r"ASIA[0-9A-Z]{16}"),
+        ("AIza", r"AIza[0-9A-Za-z_-]{35}"),
+        ("eyJ", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    )
 )
 _PEM: Final = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^\x00]*?-----END [A-Z ]*PRIVATE KEY-----"
@@ -142,8 +141,8 @@ def _issuer_ok(digits: str) -> bool:
         return n == 15  # American Express
     if four == 6011 or two == 65 or 644 <= three <= 649:
         return 16 <= n <= 19  # Discover
-    if 3528 <= four <= 3589:
-        return 16 <= n <= 19  # JCB
+    if two == 35:
+        return 16 <= n <= 19  # JCB (3528-3589 issued; the whole 35 range is checked)
     if two in (36, 38, 39) or 300 <= three <= 305:
         return 14 <= n <= 19  # Diners Club
     if two == 62:
@@ -195,7 +194,9 @@ def _phone(core: str, has_ext: bool) -> bool:
         # E.164: a country code, at most 15 digits, grouped or not
         return 8 <= n <= 15 and len(groups[-1]) >= 2
     if core.startswith("00"):
-        return 11 <= n <= 15 and len(groups) >= 3
+        # 00 and a country code (never 0): the international prefix outside North America
+        blocks = all(len(g) == 4 for g in groups)  # 0075 2445 9698: a number in blocks
+        return core[2:3] not in ("0", "") and 11 <= n <= 15 and len(groups) >= 3 and not blocks
     if not 10 <= n <= 11 or (len(groups) == 1 and not has_ext):
         # an unbroken run of 10 digits is an order number or a timestamp as often as a
         # phone: only grouped numbers (or ones with an extension) count
@@ -248,16 +249,24 @@ def _numeric(text: str, out: list[Span]) -> None:
         pos = end
         if text[start] == "+" and not text[start + 1].isdigit():
             continue
-        # an IBAN: its country and check digits open this run or sit a few groups back
-        lead = _IBAN_START.search(text, max(0, start - 34), start + 4)
-        if lead is not None:
-            iban_end = _iban_at(text, lead.start())
-            if iban_end > start:
-                out.append(("iban", lead.start(), iban_end))
-                pos = max(pos, iban_end)
-                continue
         before = text[start - 1] if start else " "
-        if before in _BOUNDARY:
+        glued = before in _BOUNDARY
+        if glued or " " in text[start:end]:
+            # an IBAN: its country and check digits open this run (glued to it) or sit a
+            # few groups back (GB82 WEST 1234 ...)
+            lead = _IBAN_START.search(text, max(0, start - 34), start + 4)
+            while lead is not None:
+                at = lead.start()
+                if at == 0 or text[at - 1] not in _BOUNDARY:
+                    iban_end = _iban_at(text, at)
+                    if iban_end > start:
+                        out.append(("iban", at, iban_end))
+                        pos = max(pos, iban_end)
+                        break
+                lead = _IBAN_START.search(text, at + 1, start + 4)
+            if lead is not None:
+                continue
+        if glued:
             continue  # glued to letters: part of an identifier
         if before in _JOINERS and start >= 2 and text[start - 2] in _BOUNDARY:
             continue  # ORD-2024-..., v1.2.3, x.123: the tail of an identifier
@@ -267,27 +276,33 @@ def _numeric(text: str, out: list[Span]) -> None:
         if after in _JOINERS and end + 1 < length and text[end + 1] in _BOUNDARY:
             continue
         found = _classify(text, start, end)
-        if found is None and " " in text[start:end]:
+        if found is None and " " in text[start:end] and not _one_number(text[start:end]):
             found = _split(text, start, end)
         if found is not None:
             out.append(found)
 
 
+def _one_number(value: str) -> bool:
+    """Four or more groups of four digits: one long number written in blocks (a tracking
+    or an account number), never split into pieces."""
+    groups = value.split(" ")
+    return len(groups) >= 4 and all(len(g) == 4 and g.isdigit() for g in groups[:-1])
+
+
 def _split(text: str, start: int, end: int) -> Span | None:
-    """A run of digits that is no PII whole may hold one between spaces (``call
-    555-123-4567 2 times`` reads as one run): the longest piece, leftmost."""
-    cuts = [start] + [i + 1 for i in range(start, end) if text[i] == " "]
-    ends = [i for i in range(start, end) if text[i] == " "] + [end]
-    pieces = sorted(
-        ((a, b) for a in cuts for b in ends if b > a and (a, b) != (start, end)),
-        key=lambda p: (p[0] - p[1], p[0]),
-    )
+    """A run of digits that is no PII whole may begin or end with one, set off by a
+    space (``call 555-123-4567 2 times``, ``10:30 555-123-4567``): the longest such
+    piece. Pieces from the middle of a long run are not tried: that is a tracking or an
+    account number, not a phone inside one."""
+    spaces = [i for i in range(start, end) if text[i] == " "]
+    pieces = [(start, i) for i in reversed(spaces)] + [(i + 1, end) for i in spaces]
+    pieces.sort(key=lambda p: p[0] - p[1])
     for a, b in pieces:
         while a < b and text[a] == " ":
             a += 1
         while b > a and text[b - 1] == " ":
             b -= 1
-        if b - a >= MIN_SCAN_LEN - 1:
+        if b - a >= MIN_SCAN_LEN:
             found = _classify(text, a, b)
             if found is not None:
                 return found
@@ -297,13 +312,15 @@ def _split(text: str, start: int, end: int) -> Span | None:
 def _emails(text: str, out: list[Span]) -> None:
     at = text.find("@")
     while at != -1:
-        left = _LOCAL_TAIL.search(text, max(0, at - 64), at)
-        right = _DOMAIN.match(text, at + 1)
-        if left is not None and right is not None:
-            start = left.start()
-            # the local part may not start with a dot (".bob@x" is "bob@x")
-            while text[start] in "._%+-":
-                start += 1
+        start = at
+        floor = max(0, at - 64)
+        while start > floor and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        # the local part starts with a letter or digit (".bob@x" is "bob@x")
+        while start < at and text[start] in "._%+-":
+            start += 1
+        right = _DOMAIN.match(text, at + 1) if start < at else None
+        if right is not None:
             out.append(("email", start, right.end()))
             at = text.find("@", right.end())
         else:
@@ -316,25 +333,36 @@ def _ipv6(text: str, out: list[Span]) -> None:
         m = _V6_ANCHOR.search(text, pos)
         if m is None:
             return
-        left = _V6_LEFT.search(text, max(0, m.start() - 40), m.start())
-        start = left.start() if left is not None else m.start()
+        start = m.start()
+        floor = max(0, start - 40)
+        while start > floor and text[start - 1] in _HEX_COLON:
+            start -= 1
         right = _V6_RIGHT.match(text, m.start())
         end = right.end() if right is not None else m.end()
         while end > start and text[end - 1] == ".":
             end -= 1
         pos = max(end, m.end())
+        value = text[start:end]
+        colons = value.count(":")
+        # eight groups, or fewer around "::" (10:22:33 and MAC addresses are neither)
+        if "::" not in value and not (colons == 7 or (colons == 6 and "." in value)):
+            continue
         if (start and text[start - 1] in _BOUNDARY) or (end < len(text) and text[end] in _BOUNDARY):
             continue
         try:
-            ipaddress.IPv6Address(text[start:end])
+            ipaddress.IPv6Address(value)
         except ValueError:
             continue
         out.append(("ipv6", start, end))
 
 
 def _credentials(text: str, out: list[Span]) -> None:
-    if any(h.search(text) for h in _CRED_HINTS):
-        out.extend(("credential", m.start(), m.end()) for m in _CRED_TOKEN.finditer(text))
+    for hint, pattern in _CRED_PATTERNS:
+        if hint in text:
+            for m in pattern.finditer(text):
+                at = m.start()
+                if at == 0 or (text[at - 1] not in _BOUNDARY and text[at - 1] != "-"):
+                    out.append(("credential", at, m.end()))
     if "-----BEGIN" in text:
         out.extend(("credential", m.start(), m.end()) for m in _PEM.finditer(text))
     low = text.lower()
@@ -347,7 +375,11 @@ def _credentials(text: str, out: list[Span]) -> None:
             if at == 0 or low[at - 1] not in _LABEL_CHARS:
                 m = _CRED_PAIR.match(low, at)
                 if m is not None:
-                    out.append(("credential", m.start("v"), m.end("v")))
+                    end = m.end("v")
+                    while text[end - 1] in ".,)":  # the sentence's, not the secret's
+                        end -= 1
+                    if end - m.start("v") >= 6:
+                        out.append(("credential", m.start("v"), end))
             at = low.find(label, at + len(label))
 
 
