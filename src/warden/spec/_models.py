@@ -277,7 +277,8 @@ class PiiSpec(_Model):
     #: the detectors that run on every string (all of them by default)
     detect: list[PiiKindName] = Field(default_factory=lambda: list(PII_KINDS))
     #: fields tokenized whole, whatever they hold: paths in an event (``args.to``,
-    #: ``result.customer.email``, ``facts.order_customer.email``; ``*`` for any key or item)
+    #: ``result.customer.email``, ``facts.order_customer.email``; ``*`` for any key; a
+    #: list's items sit at the list's path)
     redact: list[Annotated[str, Field(pattern=_PII_PATH)]] = Field(default_factory=list)
     #: keep each token's raw value sealed in the vault, for approvers and auditors
     vault: bool = False

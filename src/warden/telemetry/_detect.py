@@ -108,10 +108,14 @@ _PEM: Final = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^\x00]*?-----END [A-Z ]*PRIVATE KEY-----"
 )
 #: labels whose value is a secret (``password=...``, ``api_key: ...``, ``Bearer ...``),
-#: found in the lowercased text, then matched from there
-_CRED_LABELS: Final = ("pass", "pwd", "secret", "key", "token", "bearer")
+#: found in the lowercased text, then matched from there (a bare ``key:`` or ``token:``
+#: is not one: ``key:slack-bridge`` names a key, it is not one)
+_CRED_LABELS: Final = (
+    "password", "passwd", "pwd", "secret", "client_secret", "api_key", "api-key", "apikey",
+    "access_key", "access_token", "auth_token", "refresh_token", "private_key", "bearer",
+)  # fmt: skip
 _CRED_PAIR: Final = re.compile(
-    r"(?:bearer\s+|[a-z]*[_-]?[a-z]*\s*[:=]\s*)(?P<v>[^\s,;&\"'<>\x00]{6,})", _A
+    r"(?:bearer\s+|[a-z_-]+\s*[:=]\s*)(?P<v>[^\s,;&\"'<>\x00]{6,})", _A
 )
 _LABEL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 

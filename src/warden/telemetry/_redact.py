@@ -3,7 +3,9 @@
 ``PiiRedactor.redact(tenant, payload)`` returns a copy of a JSON-like payload in which
 
 - every value at a declared path (the spec's ``pii.redact``: ``args.to``,
-  ``result.customer.email``, ``facts.*.email``) is replaced whole by ``pii:field:<mac>``;
+  ``result.customer.email``, ``facts.*.email``; ``*`` is any key, and a list's items sit
+  at the list's own path, so ``result.rows.name`` is the name of every row) is replaced
+  whole by ``pii:field:<mac>``;
 - every value under a key that names a secret (``password``, ``api_key``, ...) by
   ``pii:credential:<mac>``;
 - inside every other string, what the detectors find (``warden.telemetry._detect``) by
@@ -67,7 +69,7 @@ PathTree = dict[str, Any]
 
 
 def compile_paths(paths: Iterable[str]) -> PathTree:
-    """``["args.to", "facts.*.email"]`` as a tree of keys (``*``: any key or list item)."""
+    """``["args.to", "facts.*.email"]`` as a tree of keys (``*``: any key)."""
     tree: PathTree = {}
     for path in paths:
         node = tree
@@ -211,11 +213,8 @@ class PiiRedactor:
                 if self._collect(value, child, texts):
                     marked = True
         elif isinstance(obj, (list, tuple)):
-            child = node.get("*") if node is not None else None
-            if child is LEAF:
-                return bool(obj)
-            for value in obj:
-                if self._collect(value, child, texts):
+            for value in obj:  # a list's items sit at the list's path
+                if self._collect(value, node, texts):
                     marked = True
         return marked
 
@@ -246,16 +245,13 @@ class PiiRedactor:
                 if child is LEAF:
                     out[key] = self._field_token(tenant, value)
                 elif isinstance(value, str) and _secret_key(key):
-                    out[key] = self.token(tenant, "credential", value) if value else value
+                    secret = value and not value.startswith(TOKEN_PREFIX)
+                    out[key] = self.token(tenant, "credential", value) if secret else value
                 else:
                     out[key] = self._rebuild(tenant, value, child, by_leaf, counter)
             return out
         if isinstance(obj, (list, tuple)):
-            child = node.get("*") if node is not None else None
-            if child is LEAF:
-                items = [self._field_token(tenant, v) for v in obj]
-            else:
-                items = [self._rebuild(tenant, v, child, by_leaf, counter) for v in obj]
+            items = [self._rebuild(tenant, v, node, by_leaf, counter) for v in obj]
             return tuple(items) if isinstance(obj, tuple) else items
         return obj
 
