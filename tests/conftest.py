@@ -17,6 +17,10 @@ from warden.store import Store, metadata
 
 pytest_plugins = ["_stack"]
 
+# One vault master key for the whole session, inherited by the processes tests start: they
+# share stores, and a tenant key wrapped by one master key does not open under another.
+os.environ.setdefault("WARDEN_VAULT_KEY", "dGVzdHMtb25seS12YXVsdC1tYXN0ZXIta2V5LTMyYmI")
+
 PG_ADMIN_URL = os.environ.get(
     "WARDEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

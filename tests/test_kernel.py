@@ -254,7 +254,10 @@ async def test_g_a_bridge_records_the_human_it_decides_for(gateway: Gateway) -> 
     pending = await _approved_payment_by_bridge(gateway)
     gateway.flush()
     decided = [e for e in iter_events(gateway.store, tenant="t") if e.type == "approval_decided"]
-    assert decided[-1].payload["on_behalf_of"] == "carol@shop.example"
+    # stored as its PII token (docs/pii.md): the same token for the same person
+    assert gateway.svc.pii is not None
+    carol = gateway.svc.pii.redact_text("t", "carol@shop.example")
+    assert decided[-1].payload["on_behalf_of"] == carol != "carol@shop.example"
     assert gateway.approvals.get(pending.approval_id).decided_by == "key:slack-bridge"
 
 

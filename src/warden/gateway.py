@@ -31,7 +31,7 @@ from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._desk import ApprovalDesk
 from warden.pipeline._models import ChatResult, ChatStreamResult, Models
 from warden.pipeline._pipeline import PENDING, UNSETTLED
-from warden.pipeline._runs import save_counters
+from warden.pipeline._runs import Sealer, save_counters
 from warden.pipeline._services import utc_now
 from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._success import judge, read_complete_actions
@@ -44,7 +44,7 @@ from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, Tier, load_spec
 from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
-from warden.telemetry import Alerts, Rollups
+from warden.telemetry import Alerts, Rollups, Vault, pii_redactor
 from warden.tools import ToolRegistry
 
 if TYPE_CHECKING:
@@ -67,9 +67,12 @@ class Gateway:
         secrets: SecretResolver | None = None,
         switches: SwitchBoard | None = None,
         sinks: Sequence[Sink] = (),
+        vault: Vault | None = None,
     ) -> None:
         """``sinks``: where the stages' events go besides the ledger and the webhook
-        outbox (telemetry: traces, metrics, SLO rollups, alerts), in this order."""
+        outbox (telemetry: traces, metrics, SLO rollups, alerts), in this order.
+        ``vault``: tenant keys and sealed values (default: one on ``store`` under the
+        master key of ``warden.telemetry.master_key()``)."""
         registry = ToolRegistry.build(loaded, tools)
         # Rules are type-checked against these tools: a mistake fails here, with its line.
         policy = checked_policy(loaded, registry)
@@ -86,6 +89,7 @@ class Gateway:
         if rollups.alerts is not None:
             rollups.alerts.watch(loaded)
         self.rollups = rollups
+        vault = vault or Vault(self.store)
         self.svc = Services(
             loaded=loaded,
             registry=registry,
@@ -95,11 +99,13 @@ class Gateway:
             # One board per process where the caller shares one (the server does): every
             # check of a call, the last one before the side effect included, sees one view.
             switches=switches or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
-            approvals=ApprovalQueue(self.store, ledger),
+            approvals=ApprovalQueue(self.store, ledger, vault=vault),
             windows=Windows(self.store, policy.windows),
             clock=clock,
             secrets=secrets or SecretResolver(),
             sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock, ledger), *extra],
+            vault=vault,
+            pii=pii_redactor(loaded.spec.pii, vault),
         )
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
@@ -125,6 +131,7 @@ class Gateway:
         secrets: SecretResolver | None = None,
         switches: SwitchBoard | None = None,
         sinks: Sequence[Sink] = (),
+        vault: Vault | None = None,
     ) -> Gateway:
         return cls(
             load_spec(path),
@@ -135,6 +142,7 @@ class Gateway:
             secrets=secrets,
             switches=switches,
             sinks=sinks,
+            vault=vault,
         )
 
     @staticmethod
@@ -251,6 +259,10 @@ class Gateway:
             principal={"agent": agent, "scopes": sorted(scopes), "key": None},
         )
         now = self.svc.clock()
+        if self.svc.vault is not None:
+            # made now, not inside a transaction of a later call that seals a value
+            self.svc.vault.token_key(tenant)
+        stored_task = task if self.svc.pii is None else self.svc.pii.redact_text(tenant, task)
         with self.svc.ledger.transaction() as conn:
             conn.execute(
                 insert(runs).values(
@@ -260,7 +272,7 @@ class Gateway:
                     workflow_version=spec.version,
                     spec_fingerprint=self.svc.loaded.fingerprint,
                     agent=agent,
-                    task=task,
+                    task=stored_task,
                     task_type=task_type,
                     end_user=end_user,
                     opened_by=opened_by,
@@ -328,7 +340,10 @@ class Gateway:
             principal={"agent": row["agent"], "scopes": sorted(scopes), "key": None},
         )
         if row["state"]:
-            state.restore(json.loads(row["state"]))
+            stored = row["state"]
+            if self.svc.vault is not None:
+                stored = self.svc.vault.unseal(row["tenant"], stored)
+            state.restore(json.loads(stored))
         # A claimed row carries the step its call took; the pipeline counts it again.
         state.steps = int(row["steps"]) - 1 if claimed else int(row["steps"])
         if row["status"] != "running":
@@ -595,7 +610,14 @@ class Run:
         mine = state.counters()
         if mine == self._base and state.steps == self._saved_steps:
             return None
-        return {"base": self._base, "mine": mine, "version": self._version, "steps": state.steps}
+        vault = self._gateway.svc.vault
+        return {
+            "base": self._base,
+            "mine": mine,
+            "version": self._version,
+            "steps": state.steps,
+            "sealer": None if vault is None else Sealer(vault, state.tenant),
+        }
 
     def saved(self, stored: dict[str, Any], version: int, mine: dict[str, Any]) -> None:
         """The counters ``mine`` (``unsaved()``'s) are stored as ``stored`` at ``version``

@@ -6,6 +6,11 @@ both win.
 
 States: pending → approved → executing → executed | failed
         pending → rejected | expired
+
+With a vault, the arguments, the evidence and the result are stored sealed with the
+tenant's key (they hold the raw values the action runs with); records carry them open.
+What a reader may see of them is the API's business (approvers see them raw, the read
+recorded; others see tokens). A tenant whose key was shredded reads ``SHREDDED``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from warden.errors import NotFoundError
 from warden.ledger import LedgerWriter, canonical_json
 from warden.store import Store
 from warden.store._tables import approvals
+from warden.telemetry import Vault, VaultError
+
+#: what a sealed field reads as once its tenant's key is shredded
+SHREDDED: dict[str, Any] = {"vault": "shredded: the tenant's key was destroyed"}
+_SEALED = ("args", "evidence", "result")
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,19 @@ class ApprovalRecord:
         return data
 
 
-def _record(row: Any) -> ApprovalRecord:
+def _open(vault: Vault | None, tenant: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    if vault is None:
+        return json.loads(text)
+    try:
+        return json.loads(vault.unseal(tenant, text))
+    except VaultError:
+        return dict(SHREDDED)
+
+
+def _record(row: Any, vault: Vault | None = None) -> ApprovalRecord:
+    tenant = row["tenant"]
     return ApprovalRecord(
         approval_id=row["approval_id"],
         tenant=row["tenant"],
@@ -67,11 +89,11 @@ def _record(row: Any) -> ApprovalRecord:
         action_id=row["action_id"],
         workflow=row["workflow"],
         tool=row["tool"],
-        args=json.loads(row["args"]),
+        args=_open(vault, tenant, row["args"]),
         idempotency_key=row["idempotency_key"],
         reasons=json.loads(row["reasons"]),
         rules=json.loads(row["rules"]),
-        evidence=json.loads(row["evidence"]),
+        evidence=_open(vault, tenant, row["evidence"]),
         risk=row["risk"],
         role=row["role"],
         sla_class=row["sla_class"],
@@ -83,18 +105,25 @@ def _record(row: Any) -> ApprovalRecord:
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
         rationale=row["rationale"],
-        result=None if row["result"] is None else json.loads(row["result"]),
+        result=_open(vault, tenant, row["result"]),
     )
 
 
 class ApprovalQueue:
-    def __init__(self, store: Store, ledger: LedgerWriter) -> None:
+    def __init__(self, store: Store, ledger: LedgerWriter, *, vault: Vault | None = None) -> None:
         self._store = store
         self._ledger = ledger
+        self.vault = vault
+
+    def _seal(self, tenant: str, value: Any) -> str:
+        text = canonical_json(value)
+        return text if self.vault is None else self.vault.seal(tenant, text)
 
     def create(self, conn: Connection, **values: Any) -> None:
-        for key in ("args", "reasons", "rules", "evidence"):
+        for key in ("reasons", "rules"):
             values[key] = canonical_json(values[key])
+        for key in ("args", "evidence"):
+            values[key] = self._seal(values["tenant"], values[key])
         conn.execute(insert(approvals).values(state="pending", **values))
 
     def get(self, approval_id: str) -> ApprovalRecord:
@@ -106,7 +135,7 @@ class ApprovalQueue:
             )
         if row is None:
             raise NotFoundError(f"no approval {approval_id!r}")
-        return _record(row)
+        return _record(row, self.vault)
 
     def list(
         self,
@@ -128,22 +157,24 @@ class ApprovalQueue:
         if sla_class is not None:
             query = query.where(approvals.c.sla_class == sla_class)
         with self._store.read() as conn:
-            return [_record(r) for r in conn.execute(query).mappings()]
+            return [_record(r, self.vault) for r in conn.execute(query).mappings()]
 
     def overdue(self, now: datetime) -> builtins.list[ApprovalRecord]:
         with self._store.read() as conn:
             rows = conn.execute(
                 select(approvals).where(approvals.c.state == "pending", approvals.c.deadline < now)
             ).mappings()
-            return [_record(r) for r in rows]
+            return [_record(r, self.vault) for r in rows]
 
-    @staticmethod
-    def transition(conn: Connection, approval_id: str, from_state: str, **values: Any) -> bool:
+    def transition(self, conn: Connection, approval_id: str, from_state: str, **values: Any) -> bool:
         """Move one approval out of ``from_state``; False if someone else moved it first."""
-        if "args" in values:
-            values["args"] = canonical_json(values["args"])
-        if "result" in values:
-            values["result"] = canonical_json(values["result"])
+        sealed = [key for key in _SEALED if key in values]
+        if sealed:
+            tenant = conn.execute(
+                select(approvals.c.tenant).where(approvals.c.approval_id == approval_id)
+            ).scalar_one_or_none()
+            for key in sealed:
+                values[key] = self._seal(tenant or "", values[key])
         done = conn.execute(
             update(approvals)
             .where(approvals.c.approval_id == approval_id, approvals.c.state == from_state)

@@ -132,13 +132,16 @@ class ApprovalDesk:
     ) -> ApprovalRecord:
         approver, on_behalf_of = who
         now = self.svc.clock()
+        pii = self.svc.pii
+        # an approver named by an e-mail address is PII too: the column holds its token
+        decided_by = approver if pii is None else pii.redact_text(record.tenant, approver)
         with self.svc.ledger.transaction() as conn:
             won = self.svc.approvals.transition(
                 conn,
                 record.approval_id,
                 "pending",
                 state=state,
-                decided_by=approver,
+                decided_by=decided_by,
                 decided_at=now,
                 rationale=rationale,
                 args=args,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -28,6 +29,7 @@ from warden.store import Store
 from warden.store import _fast as fast
 from warden.store._statements import Statement
 from warden.store._tables import runs
+from warden.telemetry import Vault
 
 # What a call needs of its run's row (no timestamps: they are not on the hot path).
 RUN_FIELDS = (
@@ -144,17 +146,20 @@ def save_counters(
     mine: dict[str, Any],
     version: int,
     steps: int,
+    sealer: Sealer | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Write ``mine``, the counters of a call that started from ``base`` at ``version``.
+    ``sealer``: stores the state sealed with the run's tenant key (it holds argument values
+    and what the run read: PII).
 
     Returns the counters now stored and their version: ``mine`` if no other call wrote
     since ``version``, else the merge of ``mine`` onto what the other calls wrote.
     """
-    values = _save_values(run_id, mine, version, steps)
+    values = _save_values(run_id, mine, version, steps, sealer)
     with store.autocommit() as db:
         if db.run(_SAVE_IF_CURRENT, values) == 1:
             return mine, version + 1
-    return _merge_and_save(store, values, base, mine)
+    return _merge_and_save(store, values, base, mine, sealer)
 
 
 async def save_counters_async(
@@ -165,23 +170,47 @@ async def save_counters_async(
     mine: dict[str, Any],
     version: int,
     steps: int,
+    sealer: Sealer | None = None,
 ) -> tuple[dict[str, Any], int] | None:
     """``save_counters``'s common case awaited on the event loop (PostgreSQL): the
     counters if no other call wrote since ``version``, else None with nothing written
     (then ``save_counters`` merges, in a store thread: it takes a row lock)."""
-    values = _save_values(run_id, mine, version, steps)
+    values = _save_values(run_id, mine, version, steps, sealer)
     async with store.async_autocommit() as db:
         if await db.run(_SAVE_IF_CURRENT, values) == 1:
             return mine, version + 1
     return None
 
 
-def _save_values(run_id: str, mine: dict[str, Any], version: int, steps: int) -> dict[str, Any]:
-    return {"state": canonical_json(mine), "steps": steps, "run_id": run_id, "version": version}
+@dataclass(frozen=True, slots=True)
+class Sealer:
+    """Seals a run's stored state with its tenant's vault key, and opens it."""
+
+    vault: Vault
+    tenant: str
+
+    def seal(self, text: str) -> str:
+        return self.vault.seal(self.tenant, text)
+
+    def unseal(self, text: str) -> str:
+        return self.vault.unseal(self.tenant, text)
+
+
+def _save_values(
+    run_id: str, mine: dict[str, Any], version: int, steps: int, sealer: Sealer | None
+) -> dict[str, Any]:
+    state = canonical_json(mine)
+    if sealer is not None:
+        state = sealer.seal(state)
+    return {"state": state, "steps": steps, "run_id": run_id, "version": version}
 
 
 def _merge_and_save(
-    store: Store, values: dict[str, Any], base: dict[str, Any], mine: dict[str, Any]
+    store: Store,
+    values: dict[str, Any],
+    base: dict[str, Any],
+    mine: dict[str, Any],
+    sealer: Sealer | None,
 ) -> tuple[dict[str, Any], int]:
     run_id = values["run_id"]
     with store.write(durable=False) as conn:
@@ -189,8 +218,11 @@ def _merge_and_save(
         row = conn.execute(read if store.is_sqlite else read.with_for_update()).first()
         if row is None:  # the run is gone (never expected): nothing to merge onto
             return mine, int(values["version"])
-        merged = merge_counters(json.loads(row[0]) if row[0] else {}, base, mine)
+        fresh = row[0] if sealer is None or not row[0] else sealer.unseal(row[0])
+        merged = merge_counters(json.loads(fresh) if fresh else {}, base, mine)
         values["state"] = canonical_json(merged)
+        if sealer is not None:
+            values["state"] = sealer.seal(values["state"])
         fast.run(conn, _SAVE, values).close()
         return merged, int(row[1]) + 1
 

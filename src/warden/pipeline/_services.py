@@ -23,6 +23,7 @@ from warden.policy._context import model_context
 from warden.secrets import SecretResolver
 from warden.spec import LoadedSpec
 from warden.store import Store
+from warden.telemetry import PiiRedactor, Vault
 from warden.tools import ToolDef, ToolRegistry
 
 
@@ -49,6 +50,11 @@ class Services:
     settling: Settling = field(default_factory=Settling)
     #: the declared models (upstreams, prices, budgets); None when the spec declares none
     models: Models | None = None
+    #: tenant keys and sealed values (None: nothing sealed, nothing tokenized)
+    vault: Vault | None = None
+    #: tokenizes PII in every event before the sinks see it (None: the spec's
+    #: ``pii.enabled`` is false)
+    pii: PiiRedactor | None = None
     executor: Executor = field(init=False)
     locks: ResourceLocks = field(init=False)
 
@@ -73,7 +79,10 @@ class Services:
         payload: dict[str, Any],
         conn: Connection | None = None,
     ) -> None:
-        """Hand one event of the run to every sink (see ``warden.events`` for the kinds)."""
+        """Hand one event of the run to every sink (see ``warden.events`` for the kinds),
+        its PII tokenized: the stages decided on the raw values; nothing after sees them."""
+        if self.pii is not None:
+            payload = self.pii.redact(tenant, payload)
         for sink in self.sinks:
             sink.emit(run_id, tenant, kind, payload, conn)
 

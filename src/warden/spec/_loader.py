@@ -15,7 +15,7 @@ from warden.errors import SpecError, SpecIssue
 from warden.ledger._canonical import canonical_json
 from warden.spec import _economics, _models
 from warden.spec._base import _Model
-from warden.spec._models import WorkflowSpec
+from warden.spec._models import PiiSpec, WorkflowSpec
 
 PathKey = tuple[str | int, ...]
 # A marker path element: ``(*path, _CONTENT)`` holds the first line of a scalar's text.
@@ -82,6 +82,8 @@ def fingerprint(spec: WorkflowSpec) -> str:
     for key in ("models", "budgets", "routes"):
         if not data[key]:
             del data[key]
+    if spec.pii == PiiSpec():
+        del data["pii"]
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 

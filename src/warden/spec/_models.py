@@ -262,6 +262,34 @@ class SLO(_Model):
     cost_per_task_usd: float | None = Field(None, ge=0)
 
 
+PiiKindName = Literal["email", "phone", "card", "iban", "ssn", "ipv4", "ipv6", "credential"]
+PII_KINDS: tuple[PiiKindName, ...] = (
+    "email",
+    "phone",
+    "card",
+    "iban",
+    "ssn",
+    "ipv4",
+    "ipv6",
+    "credential",
+)
+_PII_PATH = r"^(args|result|facts|evidence|\*)(\.([A-Za-z0-9_-]+|\*))+$"
+
+
+class PiiSpec(_Model):
+    """PII redaction (docs/pii.md): what is tokenized before anything is stored or sent."""
+
+    enabled: bool = True
+    #: the detectors that run on every string (all of them by default)
+    detect: list[PiiKindName] = Field(default_factory=lambda: list(PII_KINDS))
+    #: fields tokenized whole, whatever they hold: paths in an event (``args.to``,
+    #: ``result.customer.email``, ``facts.order_customer.email``; ``*`` for any key; a
+    #: list's items sit at the list's path)
+    redact: list[Annotated[str, Field(pattern=_PII_PATH)]] = Field(default_factory=list)
+    #: keep each token's raw value sealed in the vault, for approvers and auditors
+    vault: bool = False
+
+
 class AgentSpec(_Model):
     scopes: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -296,6 +324,7 @@ class WorkflowSpec(_Model):
         default_factory=dict
     )
     budgets: list[BudgetSpec] = Field(default_factory=list)
+    pii: PiiSpec = Field(default_factory=lambda: PiiSpec())
     #: built-in alerts (warden.telemetry; docs/slo-alerts.md)
     alerts: list[AlertSpec] = Field(default_factory=list)
 

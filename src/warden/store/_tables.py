@@ -381,3 +381,45 @@ alert_hits = Table(
     Column("ts_us", BigInteger, nullable=False),
     Index("ix_alert_hits_key_ts", "hit_key", "ts_us"),
 )
+
+# The vault (warden.telemetry._vault, migration 0010). One secret per tenant and generation,
+# wrapped by the server's master key (which is never stored); NULL ``wrapped`` once
+# shredded. A shred destroys every generation; the next use makes generation n+1.
+vault_keys = Table(
+    "vault_keys",
+    metadata,
+    Column("tenant", String(120), primary_key=True),
+    Column("generation", Integer, primary_key=True, autoincrement=False),
+    # names the master key that wrapped it (a SHA-256 prefix), not the key itself
+    Column("key_id", String(16), nullable=False),
+    Column("wrapped", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("shredded_at", UTCDateTime(), nullable=True),
+    Column("shredded_by", String(120), nullable=True),
+)
+
+# Raw values of PII tokens, sealed with the tenant's key, where the spec keeps them
+# (``pii.vault: true``); read only through Vault.reveal, which records the read.
+vault_values = Table(
+    "vault_values",
+    metadata,
+    Column("tenant", String(120), primary_key=True),
+    Column("token", String(80), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("sealed", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Every read of a raw value: a token revealed, an approval's arguments shown to an approver.
+vault_reads = Table(
+    "vault_reads",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("tenant", String(120), nullable=False),
+    Column("ref", String(200), nullable=False),
+    Column("reader", String(120), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_vault_reads_tenant_at", "tenant", "at"),
+)

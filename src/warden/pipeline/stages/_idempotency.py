@@ -20,6 +20,7 @@ from warden.pipeline._call import Call
 from warden.pipeline._services import Services
 from warden.pipeline.stages._base import Next
 from warden.results import Allowed, Failed, FailureKind, Result
+from warden.telemetry import Vault
 
 
 def _key_of(call: Call) -> tuple[str, str]:
@@ -29,8 +30,14 @@ def _key_of(call: Call) -> tuple[str, str]:
     return key, idem.fingerprint(call.run.workflow, tool.name, call.args)
 
 
-def replay_result(call: Call, found: idem.KeyRecord, fingerprint: str) -> Result:
+def replay_result(
+    call: Call, found: idem.KeyRecord, fingerprint: str, vault: Vault | None = None
+) -> Result:
+    """What a repeat under a used key answers. The stored result is sealed with the
+    tenant's vault key (it is the tool's raw output)."""
     state, result, first_action = found.state, found.result, found.action_id
+    if result is not None and vault is not None:
+        result = vault.unseal(call.run.tenant, result)
     if not found.binds(fingerprint):
         return Failed(
             FailureKind.IDEMPOTENCY_CONFLICT,
@@ -72,7 +79,7 @@ class ReplayStage:
         found = self.svc.settling.overlay(tenant, call.key, found)
         if found is None:
             return await next(call)
-        return replay_result(call, found, fingerprint)
+        return replay_result(call, found, fingerprint, self.svc.vault)
 
 
 class IdempotencyStage:
@@ -111,8 +118,9 @@ class IdempotencyStage:
         text = call.result_json if call.result_json is not None else canonical_json(result.result)
         record = idem.KeyRecord("done", text, call.action_id, fingerprint)
         svc.settling.put(tenant, key, record)
+        stored = text if svc.vault is None else svc.vault.seal(tenant, text)
         svc.ledger.defer(
-            partial(idem.settle_done_text, tenant=tenant, key=key, text=text),
+            partial(idem.settle_done_text, tenant=tenant, key=key, text=stored),
             after=partial(svc.settling.written, tenant, key, record),
         )
 
@@ -133,7 +141,7 @@ class IdempotencyStage:
             ):
                 found = svc.settling.overlay(run.tenant, key, idem.lookup(conn, run.tenant, key))
                 assert found is not None
-                return replay_result(call, found, fingerprint)
+                return replay_result(call, found, fingerprint, self.svc.vault)
             svc.emit(
                 run.run_id,
                 run.tenant,

@@ -105,6 +105,11 @@ class PolicyStage:
             )
             self._record(call)
             return False
+        if svc.pii is not None:
+            # stored (and locked) under its token: a window keyed on a customer's e-mail
+            # still counts across calls, and the store never holds the address
+            pii = svc.pii
+            plan.groups = {n: pii.redact_text(run.tenant, g) for n, g in plan.groups.items()}
         now = svc.clock()
         recorded = False
         with svc.ledger.transaction() as conn:

@@ -1,15 +1,22 @@
-"""The approval queue: list and filter, inspect, decide, wait, execute."""
+"""The approval queue: list and filter, inspect, decide, wait, execute.
+
+What a caller sees of an approval's arguments, evidence and result (docs/pii.md): an
+approver or an auditor (or an admin key holding approval roles) sees them raw, to decide
+on what will run, and each approval so shown is a ``vault_reads`` row; every other key
+sees them with their PII tokenized, as the ledger holds them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import select
 
 from warden.approvals import ApprovalRecord
-from warden.auth import Role
+from warden.auth import Principal, Role
 from warden.errors import NotFoundError
 from warden.server._deps import Caller, State, bound_agent, require, visible
 from warden.server._problems import ApiProblem, problem_responses
@@ -21,6 +28,7 @@ from warden.server._schemas import (
     ApprovalList,
     ApprovalOut,
 )
+from warden.server._state import ServerState
 from warden.store._tables import runs
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
@@ -32,6 +40,47 @@ _SETTLED = {"rejected", "expired", "executed", "failed"}
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _sees_raw(caller: Principal) -> bool:
+    if caller.role in (Role.APPROVER, Role.AUDITOR):
+        return True
+    return caller.role is Role.ADMIN and bool(caller.approval_roles)
+
+
+def _shown(
+    state: ServerState, caller: Principal, records: list[ApprovalRecord], purpose: str
+) -> list[ApprovalOut]:
+    """``records`` as ``caller`` may see them (in a store thread: a raw view is recorded)."""
+    now = _now()
+    if not records:
+        return []
+    if _sees_raw(caller):
+        vault = state.gateway(records[0].workflow).svc.vault
+        if vault is not None:
+            with state.store.write() as conn:
+                for r in records:
+                    vault.record_read(
+                        conn,
+                        r.tenant,
+                        f"approval:{r.approval_id}",
+                        reader=caller.identity,
+                        role=caller.role.value,
+                        purpose=purpose,
+                    )
+        return [ApprovalOut.of(r, now) for r in records]
+    out = []
+    for r in records:
+        pii = state.gateway(r.workflow).svc.pii
+        if pii is not None:
+            r = replace(
+                r,
+                args=pii.redact(r.tenant, r.args),
+                evidence=pii.redact(r.tenant, r.evidence),
+                result=pii.redact(r.tenant, r.result),
+            )
+        out.append(ApprovalOut.of(r, now))
+    return out
 
 
 def _get(state: State, caller: Caller, approval_id: str) -> ApprovalRecord:
@@ -91,14 +140,16 @@ async def list_approvals(
     if bound_agent(caller) is not None and records:
         agents = await state.run_sync(_run_agents, state, sorted({r.run_id for r in records}))
         records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
-    return ApprovalList(items=[ApprovalOut.of(r, now) for r in records])
+    items = await state.run_sync(_shown, state, caller, records, "approval list")
+    return ApprovalList(items=items)
 
 
 @router.get(
     "/{approval_id}", response_model=ApprovalOut, responses=ERRORS, summary="Get an approval"
 )
 async def get_approval(approval_id: ApprovalId, state: State, caller: Caller) -> ApprovalOut:
-    return ApprovalOut.of(await state.run_sync(_get, state, caller, approval_id), _now())
+    record = await state.run_sync(_get, state, caller, approval_id)
+    return (await state.run_sync(_shown, state, caller, [record], "approval view"))[0]
 
 
 @router.get(
@@ -123,7 +174,7 @@ async def wait_approval(
         gateway = state.gateway(record.workflow)
         while record.state == "pending" and await watch.changed(until - loop.time()):
             record = await state.run_sync(gateway.approvals.get, approval_id)
-    return ApprovalOut.of(record, _now())
+    return (await state.run_sync(_shown, state, caller, [record], "approval wait"))[0]
 
 
 @router.post(
@@ -180,7 +231,7 @@ async def decide(
             roles=caller.approval_roles,
             on_behalf_of=on_behalf_of,
         )
-    return ApprovalOut.of(decided, _now())
+    return (await state.run_sync(_shown, state, caller, [decided], "approval decision"))[0]
 
 
 @router.post(
