@@ -11,6 +11,7 @@ from warden.ledger._checkpoint import (
     stored_checkpoints,
     take_checkpoint,
 )
+from warden.ledger._export import MAX_PAGE, ExportPage, decode_cursor, export_page
 from warden.ledger._keys import KEY_ENV, generate_key, key_path, load_private_key, load_public_key
 from warden.ledger._offline import read_export, verify_export
 from warden.ledger._read import LedgerEvent, export_jsonl, iter_events
@@ -20,7 +21,9 @@ from warden.ledger._writer import LedgerWriter
 
 __all__ = [
     "KEY_ENV",
+    "MAX_PAGE",
     "Checkpoint",
+    "ExportPage",
     "LedgerEvent",
     "LedgerWriter",
     "Problem",
@@ -28,7 +31,9 @@ __all__ = [
     "VerifyReport",
     "canonical_json",
     "checkpoint_loop",
+    "decode_cursor",
     "export_jsonl",
+    "export_page",
     "generate_key",
     "iter_events",
     "key_path",

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +20,7 @@ from warden.server import _problems
 from warden.server._bodies import JsonBodyCheck
 from warden.server._deps import State
 from warden.server._fastpath import GovernedCallFastPath
+from warden.server._paging import reject_unknown_query
 from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
@@ -168,6 +169,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         description="Governed tool and model calls over HTTP: runs, actions, approvals, kill "
         "switches, ledger, and an OpenAI- and Anthropic-compatible model proxy.",
         lifespan=lifespan,
+        # A misspelt filter must not silently widen a list: unknown query parameters are 422.
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.warden = warden_state
     _problems.install(app)
