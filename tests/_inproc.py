@@ -40,9 +40,10 @@ class Api:
     def as_(self, name: str, role: str, tenant: str = "acme", **binding: Any) -> httpx.AsyncClient:
         return self.client(self.key(name, role, tenant, **binding))
 
-    @property
-    def store_url(self) -> str:
-        return str(self.app.state.warden.store.url)
+    def flush(self) -> None:
+        """Everything the gateways buffered, on the store."""
+        for gateway in self.app.state.warden.gateways.values():
+            gateway.flush()
 
 
 @pytest.fixture
