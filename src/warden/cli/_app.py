@@ -18,6 +18,7 @@ from warden.cli import _costs, _policy, _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
+from warden.cli._store import store_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
 from warden.pipeline import Scope, SwitchBoard
@@ -40,6 +41,7 @@ app.command("serve")(_serve.serve)
 app.add_typer(_serve.keys_app, name="keys")
 app.add_typer(_serve.approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
+app.add_typer(store_app, name="store")
 app.add_typer(_policy.policy_app, name="policy")
 app.command("explain")(_policy.explain)
 app.command("costs")(_costs.costs)

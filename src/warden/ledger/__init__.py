@@ -2,6 +2,7 @@
 the store, offline from an export), signed checkpoints, and settling writes left without
 an outcome."""
 
+from warden.ledger._archive import ArchiveReport, ArchiveResult, archive, verify_archive
 from warden.ledger._canonical import canonical_json, to_jsonable
 from warden.ledger._checkpoint import (
     Checkpoint,
@@ -22,6 +23,8 @@ from warden.ledger._writer import LedgerWriter
 __all__ = [
     "KEY_ENV",
     "MAX_PAGE",
+    "ArchiveReport",
+    "ArchiveResult",
     "Checkpoint",
     "ExportPage",
     "LedgerEvent",
@@ -29,6 +32,7 @@ __all__ = [
     "Problem",
     "Unsettled",
     "VerifyReport",
+    "archive",
     "canonical_json",
     "checkpoint_loop",
     "decode_cursor",
@@ -48,5 +52,6 @@ __all__ = [
     "to_jsonable",
     "unsettled",
     "verify",
+    "verify_archive",
     "verify_export",
 ]

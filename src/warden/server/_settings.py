@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warden.store._retention import RetentionSettings
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
@@ -58,3 +60,6 @@ class ServerSettings(BaseSettings):
     #: create or upgrade the schema at start-up (the embedded default); otherwise refuse
     #: to start on an out-of-date schema
     auto_migrate: bool = False
+    #: retention classes per tenant, the archive secret, and the cleanup of operational
+    #: rows (``WARDEN_RETENTION`` as JSON; see docs/export-retention.md)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
