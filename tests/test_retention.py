@@ -3,6 +3,7 @@ verifying), ``warden ledger verify --archive``, and ``warden store prune``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from warden.ledger import (
 )
 from warden.ledger._checkpoint import Head
 from warden.store import Store
-from warden.store._retention import RetentionSettings, prune
+from warden.store._retention import RetentionSettings, prune, prune_loop
 from warden.store._tables import (
     idempotency,
     ledger_events,
@@ -363,3 +364,29 @@ def test_store_prune_cli_reports_counts_as_json(tmp_path: Path) -> None:
         "dry_run": True, "window_entries": 0, "idempotency": 0, "outbox": 0,
         "webhook_deliveries": 0, "rate_counters": 0, "model_cache": 0,
     }  # fmt: skip
+
+
+async def test_the_server_loop_prunes_and_stops(store_url: str) -> None:
+    store = Store(store_url)
+    old = datetime.now(UTC) - timedelta(days=60)
+    try:
+        with store.write() as conn:
+            conn.execute(insert(window_entries).values(
+                tenant="t", window_name="w", group_key="g", ts_us=int(old.timestamp() * 1e6),
+                value=1.0, action_id="a", void=False,
+            ))  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            prune_loop(store, RetentionSettings(prune_every_s=0.05), stop=stop)
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            with store.read() as conn:
+                left = conn.execute(select(func.count()).select_from(window_entries)).scalar_one()
+            if left == 0:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert left == 0
+    finally:
+        store.dispose()

@@ -26,6 +26,7 @@ from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
 from warden.server.api import admin, approvals, costs, explain, models, runs
+from warden.store._retention import prune_loop
 
 log = logging.getLogger("warden.server")
 
@@ -143,6 +144,24 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 asyncio.create_task(
                     checkpoint_loop(
                         warden_state.store, key, settings.checkpoint_s, out=out, stop=stop
+                    )
+                )
+            )
+        if settings.retention.prune_every_s > 0:
+            # Window entries, settled idempotency records and delivered notifications past
+            # their use (store._retention); entries of the longest loaded window are kept.
+            periods = [
+                w.period
+                for gateway in warden_state.gateways.values()
+                for w in gateway.spec.spec.windows.values()
+            ]
+            tasks.append(
+                asyncio.create_task(
+                    prune_loop(
+                        warden_state.store,
+                        settings.retention,
+                        window_keep=max(periods, default=None),
+                        stop=stop,
                     )
                 )
             )

@@ -19,6 +19,8 @@ The ledger itself leaves the store only through ``warden ledger archive``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +37,8 @@ from warden.store._tables import (
     webhook_deliveries,
     window_entries,
 )
+
+log = logging.getLogger("warden.store")
 
 
 class RetentionClass(BaseModel):
@@ -158,3 +162,29 @@ def prune(
         if dry_run:
             conn.rollback()
     return PruneReport(**counts)
+
+
+async def prune_loop(
+    store: Store,
+    settings: RetentionSettings,
+    *,
+    window_keep: timedelta | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """``prune`` every ``settings.prune_every_s`` seconds until ``stop`` is set (``warden
+    serve``). Any replica may run it: each statement deletes what is past its use at that
+    moment, so two replicas pruning at once delete nothing twice. Store work runs in a
+    thread; a failure is logged and retried at the next tick."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.prune_every_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            report = await asyncio.to_thread(prune, store, settings, window_keep=window_keep)
+            if any(report.to_json().values()):
+                log.info("pruned %s", report.to_json())
+        except Exception:
+            log.exception("store prune failed; retrying in %.0f s", settings.prune_every_s)
