@@ -22,6 +22,7 @@ from _inproc import serve as serve  # the fixture
 from typer.testing import CliRunner
 
 from warden import Gateway
+from warden.errors import UsageError
 from warden.ledger import export_page, generate_key, iter_events
 from warden.ledger._writer import _Buffered, write_events
 from warden.store import Store
@@ -236,3 +237,134 @@ def test_a_page_never_passes_an_append_that_has_not_committed(pg_url: str) -> No
 def _event(stream: str) -> _Buffered:
     ts = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     return _Buffered(stream, "t1", None, ts, "switch_changed", "{}")
+
+
+# -- OTLP logs ---------------------------------------------------------------------------
+
+
+class _Receiver:
+    """An OTLP/HTTP logs receiver on loopback: what a collector would get."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+            ExportLogsServiceResponse,
+        )
+
+        self.records: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        received = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportLogsServiceRequest()
+                request.ParseFromString(body)
+                received.paths.append(self.path)
+                for resource_logs in request.resource_logs:
+                    service = {
+                        a.key: a.value.string_value for a in resource_logs.resource.attributes
+                    }.get("service.name")
+                    for scope_logs in resource_logs.scope_logs:
+                        for record in scope_logs.log_records:
+                            received.records.append(
+                                {
+                                    "service": service,
+                                    "event_name": record.event_name,
+                                    "severity": record.severity_text,
+                                    "attributes": {
+                                        a.key: a.value.string_value for a in record.attributes
+                                    },
+                                    "body": _any_value(record.body),
+                                }
+                            )
+                reply = ExportLogsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    return None if kind is None else getattr(value, kind)
+
+
+@pytest.fixture
+def receiver() -> Any:
+    made = _Receiver()
+    yield made
+    made.close()
+
+
+async def test_ledger_events_reach_an_otlp_receiver_as_log_records(
+    receiver: _Receiver, serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "warden-test")
+    api: Api = await serve()
+    bot = api.as_("b", "agent", agent="bot")
+    run_id = await open_run(bot)
+    await act(bot, run_id, "save", {"key": "k", "value": 7})
+    r = await bot.post(f"/v1/runs/{run_id}/finish", json={"outcome": "completed"})
+    assert r.status_code == 200, r.text
+    api.app.state.warden.sinks[0].flush()
+    mine = [rec for rec in receiver.records if rec["attributes"]["warden.run_id"] == run_id]
+    names = [rec["event_name"] for rec in mine]
+    assert names[0] == "warden.run_started"
+    assert "warden.decision" in names and "warden.executed" in names
+    assert receiver.paths and set(receiver.paths) == {"/v1/logs"}
+    started = mine[0]
+    assert (started["service"], started["attributes"]["warden.tenant"]) == ("warden-test", "acme")
+    assert started["attributes"]["warden.workflow"] == "shop"
+    executed = next(rec for rec in mine if rec["event_name"] == "warden.executed")
+    assert executed["body"]["result"]["saved"] == "k"
+    # the same events the ledger holds, in the same order
+    api.flush()
+    ledger = [f"warden.{e.type}" for e in iter_events(api.app.state.warden.store, run_id=run_id)]
+    assert names == ledger
+    assert names[-1] == "warden.run_finished"
+
+
+async def test_no_otlp_sink_without_otel_variables(
+    serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                 "OTEL_LOGS_EXPORTER"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    api: Api = await serve()
+    assert api.app.state.warden.sinks == []
+
+
+def test_otel_logs_exporter_variable_decides() -> None:
+    from warden.ledger import otlp_logs_enabled
+
+    assert not otlp_logs_enabled({})
+    assert otlp_logs_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert not otlp_logs_enabled(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_LOGS_EXPORTER": "none"}
+    )
+    assert otlp_logs_enabled({"OTEL_LOGS_EXPORTER": "otlp"})
+    assert not otlp_logs_enabled({"OTEL_LOGS_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"})
+    with pytest.raises(UsageError, match="otlp or none"):
+        otlp_logs_enabled({"OTEL_LOGS_EXPORTER": "console"})

@@ -15,6 +15,7 @@ from warden.ledger._checkpoint import (
 from warden.ledger._export import MAX_PAGE, ExportPage, decode_cursor, export_page
 from warden.ledger._keys import KEY_ENV, generate_key, key_path, load_private_key, load_public_key
 from warden.ledger._offline import read_export, verify_export
+from warden.ledger._otlp import OtlpLogSink, otlp_logs_enabled
 from warden.ledger._read import LedgerEvent, export_jsonl, iter_events
 from warden.ledger._reconcile import Unsettled, settle, unsettled
 from warden.ledger._verify import Problem, VerifyReport, verify
@@ -29,6 +30,7 @@ __all__ = [
     "ExportPage",
     "LedgerEvent",
     "LedgerWriter",
+    "OtlpLogSink",
     "Problem",
     "Unsettled",
     "VerifyReport",
@@ -44,6 +46,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "merge_into_file",
+    "otlp_logs_enabled",
     "read_checkpoint_file",
     "read_export",
     "settle",

@@ -16,16 +16,16 @@ from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, RateLimiter
 from warden.errors import UsageError
 from warden.gateway import Gateway, Run
-from warden.ledger import LedgerWriter
+from warden.ledger import LedgerWriter, OtlpLogSink
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
-from warden.pipeline._sinks import Sink
 from warden.pipeline._runs import (
     claim_step,
     claim_step_async,
     save_counters,
     save_counters_async,
 )
+from warden.pipeline._sinks import Sink
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
@@ -54,6 +54,9 @@ class ServerState:
         #: telemetry sinks of this process (traces, metrics, SLO rollups, alerts): every
         #: gateway hands its events to them after the ledger and the outbox
         self.sinks: list[Sink] = []
+        otlp_logs = OtlpLogSink.from_env()  # OTEL_* variables; off by default
+        if otlp_logs is not None:
+            self.sinks.append(otlp_logs)
         specs, tools = settings.specs, settings.tools
         if not specs:
             from warden.demo import example_dir
@@ -146,6 +149,10 @@ class ServerState:
         run.saved(*stored, unsaved["mine"])
 
     def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:  # exporters: send what is queued
+                close()
         self.switches.close()
         self.waiter.close()
         self._store_threads.shutdown(wait=True)
