@@ -368,3 +368,14 @@ def test_otel_logs_exporter_variable_decides() -> None:
     assert not otlp_logs_enabled({"OTEL_LOGS_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"})
     with pytest.raises(UsageError, match="otlp or none"):
         otlp_logs_enabled({"OTEL_LOGS_EXPORTER": "console"})
+
+
+def test_the_collector_recipe_wires_otlp_logs_to_splunk_and_datadog() -> None:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "docs" / "otel-collector.yaml").read_text())
+    logs = config["service"]["pipelines"]["logs"]
+    assert logs["receivers"] == ["otlp"]
+    assert set(logs["exporters"]) == {"splunk_hec", "datadog"} <= set(config["exporters"])
+    assert set(logs["processors"]) <= set(config["processors"])
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
