@@ -6,6 +6,7 @@ Served in process through ``httpx.ASGITransport``: the transport is not what is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -217,3 +218,28 @@ async def test_workflow_tools_hidden_from_agent_keys_of_other_workflows(
     assert (r.status_code, r.headers["content-type"]) == (404, PROBLEM)
     r = await api.as_("a", "auditor").get("/v1/workflows/nope/tools")
     assert r.status_code == 404
+
+
+def test_approvals_list_cli_reads_every_page_as_json_lines(make_stack: Callable[..., Any]) -> None:
+    from typer.testing import CliRunner
+
+    from warden.cli._app import app
+
+    stack = make_stack()
+    bot = stack.client("bot")
+    run_id = bot.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "t"}).json()[
+        "run_id"
+    ]
+    for i in range(2):
+        r = bot.post(
+            f"/v1/runs/{run_id}/actions",
+            json={"tool": "pay", "args": {"order_id": f"o{i}", "customer_id": "c1", "amount": 500.0}},
+        )
+        assert r.json()["status"] == "pending", r.text
+    done = CliRunner().invoke(
+        app,
+        ["approvals", "list", "--url", stack.url, "--api-key", stack.keys["lead"], "--json"],
+    )
+    assert done.exit_code == 0, done.output
+    listed = [json.loads(line) for line in done.output.splitlines()]
+    assert sorted(a["args"]["order_id"] for a in listed) == ["o0", "o1"]
