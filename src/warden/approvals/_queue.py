@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from warden.approvals._waiter import approval_changed
 from warden.errors import NotFoundError
@@ -145,9 +145,29 @@ class ApprovalQueue:
         role: str | None = None,
         sla_class: str | None = None,
         limit: int = 200,
+        after: tuple[datetime, datetime, str] | None = None,
     ) -> list[ApprovalRecord]:
+        """``after``: (deadline, created_at, approval_id) of the last record of the previous
+        page (keyset pagination; the id breaks ties)."""
         # Soonest deadline first: an urgent SLA class comes before an older routine one.
-        query = select(approvals).order_by(approvals.c.deadline, approvals.c.created_at).limit(limit)
+        query = (
+            select(approvals)
+            .order_by(approvals.c.deadline, approvals.c.created_at, approvals.c.approval_id)
+            .limit(limit)
+        )
+        if after is not None:
+            d, c, i = after
+            query = query.where(
+                or_(
+                    approvals.c.deadline > d,
+                    and_(approvals.c.deadline == d, approvals.c.created_at > c),
+                    and_(
+                        approvals.c.deadline == d,
+                        approvals.c.created_at == c,
+                        approvals.c.approval_id > i,
+                    ),
+                )
+            )
         if tenant is not None:
             query = query.where(approvals.c.tenant == tenant)
         if state is not None:

@@ -19,6 +19,7 @@ from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._ledger import ledger_app
 from warden.cli._vault import vault_app
+from warden.cli._store import store_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
 from warden.pipeline import Scope, SwitchBoard
@@ -42,6 +43,7 @@ app.add_typer(_serve.keys_app, name="keys")
 app.add_typer(_serve.approvals_app, name="approvals")
 app.add_typer(db_app, name="db")
 app.add_typer(vault_app, name="vault")
+app.add_typer(store_app, name="store")
 app.add_typer(_policy.policy_app, name="policy")
 app.command("explain")(_policy.explain)
 app.command("costs")(_costs.costs)

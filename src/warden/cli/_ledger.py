@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from rich.table import Table
+from sqlalchemy import select
 
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.errors import UsageError, WardenError
@@ -21,7 +25,9 @@ from warden.ledger import (
     KEY_ENV,
     LedgerWriter,
     VerifyReport,
+    decode_cursor,
     export_jsonl,
+    export_page,
     generate_key,
     iter_events,
     key_path,
@@ -37,7 +43,11 @@ from warden.ledger import (
     verify,
     verify_export,
 )
+from warden.ledger._archive import ArchiveReport, ArchiveResult, archive, verify_archive
+from warden.secrets import SecretResolver
 from warden.store import Store, default_store_url
+from warden.store._retention import RetentionSettings
+from warden.store._tables import ledger_heads
 
 ledger_app = typer.Typer(
     help="The tamper-evident ledger: verify, show a run, export, sign checkpoints, settle.",
@@ -53,6 +63,18 @@ KeyOpt = Annotated[
     ),
 ]
 TenantOpt = Annotated[str | None, typer.Option(help="Only this tenant.")]
+SecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--secret",
+        help="Secret reference of the archive key material: env:NAME or file:NAME"
+        " [default: archive_secret of WARDEN_RETENTION]",
+        show_default=False,
+    ),
+]
+SecretsFileOpt = Annotated[
+    Path | None, typer.Option(help="The secrets file that file: references read (mode 600).")
+]
 
 
 @contextmanager
@@ -97,9 +119,20 @@ def ledger_verify(
         typer.Option(help="The public key checkpoints must be signed with (pins it)."),
     ] = None,
     key: KeyOpt = None,
+    archive_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive", help="Verify this archive (`warden ledger archive`) offline."
+        ),
+    ] = None,
+    secret: SecretOpt = None,
+    secrets_file: SecretsFileOpt = None,
 ) -> None:
     """Recompute the hash chains, compare them with the signed checkpoints and cross-check
-    runs, approvals and idempotency records; exit 1 naming the first problem."""
+    runs, approvals and idempotency records; exit 1 naming the first problem.
+
+    With --archive: the archive's signature, its decryption and every archived chain up to
+    its signed cut, with no database."""
 
     def body() -> None:
         public: Ed25519PublicKey | None = None
@@ -108,6 +141,14 @@ def ledger_verify(
         elif key_path(key) is not None:
             signing = _signing_key(key, required=False)
             public = None if signing is None else signing.public_key()
+        if archive_file is not None:
+            _print_archive_report(
+                verify_archive(
+                    archive_file, _archive_secret(secret, secrets_file), public_key=public
+                ),
+                archive_file,
+            )
+            return
         cps = None if checkpoints is None else read_checkpoint_file(checkpoints)
         if export is not None:
             report = verify_export(read_export(export), cps or [], public_key=public, tenant=tenant)
@@ -143,6 +184,174 @@ def _print_report(report: VerifyReport) -> None:
         err.print(f"  also: {problem}", highlight=False)
     err.print(f"  ({signed})", highlight=False)
     raise typer.Exit(1)
+
+
+def _print_archive_report(report: ArchiveReport, path: Path) -> None:
+    pin = "pinned" if report.key_pinned else "NOT pinned (pass --public-key)"
+    h = report.header
+    if report.ok:
+        out.print(
+            f"[green]archive verified[/green]: {path}: {report.events} events of"
+            f" {report.streams} streams before {h.get('before')}"
+            f" (tenant {h.get('tenant') or 'all'}), signed by key {report.key_id} {pin}"
+            + (f"; keep until {h['retain_until']}" if h.get("retain_until") else ""),
+            highlight=False,
+        )
+        return
+    err.print(
+        f"[red]archive tampered[/red]: {path}: {len(report.problems)} problem(s);"
+        f" first: {report.problems[0]}",
+        highlight=False,
+    )
+    for problem in report.problems[1:10]:
+        err.print(f"  also: {problem}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _retention() -> RetentionSettings:
+    """The server's retention settings (WARDEN_RETENTION), imported only when needed: the
+    server package pulls in FastAPI."""
+    from warden.server._settings import ServerSettings
+
+    return ServerSettings().retention
+
+
+def _archive_secret(ref: str | None, secrets_file: Path | None) -> str:
+    if ref is None:
+        ref = _retention().archive_secret
+    if ref is None:
+        raise UsageError(
+            "no archive secret: pass --secret env:NAME (or file:NAME with --secrets-file), "
+            "or set archive_secret in WARDEN_RETENTION"
+        )
+    if not ref.startswith(("env:", "file:")):
+        raise UsageError(f"--secret must be env:NAME or file:NAME, not {ref.split(':')[0]!r}:")
+    return SecretResolver(secrets_file).mint(ref).value
+
+
+def parse_before(text: str, now: datetime | None = None) -> datetime:
+    """``2026-01-31`` (midnight UTC), an ISO time with its offset, or an age: ``365d``,
+    ``12h``."""
+    now = now or datetime.now(UTC)
+    if text[:-1].isdigit() and text[-1:] in ("d", "h"):
+        amount = int(text[:-1])
+        return now - (timedelta(days=amount) if text.endswith("d") else timedelta(hours=amount))
+    try:
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--before {text!r}: write a date (2026-01-31), a time with its offset "
+            "(2026-01-31T12:00:00Z) or an age (365d, 12h)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"--before {text!r} has no offset: add Z for UTC")
+    return parsed.astimezone(UTC)
+
+
+@ledger_app.command("archive")
+def ledger_archive(
+    before: Annotated[
+        str | None,
+        typer.Option(help="Archive events older than this: 2026-01-31 (UTC), an ISO time, 365d."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The archive file to create.")
+    ] = None,
+    tenant: TenantOpt = None,
+    retention: Annotated[
+        bool,
+        typer.Option(
+            "--retention",
+            help="Each tenant by its retention class (WARDEN_RETENTION): one archive per "
+            "tenant whose class has store_days, in --out-dir.",
+        ),
+    ] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="--retention: the directory for the archives.")
+    ] = None,
+    store: StoreOpt = None,
+    key: KeyOpt = None,
+    secret: SecretOpt = None,
+    secrets_file: SecretsFileOpt = None,
+) -> None:
+    """Move old events into a signed, encrypted archive and prune them from the store; a
+    signed checkpoint records each cut, so the store still verifies and so does the archive
+    (`warden ledger verify --archive FILE`)."""
+
+    def body() -> None:
+        signing = _signing_key(key, required=True)
+        assert signing is not None
+        secret_value = _archive_secret(secret, secrets_file)
+        ref = secret or _retention().archive_secret or ""
+        with open_store(store) as st:
+            if retention:
+                if out_dir is None or before is not None or output is not None:
+                    raise UsageError("--retention goes with --out-dir, not --before or --out")
+                _archive_by_retention(st, signing, secret_value, ref, out_dir, tenant)
+                return
+            if before is None or output is None:
+                raise UsageError("pass --before DATE and --out FILE (or --retention --out-dir)")
+            done = archive(
+                st,
+                before=parse_before(before),
+                out=output,
+                key=signing,
+                secret=secret_value,
+                secret_ref=ref,
+                tenant=tenant,
+            )
+            _print_archived(done)
+
+    guard(body)
+
+
+def _archive_by_retention(
+    st: Store,
+    signing: Ed25519PrivateKey,
+    secret_value: str,
+    ref: str,
+    out_dir: Path,
+    only: str | None,
+) -> None:
+    settings = _retention()
+    now = datetime.now(UTC)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with st.read() as conn:
+        tenants = sorted({str(t) for (t,) in conn.execute(select(ledger_heads.c.tenant))})
+    for tenant in tenants if only is None else [only]:
+        name, cls = settings.class_of(tenant)
+        if cls.store_days is None:
+            out.print(f"{tenant}: class {name} keeps its full ledger", highlight=False)
+            continue
+        retain = None if cls.archive_years is None else now + timedelta(days=365 * cls.archive_years)
+        done = archive(
+            st,
+            before=now - timedelta(days=cls.store_days),
+            out=out_dir / f"{tenant}-{now.strftime('%Y%m%dT%H%M%SZ')}.archive",
+            key=signing,
+            secret=secret_value,
+            secret_ref=ref,
+            tenant=tenant,
+            retain_until=retain,
+        )
+        _print_archived(done, f"{tenant} (class {name}): ")
+
+
+def _print_archived(done: ArchiveResult, prefix: str = "") -> None:
+    if done.checkpoint is None:
+        out.print(
+            f"{prefix}nothing to archive" + (f" (pruned {done.pruned} left by an interrupted "
+                                              "archive)" if done.pruned else ""),
+            highlight=False,
+        )
+        return
+    out.print(
+        f"{prefix}archived {done.events} events of {done.streams} streams to {done.path};"
+        f" pruned {done.pruned}; cuts signed in checkpoint {done.checkpoint}",
+        highlight=False,
+    )
 
 
 @ledger_app.command("show")
@@ -223,7 +432,10 @@ def summarize(kind: str, p: dict[str, Any]) -> str:
 @ledger_app.command("export")
 def ledger_export(
     output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File to write (default: stdout); appended to with --cursor-file."
+        ),
     ] = None,
     store: StoreOpt = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's events.")] = None,
@@ -234,9 +446,31 @@ def ledger_export(
             help="Checkpoint file to add the store's new checkpoints to [default: OUT.checkpoints]",
         ),
     ] = None,
+    cursor_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Incremental: export only what came after the cursor in this file, then save "
+            "the new cursor there (created if absent: from the beginning).",
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep polling for new events (Ctrl-C stops; resume with the same --cursor-file).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, help="--follow: seconds between polls.")
+    ] = 1.0,
 ) -> None:
     """Write every event as JSON lines; with a signing key, take a checkpoint first and
-    bring the checkpoint file up to date, so the export can be verified offline."""
+    bring the checkpoint file up to date, so the export can be verified offline.
+
+    With --cursor-file or --follow, only the events after a cursor, in pages, in the
+    order they were committed: the lines appended over any number of runs form one export
+    that `warden ledger verify --export` checks (with the checkpoint file, when keyed)."""
 
     def body() -> None:
         with open_store(store) as st:
@@ -244,9 +478,13 @@ def ledger_export(
             cp_file = checkpoints or (
                 None if output is None else output.with_name(output.name + ".checkpoints")
             )
+            if signing is not None and cp_file is None:
+                raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
+            if cursor_file is not None or follow:
+                _follow(st, output, tenant, signing, cp_file, cursor_file, follow, interval)
+                return
             if signing is not None:
-                if cp_file is None:
-                    raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
+                assert cp_file is not None
                 made = take_checkpoint(st, signing)
                 assert made is not None
                 merge_into_file(cp_file, stored_checkpoints(st))
@@ -266,6 +504,69 @@ def ledger_export(
                 )
 
     guard(body)
+
+
+def _follow(
+    st: Store,
+    output: Path | None,
+    tenant: str | None,
+    signing: Ed25519PrivateKey | None,
+    cp_file: Path | None,
+    cursor_file: Path | None,
+    follow: bool,
+    interval: float,
+) -> None:
+    """Export in pages from the saved cursor. Each poll: sign a checkpoint, read every page
+    up to the end (which holds all the checkpoint signed), write and flush the lines, then
+    add the checkpoint to the file and save the cursor — so the export file, the checkpoint
+    file and the cursor agree whenever a poll is not in progress. A crash mid-poll repeats
+    that poll's lines on resume (at least once, never a gap); verify reports a repeated
+    event as inserted, so cut the file back to the last line before the repeat."""
+    cursor = read_cursor(cursor_file)
+    fh = sys.stdout if output is None else output.open("a", encoding="utf-8")
+    total = 0
+    try:
+        while True:
+            if signing is not None:
+                take_checkpoint(st, signing, force=False)
+            while True:
+                page = export_page(st, after=cursor, limit=1000, tenant=tenant)
+                for line in page.lines():
+                    fh.write(line)
+                total += len(page.events)
+                if page.next == cursor or len(page.events) < 1000:
+                    cursor = page.next
+                    break
+                cursor = page.next
+            fh.flush()
+            if signing is not None and cp_file is not None:
+                merge_into_file(cp_file, stored_checkpoints(st))
+            if cursor_file is not None:
+                save_cursor(cursor_file, cursor)
+            if not follow:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if fh is not sys.stdout:
+            fh.close()
+    err.print(f"exported {total} events; cursor {cursor}", highlight=False)
+
+
+def read_cursor(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8").strip()
+    decode_cursor(text)  # a file that holds no cursor is refused before anything is written
+    return text
+
+
+def save_cursor(path: Path, cursor: str) -> None:
+    """Atomically: a crash leaves the old cursor or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(cursor + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @ledger_app.command("checkpoint")

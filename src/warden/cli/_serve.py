@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -430,14 +431,26 @@ def approvals_list(
     sla_class: Annotated[
         str | None, typer.Option(help="Only this SLA class (escalation.sla_classes).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one per approval.")] = False,
 ) -> None:
     """The queue, soonest deadline first: deadline, SLA class, risk, why the policy asked."""
-    params = {
+    params: dict[str, Any] = {
         "state": state,
+        "limit": 500,
         **({"role": role} if role else {}),
         **({"sla_class": sla_class} if sla_class else {}),
     }
-    items = _api(url, api_key, "GET", "/v1/approvals", params=params)["items"]
+    items: list[dict[str, Any]] = []
+    while True:  # every page: the server answers at most 500 at a time
+        page = _api(url, api_key, "GET", "/v1/approvals", params=params)
+        items += page["items"]
+        if not page.get("next"):
+            break
+        params["after"] = page["next"]
+    if as_json:
+        for a in items:
+            sys.stdout.write(json.dumps(a, ensure_ascii=False) + "\n")
+        return
     table = Table(
         title=f"{len(items)} {state} approval(s); `warden approvals show ID` for the full action"
     )

@@ -66,6 +66,12 @@ class Checkpoint:
         return [Head(str(s), str(t), int(q), str(h)) for s, t, q, h in self.fields["heads"]]
 
     @property
+    def cuts(self) -> list[Head]:
+        """Where ``warden ledger archive`` cut streams: every event up to ``seq`` (whose hash
+        is ``hash``) went into the archive this checkpoint names and left the store."""
+        return [Head(str(s), str(t), int(q), str(h)) for s, t, q, h in self.fields.get("cuts", [])]
+
+    @property
     def digest(self) -> str:
         """What the next checkpoint's ``prev`` must be."""
         return hashlib.sha256(self.body.encode()).hexdigest()
@@ -82,6 +88,7 @@ class Checkpoint:
             if fields.get("v") != FORMAT or int(fields["n"]) != made.n:
                 raise ValueError(f"format {fields.get('v')!r}, n {fields.get('n')!r}")
             made.heads  # noqa: B018 (parsed here so that a malformed body fails here)
+            made.cuts  # noqa: B018
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(
                 f"{where}: not a ledger checkpoint ({type(exc).__name__}: {exc})"
@@ -101,12 +108,20 @@ _INSERT = (
 
 
 def take_checkpoint(
-    store: Store, key: Ed25519PrivateKey, *, force: bool = True, out: Path | None = None
+    store: Store,
+    key: Ed25519PrivateKey,
+    *,
+    force: bool = True,
+    out: Path | None = None,
+    cuts: list[Head] | None = None,
+    archive: str | None = None,
 ) -> Checkpoint | None:
     """Sign the heads that moved since the last checkpoint and store the checkpoint.
 
     ``force=False`` (the periodic loop): None, and nothing written, if no head moved.
     ``out``: also append the checkpoint to that file.
+    ``cuts`` and ``archive`` (``ledger._archive``): the streams an archive cut, and the
+    SHA-256 of that archive file, signed with the heads.
     """
     public = key.public_key()
     with store.write() as conn:
@@ -121,17 +136,20 @@ def take_checkpoint(
         n = 1 if last is None else int(last[0]) + 1
         prev = GENESIS if last is None else hashlib.sha256(str(last[1]).encode()).hexdigest()
         at = datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
-        body = canonical_json(
-            {
-                "v": FORMAT,
-                "n": n,
-                "prev": prev,
-                "at": at,
-                "key": key_id(public),
-                "public_key": base64.b64encode(raw_public(public)).decode(),
-                "heads": heads,
-            }
-        )
+        fields: dict[str, Any] = {
+            "v": FORMAT,
+            "n": n,
+            "prev": prev,
+            "at": at,
+            "key": key_id(public),
+            "public_key": base64.b64encode(raw_public(public)).decode(),
+            "heads": heads,
+        }
+        if cuts:
+            # Optional fields: a verifier that predates archives reads the rest unchanged.
+            fields["cuts"] = [[c.stream, c.tenant, c.seq, c.hash] for c in cuts]
+            fields["archive"] = archive
+        body = canonical_json(fields)
         signature = key.sign(body.encode()).hex()
         fast.execute(conn, _INSERT, (n, at, key_id(public), body, signature)).close()
         if heads:
@@ -219,6 +237,16 @@ def check_checkpoints(
                 )
         before = cp
     return issues, public
+
+
+def signed_cuts(checkpoints: Iterable[Checkpoint]) -> dict[str, Head]:
+    """The furthest signed cut of each stream."""
+    found: dict[str, Head] = {}
+    for cp in checkpoints:
+        for cut in cp.cuts:
+            if cut.stream not in found or cut.seq > found[cut.stream].seq:
+                found[cut.stream] = cut
+    return found
 
 
 def signed_heads(checkpoints: Iterable[Checkpoint]) -> Iterator[tuple[int, Head]]:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from warden.errors import UsageError
 from warden.ledger._canonical import canonical_json
-from warden.ledger._checkpoint import Checkpoint
+from warden.ledger._checkpoint import Checkpoint, signed_cuts
 from warden.ledger._keys import key_id
 from warden.ledger._verify import (
     SHARED_STREAMS,
@@ -68,6 +68,7 @@ def verify_export(
     pinned = public_key is not None
     problems, trusted, public_key = checkpoint_problems(checkpoints, public_key)
     signed = signed_by_stream(trusted)
+    cuts = signed_cuts(trusted)
     chains: dict[str, Chain] = {}
     if tenant is not None:
         foreign = sorted({str(e["tenant"]) for e in events} - {tenant})
@@ -80,7 +81,9 @@ def verify_export(
     for stream, rows in _by_stream(events):
         partial = tenant is not None and stream in SHARED_STREAMS
         wanted = {h.seq for _n, h in signed.get(stream, ())}
-        found, chain = check_stream(stream, rows, wanted=wanted, partial=partial)
+        found, chain = check_stream(
+            stream, rows, wanted=wanted, partial=partial, cut=cuts.get(stream)
+        )
         problems += found
         chains[stream] = chain
     problems += compare_with_signed(
@@ -88,6 +91,7 @@ def verify_export(
         chains,
         in_scope=lambda h: tenant is None or h.tenant == tenant or h.stream in chains,
         partial=lambda s: tenant is not None and s in SHARED_STREAMS,
+        cuts=cuts,
     )
     return VerifyReport(
         len(events),

@@ -49,9 +49,20 @@ class LedgerEvent:
 
 
 def iter_events(
-    store: Store, *, run_id: str | None = None, tenant: str | None = None
+    store: Store,
+    *,
+    run_id: str | None = None,
+    tenant: str | None = None,
+    after_seq: int = 0,
+    limit: int | None = None,
 ) -> Iterator[LedgerEvent]:
+    """Events in chain order (by stream, then seq); ``after_seq`` and ``limit`` page
+    through one run's stream."""
     query = select(ledger_events).order_by(ledger_events.c.stream, ledger_events.c.seq)
+    if after_seq:
+        query = query.where(ledger_events.c.seq > after_seq)
+    if limit is not None:
+        query = query.limit(limit)
     if run_id is not None:
         query = query.where(ledger_events.c.run_id == run_id)
     if tenant is not None:

@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import RowMapping, or_, select
 
 from warden.ledger._chain import GENESIS, event_hash
-from warden.ledger._checkpoint import Checkpoint, Head, check_checkpoints, stored_checkpoints
+from warden.ledger._checkpoint import (
+    Checkpoint,
+    Head,
+    check_checkpoints,
+    signed_cuts,
+    stored_checkpoints,
+)
 from warden.ledger._keys import key_id
 from warden.store import Store
 from warden.store._tables import ledger_events, ledger_heads
@@ -92,17 +98,26 @@ def check_stream(
     wanted: set[int] | frozenset[int] = frozenset(),
     partial: bool = False,
     on_event: Callable[[Mapping[Any, Any]], None] | None = None,
+    cut: Head | None = None,
 ) -> tuple[list[Problem], Chain]:
     """Recompute one stream's chain from its rows (ordered by seq; ``payload`` the stored
     text). ``partial``: the rows are a subset of the stream (one tenant's events of a
-    shared stream): gaps are expected, and links are checked only between neighbours."""
+    shared stream): gaps are expected, and links are checked only between neighbours.
+    ``cut``: a signed archive cut of the stream; rows that start after it chain onto the
+    cut's hash, rows that still hold the archived prefix must reach that hash at its seq."""
     problems: list[Problem] = []
     chain = Chain(stream)
     prev_hash = GENESIS
     expected_seq = 1
     prev_id = -1
+    if cut is not None:
+        wanted = set(wanted) | {cut.seq}
+    first = True
     for row in rows:
         seq = int(row["seq"])
+        if first and cut is not None and seq > cut.seq:
+            prev_hash, expected_seq = cut.hash, cut.seq + 1
+        first = False
         row_id = int(row["id"]) if row.get("id") is not None else None
         if chain.tenant is None:
             chain.tenant = str(row["tenant"])
@@ -159,6 +174,16 @@ def check_stream(
             on_event(row)
         expected_seq += 1
     chain.last_seq, chain.last_hash = expected_seq - 1, prev_hash
+    if cut is not None and cut.seq in chain.at and chain.at[cut.seq] != cut.hash:
+        problems.append(
+            Problem(
+                stream,
+                cut.seq,
+                None,
+                "rewritten",
+                f"the events up to seq {cut.seq} are not the ones archived at the signed cut",
+            )
+        )
     return problems, chain
 
 
@@ -176,12 +201,19 @@ def compare_with_signed(
     *,
     in_scope: Callable[[Head], bool],
     partial: Callable[[str], bool],
+    cuts: Mapping[str, Head] | None = None,
 ) -> list[Problem]:
     """Each stream against what the checkpoints signed of it (the latest signed head, and
-    for a partial stream every signed head whose event is present)."""
+    for a partial stream every signed head whose event is present). A head at or before
+    a signed cut whose event was archived is the archive's to verify."""
     problems: list[Problem] = []
+    cuts = cuts or {}
     for stream, heads in signed.items():
         heads = [(n, h) for n, h in heads if in_scope(h)]
+        cut = cuts.get(stream)
+        if cut is not None:
+            at = chains[stream].at if stream in chains else {}
+            heads = [(n, h) for n, h in heads if h.seq > cut.seq or h.seq in at]
         if not heads:
             continue
         n, head = max(heads, key=lambda item: item[1].seq)
@@ -250,6 +282,7 @@ def checkpoint_problems(
     for cp in checkpoints:
         try:
             cp.heads  # noqa: B018 (a body that does not parse is itself tampering)
+            cp.cuts  # noqa: B018
         except (ValueError, KeyError, TypeError):
             problems.append(
                 Problem("checkpoints", cp.n, None, "checkpoint", "its body does not parse")
@@ -285,6 +318,7 @@ def verify(
     cps = stored_checkpoints(store) if checkpoints is None else checkpoints
     problems, trusted, public_key = checkpoint_problems(cps, public_key)
     signed = signed_by_stream(trusted)
+    cuts = signed_cuts(trusted)
     chains: dict[str, Chain] = {}
     facts = RunFacts()
     n_events = 0
@@ -314,13 +348,18 @@ def verify(
         for stream, rows in _by_stream(conn.execute(ev_q).mappings()):
             n_events += len(rows)
             wanted = {h.seq for _n, h in signed.get(stream, ())}
-            found, chain = check_stream(stream, rows, wanted=wanted, on_event=facts.observe)
+            found, chain = check_stream(
+                stream, rows, wanted=wanted, on_event=facts.observe, cut=cuts.get(stream)
+            )
             chains[stream] = chain
             problems.extend(found)
             problems.extend(_against_head(chain, heads.get(stream)))
             if len(problems) >= max_problems:
                 break
     for stream in sorted(set(heads) - set(chains)):
+        cut = cuts.get(stream)
+        if cut is not None and (cut.seq, cut.hash) == heads[stream]:
+            continue  # archived whole
         problems.append(
             Problem(
                 stream,
@@ -335,9 +374,11 @@ def verify(
         chains,
         in_scope=lambda h: tenant is None or h.tenant == tenant or h.stream in chains,
         partial=lambda _s: False,
+        cuts=cuts,
     )
     if cross_check and len(problems) < max_problems:
-        problems += cross_check_tables(store, facts, tenant=tenant)
+        # A run whose events were partly archived is checked against its archive.
+        problems += cross_check_tables(store, facts, tenant=tenant, archived=frozenset(cuts))
     return VerifyReport(
         n_events,
         len(set(heads) | set(chains)),

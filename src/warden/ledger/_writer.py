@@ -36,6 +36,7 @@ from warden.errors import InvalidInputError, first_line
 from warden.events import EventKind
 from warden.ledger._canonical import canonical_json
 from warden.ledger._chain import GENESIS, event_hash
+from warden.ledger._export import hold_for_export
 from warden.store import Store
 from warden.store import _fast as fast
 
@@ -475,4 +476,5 @@ def write_events(store: Store, conn: Connection, events: list[_Buffered]) -> Non
         fast.execute_many(conn, _HEAD_UPDATE, updates)
     if inserts:
         fast.execute_many(conn, _HEAD_INSERT, inserts)
+    hold_for_export(conn)  # from the ids' allocation to the commit (see ledger._export)
     fast.insert_many(conn, "ledger_events", _EVENT_COLUMNS, rows)

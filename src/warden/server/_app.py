@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,12 +20,14 @@ from warden.server import _problems
 from warden.server._bodies import JsonBodyCheck
 from warden.server._deps import Refused, State
 from warden.server._fastpath import GovernedCallFastPath
+from warden.server._paging import reject_unknown_query
 from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
 from warden.server.api import admin, approvals, costs, explain, metrics, models, runs, slo
 from warden.telemetry import Telemetry, TraceContextMiddleware
+from warden.store._retention import prune_loop
 
 log = logging.getLogger("warden.server")
 
@@ -164,6 +166,24 @@ def create_app(
                     )
                 )
             )
+        if settings.retention.prune_every_s > 0:
+            # Window entries, settled idempotency records and delivered notifications past
+            # their use (store._retention); entries of the longest loaded window are kept.
+            periods = [
+                w.period
+                for gateway in warden_state.gateways.values()
+                for w in gateway.spec.spec.windows.values()
+            ]
+            tasks.append(
+                asyncio.create_task(
+                    prune_loop(
+                        warden_state.store,
+                        settings.retention,
+                        window_keep=max(periods, default=None),
+                        stop=stop,
+                    )
+                )
+            )
         try:
             yield
         finally:
@@ -187,6 +207,8 @@ def create_app(
         description="Governed tool and model calls over HTTP: runs, actions, approvals, kill "
         "switches, ledger, and an OpenAI- and Anthropic-compatible model proxy.",
         lifespan=lifespan,
+        # A misspelt filter must not silently widen a list: unknown query parameters are 422.
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.warden = warden_state
     _problems.install(app)

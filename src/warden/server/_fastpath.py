@@ -44,7 +44,8 @@ class GovernedCallFastPath:
             else None
         )
         run_id = matched.group(1) if matched else ""
-        if not (0 < len(run_id) <= 40 and _RUN_ID.fullmatch(run_id)):
+        # A query string (the route declares none) goes to the route, which refuses it.
+        if scope.get("query_string") or not (0 < len(run_id) <= 40 and _RUN_ID.fullmatch(run_id)):
             await self.app(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))  # the first one wins

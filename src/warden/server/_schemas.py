@@ -97,6 +97,9 @@ class RunOut(BaseModel):
 
 class RunList(BaseModel):
     items: list[RunOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class FieldErrorOut(BaseModel):
@@ -160,6 +163,9 @@ class ApprovalOut(BaseModel):
 
 class ApprovalList(BaseModel):
     items: list[ApprovalOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class SwitchOut(BaseModel):
@@ -184,6 +190,9 @@ class SwitchOut(BaseModel):
 
 class SwitchList(BaseModel):
     items: list[SwitchOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class EventOut(BaseModel):
@@ -201,6 +210,9 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     items: list[EventOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class ProblemOut(BaseModel):
@@ -230,8 +242,28 @@ class WorkflowOut(BaseModel):
     rules: int
 
 
+class ToolOut(BaseModel):
+    name: str
+    description: str
+    effect: str = Field(description="read, write, delete, money, external_message, ...")
+    idempotent: bool
+    kind: str = Field(description="tool, or model (a declared model called as a tool)")
+    input_schema: dict[str, Any] = Field(
+        description="JSON Schema of the arguments, as the server validates them"
+    )
+    output_schema: dict[str, Any] | None = None
+
+
+class ToolList(BaseModel):
+    workflow: str
+    items: list[ToolOut]
+
+
 class WorkflowList(BaseModel):
     items: list[WorkflowOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class KeyOut(BaseModel):

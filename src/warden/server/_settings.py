@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warden.store._retention import RetentionSettings
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
@@ -71,3 +73,6 @@ class ServerSettings(BaseSettings):
     #: others with an admin or auditor key), ``key`` (an admin or auditor key always),
     #: ``open`` (anyone who can reach the port)
     metrics_access: Literal["loopback", "key", "open"] = "loopback"
+    #: retention classes per tenant, the archive secret, and the cleanup of operational
+    #: rows (``WARDEN_RETENTION`` as JSON; see docs/export-retention.md)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)

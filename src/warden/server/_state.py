@@ -16,7 +16,7 @@ from warden.approvals import ApprovalWaiter
 from warden.auth import KeyStore, Principal, RateLimiter
 from warden.errors import UsageError
 from warden.gateway import Gateway, Run
-from warden.ledger import LedgerWriter
+from warden.ledger import LedgerWriter, OtlpLogSink
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
 from warden.pipeline._runs import (
@@ -61,6 +61,9 @@ class ServerState:
         self.sinks: list[Sink] = [self.rollups]
         #: traces (OTEL_* variables) and metrics (settings) of this process's gateways
         self.telemetry = telemetry if telemetry is not None else Telemetry.for_server(settings)
+        otlp_logs = OtlpLogSink.from_env()  # OTEL_* variables; off by default
+        if otlp_logs is not None:
+            self.sinks.append(otlp_logs)
         specs, tools = settings.specs, settings.tools
         if not specs:
             from warden.demo import example_dir
@@ -161,6 +164,10 @@ class ServerState:
         run.saved(*stored, unsaved["mine"])
 
     def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:  # exporters: send what is queued
+                close()
         self.switches.close()
         self.waiter.close()
         self._store_threads.shutdown(wait=True)

@@ -6,17 +6,27 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from warden.auth import ALL_TENANTS, KeyInfo, Role
 from warden.errors import NotFoundError, UsageError
-from warden.ledger import iter_events, stored_checkpoints, take_checkpoint, verify
+from warden.ledger import (
+    MAX_PAGE,
+    export_page,
+    iter_events,
+    stored_checkpoints,
+    take_checkpoint,
+    verify,
+)
 from warden.pipeline import Scope
 from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
+from warden.server._paging import After, decode_cursor, in_memory_page, link_next, page_of
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -27,6 +37,8 @@ from warden.server._schemas import (
     SwitchList,
     SwitchOut,
     SwitchSet,
+    ToolList,
+    ToolOut,
     VerifyOut,
     WorkflowList,
     WorkflowOut,
@@ -38,13 +50,22 @@ ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
 @router.get("/switches", response_model=SwitchList, responses=ERRORS, summary="List kill switches")
-async def list_switches(state: State, caller: Caller) -> SwitchList:
+async def list_switches(
+    request: Request,
+    response: Response,
+    state: State,
+    caller: Caller,
+    after: After = None,
+    limit: int = Query(default=500, ge=1, le=500),
+) -> SwitchList:
     items = [
         SwitchOut.of(s)
         for s in await state.run_sync(state.switches.list)
         if caller.tenant == ALL_TENANTS or s.scope is not Scope.TENANT or s.target == caller.tenant
     ]
-    return SwitchList(items=items)
+    page, nxt = in_memory_page(items, after, limit, lambda s: (s.scope, s.target), 2)
+    link_next(request, response, nxt)
+    return SwitchList(items=page, next=nxt)
 
 
 @router.post("/switches", response_model=SwitchOut, responses=ERRORS, summary="Flip a kill switch")
@@ -80,8 +101,21 @@ async def set_switch(body: SwitchSet, state: State, caller: Caller) -> SwitchOut
     responses=ERRORS,
     summary="A run's events",
 )
-async def run_events(run_id: RunId, state: State, caller: Caller) -> EventList:
+async def run_events(
+    run_id: RunId,
+    request: Request,
+    response: Response,
+    state: State,
+    caller: Caller,
+    after: After = None,
+    limit: int = Query(default=1000, ge=1, le=5000),
+) -> EventList:
     tenant = None if caller.tenant == ALL_TENANTS else caller.tenant
+    start = decode_cursor(after, 1)
+    if start is not None and not isinstance(start[0], int):
+        raise ApiProblem(422, "validation", "after is not a cursor of this list",
+                         errors=[{"loc": ["query", "after"], "msg": "not a cursor",
+                                  "type": "value_error"}])
     if bound_agent(caller) is not None:  # an agent key reads its own agent's runs only
         with state.store.read() as conn:
             run = conn.execute(
@@ -94,15 +128,21 @@ async def run_events(run_id: RunId, state: State, caller: Caller) -> EventList:
     def read() -> list[EventOut]:
         for gateway in state.gateways.values():
             gateway.flush()
-        return [
-            EventOut(**e.to_json())
-            for e in iter_events(state.store, run_id=run_id, tenant=tenant)
-        ]
+        found = iter_events(
+            state.store,
+            run_id=run_id,
+            tenant=tenant,
+            after_seq=0 if start is None else int(start[0]),
+            limit=limit + 1,
+        )
+        return [EventOut(**e.to_json()) for e in found]
 
     events = await state.run_sync(read)
-    if not events:
+    if not events and start is None:
         raise ApiProblem(404, "not-found", f"no events for run {run_id!r}")
-    return EventList(items=events)
+    page, nxt = page_of(events, limit, lambda e: (e.seq,))
+    link_next(request, response, nxt)
+    return EventList(items=page, next=nxt)
 
 
 @router.get(
@@ -142,6 +182,19 @@ async def export_ledger(
     state: State,
     caller: Caller,
     tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
+    after: str | None = Query(
+        default=None,
+        max_length=40,
+        description="Resume after this cursor (from the Warden-Next-Cursor header of the "
+        "previous page); pass an empty value to start a paged export from the beginning.",
+    ),
+    limit: int | None = Query(
+        default=None,
+        ge=1,
+        le=MAX_PAGE,
+        description="Events per page; with `after`, a page (default 1000). Without either, "
+        "every event in one response.",
+    ),
 ) -> StreamingResponse:
     require(caller, Role.AUDITOR)
     scope = tenant if caller.tenant == ALL_TENANTS else tenant_for(caller, tenant)
@@ -155,6 +208,30 @@ async def export_ledger(
             state.ledger_key,
             force=False,
             out=None if out is None else Path(out),
+        )
+    if after is not None or limit is not None:
+        try:
+            page = await state.run_sync(
+                export_page, state.store, after=after, limit=limit or 1000, tenant=scope
+            )
+        except UsageError as exc:
+            raise ApiProblem(
+                422,
+                "validation",
+                str(exc),
+                errors=[{"loc": ["query", "after"], "msg": str(exc), "type": "value_error"}],
+            ) from None
+        query = {"after": page.next, "limit": str(limit or 1000)}
+        if tenant is not None:
+            query["tenant"] = tenant
+        return StreamingResponse(
+            page.lines(),
+            media_type="application/x-ndjson",
+            headers={
+                "Warden-Next-Cursor": page.next,
+                "Warden-Events": str(len(page.events)),
+                "Link": f'</v1/ledger/export?{urlencode(query)}>; rel="next"',
+            },
         )
 
     def lines() -> Iterator[str]:
@@ -196,7 +273,14 @@ async def ledger_checkpoints(state: State, caller: Caller) -> StreamingResponse:
 
 
 @router.get("/workflows", response_model=WorkflowList, responses=ERRORS, summary="Loaded workflows")
-async def workflows(state: State, caller: Caller) -> WorkflowList:
+async def workflows(
+    request: Request,
+    response: Response,
+    state: State,
+    caller: Caller,
+    after: After = None,
+    limit: int = Query(default=500, ge=1, le=500),
+) -> WorkflowList:
     items = []
     for name, gateway in sorted(state.gateways.items()):
         spec = gateway.spec.spec
@@ -213,7 +297,44 @@ async def workflows(state: State, caller: Caller) -> WorkflowList:
                 rules=gateway.svc.policy.rule_count,
             )
         )
-    return WorkflowList(items=items)
+    page, nxt = in_memory_page(items, after, limit, lambda w: (w.name,), 1)
+    link_next(request, response, nxt)
+    return WorkflowList(items=page, next=nxt)
+
+
+@router.get(
+    "/workflows/{name}/tools",
+    response_model=ToolList,
+    responses=ERRORS,
+    summary="A workflow's tools with their input JSON schemas",
+    description="What an agent in any language needs to declare the workflow's tools to its "
+    "model: name, description, side-effect class and the JSON Schema the server validates "
+    "arguments against. Agent keys read the workflows they may run.",
+)
+async def workflow_tools(
+    state: State,
+    caller: Caller,
+    name: str = FastApiPath(max_length=120, pattern=ID_PATTERN),
+) -> ToolList:
+    gateway = state.gateways.get(name)
+    if gateway is None or (
+        bound_agent(caller) is not None and caller.workflows and name not in caller.workflows
+    ):
+        # A workflow an agent key may not run is as absent as one that is not loaded.
+        raise ApiProblem(404, "not-found", f"no workflow {name!r}")
+    items = [
+        ToolOut(
+            name=t.name,
+            description=t.description,
+            effect=t.effect.value,
+            idempotent=t.idempotent,
+            kind=t.kind,
+            input_schema=t.input.schema if t.input is not None else {"type": "object"},
+            output_schema=None if t.output is None else t.output.schema,
+        )
+        for t in sorted(gateway.svc.registry, key=lambda t: t.name)
+    ]
+    return ToolList(workflow=name, items=items)
 
 
 # -- API keys -------------------------------------------------------------------------
@@ -286,6 +407,9 @@ class KeyCreated(KeyOut):
 
 class KeyList(BaseModel):
     items: list[KeyOut]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 @router.post(
@@ -321,10 +445,22 @@ async def create_key(body: KeyCreate, state: State, caller: Caller) -> KeyCreate
 
 
 @router.get("/keys", response_model=KeyList, responses=ERRORS, summary="List API keys (admins)")
-async def list_keys(state: State, caller: Caller) -> KeyList:
+async def list_keys(
+    request: Request,
+    response: Response,
+    state: State,
+    caller: Caller,
+    after: After = None,
+    limit: int = Query(default=500, ge=1, le=500),
+) -> KeyList:
     require(caller)
     scope = None if caller.tenant == ALL_TENANTS else caller.tenant
-    return KeyList(items=[KeyOut.of(k) for k in state.keys.list(tenant=scope)])
+    items = [KeyOut.of(k) for k in await state.run_sync(state.keys.list, tenant=scope)]
+    page, nxt = in_memory_page(
+        items, after, limit, lambda k: (k.created_at.isoformat(), k.key_id), 2
+    )
+    link_next(request, response, nxt)
+    return KeyList(items=page, next=nxt)
 
 
 @router.post(

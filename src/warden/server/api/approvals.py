@@ -9,16 +9,18 @@ sees them with their PII tokenized, as the ledger holds them.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 
 from warden.approvals import ApprovalRecord
 from warden.auth import Principal, Role
 from warden.errors import NotFoundError
 from warden.server._deps import Caller, State, bound_agent, require, visible
+from warden.server._paging import After, decode_cursor, link_next, page_of
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -29,7 +31,7 @@ from warden.server._schemas import (
     ApprovalOut,
 )
 from warden.server._state import ServerState
-from warden.store._tables import runs
+from warden.store._tables import parse_utc_text, runs, utc_text
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -111,6 +113,8 @@ def _run_agents(state: State, run_ids: list[str]) -> dict[str, str]:
     description="Soonest deadline first. Filter by tenant, approver role, SLA class, state and age.",
 )
 async def list_approvals(
+    request: Request,
+    response: Response,
     state: State,
     caller: Caller,
     tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
@@ -123,17 +127,42 @@ async def list_approvals(
     ),
     min_age_s: float | None = Query(default=None, ge=0, le=10 * 365 * 86400),
     limit: int = Query(default=100, ge=1, le=500),
+    after: After = None,
 ) -> ApprovalList:
+    start = decode_cursor(after, 3)
+    position: tuple[datetime, datetime, str] | None = None
+    if start is not None:
+        try:
+            position = (parse_utc_text(str(start[0])), parse_utc_text(str(start[1])), str(start[2]))
+        except ValueError:
+            raise ApiProblem(
+                422,
+                "validation",
+                "after is not a cursor of this list",
+                errors=[{"loc": ["query", "after"], "msg": "not a cursor", "type": "value_error"}],
+            ) from None
     if caller.tenant != "*":
         if tenant is not None and tenant != caller.tenant:
             return ApprovalList(items=[])
         tenant = caller.tenant
     now = _now()
     any_gateway = next(iter(state.gateways.values()))
-    records = await state.run_sync(
-        any_gateway.approvals.list,
-        tenant=tenant, state=approval_state, role=role, sla_class=sla_class, limit=limit
+    fetched = await state.run_sync(
+        functools.partial(
+            any_gateway.approvals.list,
+            tenant=tenant,
+            state=approval_state,
+            role=role,
+            sla_class=sla_class,
+            limit=limit + 1,
+            after=position,
+        )
     )
+    # The cursor follows what was read, before the filters below thin the page out.
+    fetched, nxt = page_of(
+        fetched, limit, lambda r: (utc_text(r.deadline), utc_text(r.created_at), r.approval_id)
+    )
+    records = fetched
     if min_age_s is not None:
         cutoff = now - timedelta(seconds=min_age_s)
         records = [r for r in records if r.created_at <= cutoff]
@@ -141,7 +170,8 @@ async def list_approvals(
         agents = await state.run_sync(_run_agents, state, sorted({r.run_id for r in records}))
         records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
     items = await state.run_sync(_shown, state, caller, records, "approval list")
-    return ApprovalList(items=items)
+    link_next(request, response, nxt)
+    return ApprovalList(items=items, next=nxt)
 
 
 @router.get(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
-from sqlalchemy import select
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import and_, or_, select
 
 from warden.auth import ALL_TENANTS, Principal, Role
 from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
+from warden.server._paging import After, decode_cursor, link_next, page_of
 from warden.server._problems import ApiProblem, problem_responses
 from warden.server._schemas import (
     ID_PATTERN,
@@ -21,7 +22,7 @@ from warden.server._schemas import (
     RunOut,
 )
 from warden.server._state import ServerState
-from warden.store._tables import runs
+from warden.store._tables import parse_utc_text, runs, utc_text
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -69,14 +70,37 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
 
 @router.get("", response_model=RunList, responses=ERRORS, summary="List runs")
 async def list_runs(
+    request: Request,
+    response: Response,
     state: State,
     caller: Caller,
     tenant: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
     workflow: str | None = Query(default=None, max_length=120, pattern=ID_PATTERN),
     status: str | None = Query(default=None, pattern="^(running|finished)$"),
     limit: int = Query(default=100, ge=1, le=500),
+    after: After = None,
 ) -> RunList:
-    query = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+    # Newest first; the run id breaks ties so that a cursor names one position exactly.
+    query = (
+        select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit + 1)
+    )
+    start = decode_cursor(after, 2)
+    if start is not None:
+        try:
+            at = parse_utc_text(str(start[0]))
+        except ValueError:
+            raise ApiProblem(
+                422,
+                "validation",
+                "after is not a cursor of this list",
+                errors=[{"loc": ["query", "after"], "msg": "not a cursor", "type": "value_error"}],
+            ) from None
+        query = query.where(
+            or_(
+                runs.c.started_at < at,
+                and_(runs.c.started_at == at, runs.c.run_id < str(start[1])),
+            )
+        )
     if caller.tenant != "*":
         if tenant is not None and tenant != caller.tenant:
             return RunList(items=[])
@@ -93,11 +117,14 @@ async def list_runs(
         if caller.workflows:
             query = query.where(runs.c.workflow.in_(sorted(caller.workflows)))
 
-    def read() -> RunList:
+    def read() -> list[RunOut]:
         with state.store.read() as conn:
-            return RunList(items=[_out(r) for r in conn.execute(query).mappings()])
+            return [_out(r) for r in conn.execute(query).mappings()]
 
-    return await state.run_sync(read)
+    found = await state.run_sync(read)
+    page, nxt = page_of(found, limit, lambda r: (utc_text(r.started_at), r.run_id))
+    link_next(request, response, nxt)
+    return RunList(items=page, next=nxt)
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS, summary="Get a run")
