@@ -17,6 +17,7 @@ from rich.table import Table
 from warden.cli import _costs, _policy, _serve
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
+from warden.cli._eval import eval_app
 from warden.cli._ledger import ledger_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
@@ -43,6 +44,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(_policy.policy_app, name="policy")
 app.command("explain")(_policy.explain)
 app.command("costs")(_costs.costs)
+app.add_typer(eval_app, name="eval")
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()
