@@ -125,6 +125,7 @@ class SQLiteEnvironment:
     def _empty(self) -> Path:
         """A database holding the schema only, made once and copied per case."""
         if self._template is None:
+            self._dir.mkdir(parents=True, exist_ok=True)
             template = self._dir / "schema.db"
             with sqlite3.connect(template) as conn:
                 for stmt in self._schema:
@@ -214,6 +215,7 @@ class SQLiteEnvironment:
         self._drop()
         if self._owned:
             shutil.rmtree(self._dir, ignore_errors=True)
+            self._template = None
 
 
 def close_environment(env: Environment) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from warden.errors import UsageError
-from warden.evals._env import Environment
+from warden.evals._env import Environment, close_environment
 from warden.evals._gate import Baseline, Quarantine, figures, gate, quarantine_path, write_baseline
 from warden.evals._report import Report
 from warden.evals._runner import CaseResult, EvalRunner, load_ref
@@ -87,6 +87,7 @@ def evaluate(
         )
     finally:
         runner.close()
+        close_environment(env)
     added, released = held.update(results)
     if added or released or held.path.exists():
         held.write()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from warden.errors import UsageError, WardenError
-from warden.evals._env import Environment, State, close_environment, diff_states, merged_fixtures
+from warden.evals._env import Environment, State, diff_states, merged_fixtures
 from warden.evals._scenario import Case, Suite
 from warden.evals._scorers import BUILT_IN, Score, Scorer, run_scorers
 from warden.evals._trial import Trial, read_actions
@@ -205,9 +205,10 @@ class EvalRunner:
         return Store(f"sqlite:///{path}"), self.suite.file.tenant, path
 
     def close(self) -> None:
+        """Release the shared store and the working directory (the environment is its
+        maker's to close)."""
         if self._shared is not None:
             self._shared.dispose()
-        close_environment(self.env)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

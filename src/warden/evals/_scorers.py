@@ -44,13 +44,10 @@ def matches(expected: Any, actual: Any) -> bool:
         return isinstance(actual, Mapping) and all(
             k in actual and matches(v, actual[k]) for k, v in expected.items()
         )
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual  # True is not 1
     numbers = (int, float, Decimal)
-    if (
-        isinstance(expected, numbers)
-        and isinstance(actual, numbers)
-        and not isinstance(expected, bool)
-        and not isinstance(actual, bool)
-    ):
+    if isinstance(expected, numbers) and isinstance(actual, numbers):
         return math.isclose(float(expected), float(actual), rel_tol=1e-9, abs_tol=1e-9)
     if isinstance(expected, list) and isinstance(actual, list | tuple):
         return len(expected) == len(actual) and all(
