@@ -8,6 +8,7 @@ with tools that always reach the current case's database.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -83,13 +84,21 @@ def diff_states(before: State, after: State) -> dict[str, CollectionDiff]:
     return out
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A private temporary directory, in memory (``/dev/shm``) where there is one: the
+    per-case databases are thrown away, so their fsyncs need not reach a disk."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+
+
 class SQLiteEnvironment:
     """A SQLite database per case: ``schema`` (SQL statements) then the fixtures' rows.
 
     ``tools`` builds the tool functions once, given this environment; they reach the
     current case's database through ``env.engine`` (or ``env.connect()``), so they need
-    not be rebuilt per case. Each case gets a new file in a private temporary directory,
-    removed by ``close``.
+    not be rebuilt per case. Each case gets a new file in a private temporary directory
+    (in memory where ``/dev/shm`` exists), removed by ``close``.
     """
 
     def __init__(
@@ -103,7 +112,7 @@ class SQLiteEnvironment:
         self._make_tools = tools
         self._tools: Tools | None = None
         self._owned = directory is None
-        self._dir = Path(directory or tempfile.mkdtemp(prefix="warden-eval-env-"))
+        self._dir = Path(directory) if directory is not None else scratch_dir("warden-eval-env-")
         self._dir.mkdir(parents=True, exist_ok=True)
         self._engine: Engine | None = None
         self._path: Path | None = None

@@ -12,7 +12,6 @@ import importlib.util
 import inspect
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -21,15 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from warden.errors import UsageError, WardenError
-from warden.evals._env import Environment, State, diff_states, merged_fixtures
+from warden.evals._env import (
+    Environment,
+    State,
+    Tools,
+    diff_states,
+    merged_fixtures,
+    scratch_dir,
+)
 from warden.evals._scenario import Case, Suite
 from warden.evals._scorers import BUILT_IN, Score, Scorer, run_scorers
 from warden.evals._trial import Trial, read_actions
-from warden.gateway import Gateway, Run
+from warden.gateway import Gateway, Run, compiled_for
 from warden.ledger import iter_events
+from warden.policy import Policy
 from warden.results import Result
 from warden.spec import EffectClass, LoadedSpec
 from warden.store import Store
+from warden.tools import ToolRegistry
 
 
 def load_ref(ref: str, base: Path | None = None) -> Any:
@@ -151,8 +159,8 @@ class CaseResult:
 class EvalRunner:
     """Runs a suite's cases against one agent, one spec and one environment.
 
-    Each trial gets its own store: by default a fresh SQLite file copied from an empty,
-    migrated one (so cases never see each other's windows, budgets or idempotency keys);
+    Each trial gets its own store and gateway: by default a fresh SQLite file copied from
+    an empty, migrated one (so cases never see each other's windows, budgets or idempotency keys);
     with ``store_url``, one shared store and a tenant of its own per trial (workflow-wide
     budgets are then shared).
     """
@@ -183,7 +191,9 @@ class EvalRunner:
         self.scorers: list[Scorer] = [*BUILT_IN, *scorers]
         self.store_url = store_url
         self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="warden-eval-"))
+        self.workdir = workdir or scratch_dir("warden-eval-")
+        # The registry and policy of the environment's tools, while it returns the same.
+        self._compiled: tuple[Tools, tuple[ToolRegistry, Policy]] | None = None
         self._template: Path | None = None
         self._shared: Store | None = None
         self._effects: dict[str, EffectClass] | None = None
@@ -202,7 +212,8 @@ class EvalRunner:
             self._template = template
         path = self.workdir / f"trial-{uuid.uuid4().hex[:12]}.db"
         shutil.copyfile(self._template, path)
-        return Store(f"sqlite:///{path}"), self.suite.file.tenant, path
+        # The copy is at the newest revision already: no migration check per trial.
+        return Store(f"sqlite:///{path}", create=False), self.suite.file.tenant, path
 
     def close(self) -> None:
         """Release the shared store and the working directory (the environment is its
@@ -229,7 +240,10 @@ class EvalRunner:
         self.env.reset(merged_fixtures(self.suite.file.fixtures, case.fixtures))
         before: State = self.env.snapshot()
         store, tenant, path = self._store()
-        gateway = Gateway(self.spec, self.env.tools(), store=store)
+        tools = self.env.tools()
+        if self._compiled is None or self._compiled[0] is not tools:
+            self._compiled = (tools, compiled_for(self.spec, tools))
+        gateway = Gateway(self.spec, tools, store=store, compiled=self._compiled[1])
         if self._effects is None:
             self._effects = {t.name: t.effect for t in gateway.svc.registry}
         try:
