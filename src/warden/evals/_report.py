@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warden.evals._gate import Check, Figures
+from warden.evals._gate import Check, Figures, pass_at_k, pass_hat_k
 from warden.evals._runner import CaseResult
 
 
@@ -41,6 +41,8 @@ def _case_json(r: CaseResult) -> dict[str, Any]:
         "quarantined": r.quarantined,
         "gating": r.gating,
         "passes": r.passes,
+        "pass_hat_k": pass_hat_k(len(r.trials), r.passes, r.repeat),
+        "pass_at_k": pass_at_k(len(r.trials), r.passes, r.repeat),
         "trials": [
             {
                 "run_id": t.trial.run_id,
