@@ -104,3 +104,40 @@ def test_a_corrupt_baseline_is_a_usage_error(tmp_path: Path) -> None:
     code, _out, err = invoke(str(SUITE), "--baseline", str(bad), "--tag", "normal", "-q")
     assert code == 2
     assert "is not JSON (line 1" in err
+
+
+def test_a_flaky_case_is_quarantined_next_to_the_baseline_and_stops_gating(
+    tmp_path: Path, baseline: Path
+) -> None:
+    agent = tmp_path / "moody.py"
+    agent.write_text(
+        f"""
+from warden.evals import load_ref
+
+work = load_ref({str(SUITE.parent / "agent.py")!r} + ":work")
+calls = 0
+
+
+async def moody(case, run):
+    global calls
+    calls += 1
+    if case.id == "status-question" and calls % 2 == 0:
+        return {{"ticket": "none", "calls": []}}  # forgets to answer, every other time
+    return await work(case, run)
+""",
+        encoding="utf-8",
+    )
+    args = [str(SUITE), "--agent", f"{agent}:moody", "--baseline", str(baseline), "--json", "-q"]
+    code, out, err = invoke(*args, "--repeat", "2")
+    assert code == 0, out + err
+    report = json.loads(out)
+    status = {c["id"]: c["status"] for c in report["cases"]}
+    assert status["status-question"] == "flaky"
+    assert report["quarantine"]["added"] == ["status-question"]
+    recorded = json.loads((tmp_path / "eval-baseline.quarantine.json").read_text(encoding="utf-8"))
+    assert list(recorded["cases"]) == ["status-question"]
+    # The next run reads it: the case is reported apart whatever it does.
+    code, out, err = invoke(*args)
+    assert code == 0, out + err
+    case = next(c for c in json.loads(out)["cases"] if c["id"] == "status-question")
+    assert (case["quarantined"], case["gating"]) == (True, False)

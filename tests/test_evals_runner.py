@@ -5,6 +5,7 @@ baseline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from warden import Run, tool
+from warden import Run, UsageError, tool
 from warden.evals import (
     Baseline,
     BlockingRun,
@@ -396,3 +397,50 @@ async def test_gates_against_the_spec_and_the_baseline(
     assert failed["success_rate"].startswith("success rate 50.0% (1 of 2 cases) is below")
     assert "a drop of 50.0 points" in failed["success_drop"]
     assert failed["unsafe_writes"].startswith("unsafe-write attempts 1 against the baseline's 0")
+
+
+async def test_an_agent_that_hangs_fails_its_trial_at_the_timeout(
+    tmp_path: Path, env: SQLiteEnvironment
+) -> None:
+    async def stuck(case: Case, run: Run) -> None:
+        await run.call(*PAY_40)
+        await asyncio.Event().wait()
+
+    suite = suite_of(tmp_path, [{"id": "stuck", "expect": {"required_calls": ["pay"]}}])
+    r = runner(suite, env, agent=stuck, timeout_s=0.2)
+    try:
+        [result] = await r.run()
+    finally:
+        r.close()
+    assert result.status == "failed"
+    failures = {s.name: s.detail for s in result.trials[0].failures}
+    assert failures == {"agent": "the agent did not finish within 0.2 s"}
+
+
+async def test_fixtures_that_do_not_fit_are_a_usage_error_naming_the_case(
+    tmp_path: Path, env: SQLiteEnvironment
+) -> None:
+    suite = suite_of(tmp_path, [{"id": "typo", "fixtures": {"acounts": [{"id": "x"}]}}])
+    r = runner(suite, env)
+    try:
+        with pytest.raises(UsageError, match=r"case 'typo': the environment's reset: .*acounts"):
+            await r.run()
+    finally:
+        r.close()
+
+
+async def test_the_spec_gates_section_sets_the_target(
+    tmp_path: Path, env: SQLiteEnvironment
+) -> None:
+    suite = suite_of(tmp_path, [{"id": "ok", "input": [PAY_40]}])
+    r = runner(suite, env)
+    try:
+        results = await r.run()
+    finally:
+        r.close()
+    strict = load_spec_text(SPEC + "gates: {success_rate: 1.0, p95_latency_ms: 0.001}\n")
+    checks = {c.name: c for c in gate(strict, figures(results, 1), None)}
+    assert checks["success_rate"].passed
+    assert checks["success_rate"].detail.endswith("the target 100.0% (gates.success_rate)")
+    assert not checks["p95_latency"].passed
+    assert load_spec_text(SPEC).fingerprint != strict.fingerprint  # gates are part of it

@@ -84,6 +84,10 @@ def run(
             "SQLite file per trial."
         ),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds an agent may take on one trial before it fails.", min=0.001),
+    ] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -118,6 +122,7 @@ def run(
                 quarantine=quarantine,
                 store_url=store,
                 tags=frozenset(tag or ()),
+                timeout_s=timeout,
                 started=lambda n: bar.update(task, total=n),
                 progress=lambda _r: bar.advance(task),
             )

@@ -30,6 +30,7 @@ def evaluate(
     quarantine: Path | None = None,
     store_url: str | None = None,
     tags: frozenset[str] = frozenset(),
+    timeout_s: float | None = 300.0,
     started: Callable[[int], None] | None = None,
     progress: Callable[[CaseResult], None] | None = None,
 ) -> Report:
@@ -77,7 +78,13 @@ def evaluate(
     held = Quarantine.read(quarantine_path(baseline, suite.path, quarantine))
     before = Baseline.read(baseline) if baseline is not None and not save_baseline else None
     runner = EvalRunner(
-        suite, spec=loaded, environment=env, agent=fn, scorers=scorers, store_url=store_url
+        suite,
+        spec=loaded,
+        environment=env,
+        agent=fn,
+        scorers=scorers,
+        store_url=store_url,
+        timeout_s=timeout_s,
     )
     try:
         if started is not None:

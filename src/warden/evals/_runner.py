@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from warden.errors import UsageError, WardenError
 from warden.evals._env import (
@@ -78,6 +78,9 @@ def load_ref(ref: str, base: Path | None = None) -> Any:
     if found is None:
         raise UsageError(f"{ref!r}: {module_ref} has no {attr!r}")
     return found
+
+
+T = TypeVar("T")
 
 
 def _remove_sqlite(path: Path) -> None:
@@ -176,6 +179,7 @@ class EvalRunner:
         scorers: Sequence[Scorer] = (),
         store_url: str | None = None,
         workdir: Path | None = None,
+        timeout_s: float | None = 300.0,
     ) -> None:
         self.suite = suite
         self.spec = spec
@@ -190,6 +194,8 @@ class EvalRunner:
             )
         self.scorers: list[Scorer] = [*BUILT_IN, *scorers]
         self.store_url = store_url
+        #: how long an agent may take on one trial (None: no limit)
+        self.timeout_s = timeout_s
         self._own_dir = workdir is None
         self.workdir = workdir or scratch_dir("warden-eval-")
         # The registry and policy of the environment's tools, while it returns the same.
@@ -234,26 +240,49 @@ class EvalRunner:
             output = await output
         return output
 
+    def _env(self, case: Case, step: str, fn: Callable[[], T]) -> T:
+        """``fn()`` of the environment; its failure is a usage error naming the case."""
+        try:
+            return fn()
+        except WardenError as exc:
+            raise UsageError(f"case {case.id!r}: the environment's {step}: {exc}") from exc
+        except Exception as exc:
+            raise UsageError(
+                f"case {case.id!r}: the environment's {step} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
     async def run_trial(
         self, case: Case, attempt: int, *, confirmation: bool = False
     ) -> TrialResult:
-        self.env.reset(merged_fixtures(self.suite.file.fixtures, case.fixtures))
-        before: State = self.env.snapshot()
-        store, tenant, path = self._store()
-        tools = self.env.tools()
+        fixtures = merged_fixtures(self.suite.file.fixtures, case.fixtures)
+        self._env(case, "reset", lambda: self.env.reset(fixtures))
+        before: State = self._env(case, "snapshot", self.env.snapshot)
+        tools = self._env(case, "tools", self.env.tools)
         if self._compiled is None or self._compiled[0] is not tools:
             self._compiled = (tools, compiled_for(self.spec, tools))
-        gateway = Gateway(self.spec, tools, store=store, compiled=self._compiled[1])
+        store, tenant, path = self._store()
+        try:
+            gateway = Gateway(self.spec, tools, store=store, compiled=self._compiled[1])
+        except BaseException:
+            store.dispose()
+            raise
         if self._effects is None:
             self._effects = {t.name: t.effect for t in gateway.svc.registry}
         try:
-            run = gateway.open_run(
-                tenant=tenant, agent=self.identity, task=case.id, task_type=case.task_type
-            )
+            try:
+                run = gateway.open_run(
+                    tenant=tenant, agent=self.identity, task=case.id, task_type=case.task_type
+                )
+            except UsageError as exc:
+                raise UsageError(f"case {case.id!r}: {exc}") from exc
             trial = Trial(case.id, attempt, run.run_id, confirmation=confirmation)
             started = time.perf_counter()
             try:
-                trial.output = await self._call_agent(case, run)
+                trial.output = await asyncio.wait_for(
+                    self._call_agent(case, run), timeout=self.timeout_s
+                )
+            except TimeoutError:
+                trial.error = f"the agent did not finish within {self.timeout_s:g} s"
             except Exception as exc:
                 trial.error = f"the agent raised {type(exc).__name__}: {exc}"
             trial.latency_ms = (time.perf_counter() - started) * 1000
@@ -266,7 +295,7 @@ class EvalRunner:
             gateway.close()  # disposes the store too
             if path is not None:
                 _remove_sqlite(path)
-        trial.diff = diff_states(before, self.env.snapshot())
+        trial.diff = diff_states(before, self._env(case, "snapshot", self.env.snapshot))
         return TrialResult(trial, run_scorers(self.scorers, case, trial))
 
     async def run_case(self, case: Case, repeat: int, *, quarantined: bool = False) -> CaseResult:
