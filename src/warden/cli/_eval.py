@@ -35,8 +35,8 @@ def run(
         str | None,
         typer.Option(
             help="The agent under test, module:function or file.py:function, called with "
-            "(case, run) for each trial (async, or sync in a worker thread) [default: the "
-            "suite's 'agent:'].",
+            "(case, run) for each trial (async, or sync in a worker thread); default: the "
+            "suite's 'agent:'.",
         ),
     ] = None,
     spec: Annotated[
@@ -65,8 +65,8 @@ def run(
     quarantine: Annotated[
         Path | None,
         typer.Option(
-            help="Where flaky cases are recorded [default: next to the baseline, "
-            "BASELINE.quarantine.json, else next to the suite]."
+            help="Where flaky cases are recorded (default: next to the baseline, "
+            "BASELINE.quarantine.json, else next to the suite, SUITE.quarantine.json)."
         ),
     ] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
