@@ -131,3 +131,54 @@ def test_matches_is_a_subset_match_with_numbers_compared_by_value() -> None:
     assert not matches({"a": 1}, {"a": True})
     assert not matches({"a": "1"}, {"a": 1})
     assert not matches({"z": None}, {})
+
+
+def test_the_evals_public_names_are_pinned() -> None:
+    import warden.evals
+
+    assert sorted(warden.evals.__all__) == sorted(
+        [
+            "BUILT_IN",
+            "Action",
+            "Baseline",
+            "BlockingRun",
+            "CallMatch",
+            "Case",
+            "CaseResult",
+            "Check",
+            "CollectionChanges",
+            "CollectionDiff",
+            "DecisionExpect",
+            "Detector",
+            "Environment",
+            "EvalRunner",
+            "Expectations",
+            "Figures",
+            "Quarantine",
+            "Report",
+            "SQLiteEnvironment",
+            "Score",
+            "Scorer",
+            "State",
+            "StateExpect",
+            "Suite",
+            "Trial",
+            "TrialResult",
+            "Updated",
+            "diff_states",
+            "evaluate",
+            "figures",
+            "gate",
+            "load_cases",
+            "load_ref",
+            "load_suite",
+            "markdown",
+            "matches",
+            "pass_at_k",
+            "pass_hat_k",
+            "pii_scorer",
+            "to_json",
+            "write_baseline",
+            "write_junit",
+        ]
+    )
