@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from warden.errors import SpecError
-from warden.evals import SQLiteEnvironment, diff_states, load_cases, load_suite, matches
+from warden.evals import (
+    MemoryEnvironment,
+    SQLiteEnvironment,
+    diff_states,
+    load_cases,
+    load_suite,
+    matches,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -154,6 +161,7 @@ def test_the_evals_public_names_are_pinned() -> None:
             "EvalRunner",
             "Expectations",
             "Figures",
+            "MemoryEnvironment",
             "Quarantine",
             "Report",
             "SQLiteEnvironment",
@@ -182,3 +190,17 @@ def test_the_evals_public_names_are_pinned() -> None:
             "write_junit",
         ]
     )
+
+
+def test_memory_environment_copies_fixtures_per_case() -> None:
+    env = MemoryEnvironment(lambda e: [])
+    fixtures = {"orders": {"o1": {"status": "pending", "items": [1]}}}
+    env.reset(fixtures)
+    before = env.snapshot()
+    env.data["orders"]["o1"]["status"] = "cancelled"
+    env.data["orders"]["o2"] = {"status": "pending"}
+    diff = diff_states(before, env.snapshot())
+    assert diff["orders"].updated["o1"].fields == {"status"}
+    assert list(diff["orders"].inserted) == ["o2"]
+    env.reset(fixtures)  # the fixtures themselves were never touched
+    assert env.snapshot() == {"orders": {"o1": {"status": "pending", "items": [1]}}}

@@ -4,6 +4,7 @@ scored from the ledger and the environment's state, gated for CI (docs/evals.md)
 from warden.evals._env import (
     CollectionDiff,
     Environment,
+    MemoryEnvironment,
     SQLiteEnvironment,
     State,
     Updated,
@@ -54,6 +55,7 @@ __all__ = [
     "EvalRunner",
     "Expectations",
     "Figures",
+    "MemoryEnvironment",
     "Quarantine",
     "Report",
     "SQLiteEnvironment",

@@ -1,13 +1,15 @@
 """Environments: the systems a workflow's tools touch, reset to a case's fixtures before
 it runs and snapshotted after it, so the scorers can diff what the agent changed.
 
-An environment is anything with the three methods of ``Environment``; ``SQLiteEnvironment``
-is the ready one: a fresh SQLite file per case, filled from the fixtures (table -> rows),
-with tools that always reach the current case's database.
+An environment is anything with the three methods of ``Environment``. Two are ready:
+``SQLiteEnvironment`` (a fresh SQLite file per case, filled from the fixtures, table ->
+rows, with tools that always reach the current case's database) and ``MemoryEnvironment``
+(collections of objects by id in memory, e.g. a JSON database).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sqlite3
@@ -225,6 +227,41 @@ class SQLiteEnvironment:
         if self._owned:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._template = None
+
+
+class MemoryEnvironment:
+    """State held in memory as collections of objects by id (a JSON database such as
+    τ²-bench's ``db.json``: ``{"users": {"u1": {...}}, "orders": {...}}``).
+
+    ``reset`` deep-copies the fixtures into ``env.data``; the tools, built once by
+    ``tools(env)``, read and change ``env.data`` (the current case's copy); ``snapshot``
+    is a deep copy of it. Collections must map ids to objects (mappings)."""
+
+    def __init__(self, tools: Callable[[MemoryEnvironment], Tools]) -> None:
+        self._make_tools = tools
+        self._tools: Tools | None = None
+        self.data: dict[str, Any] = {}
+
+    def reset(self, fixtures: Mapping[str, Any]) -> None:
+        for name, objects in fixtures.items():
+            if not isinstance(objects, Mapping):
+                raise UsageError(f"fixtures.{name}: a mapping of id -> object")
+        self.data = copy.deepcopy(dict(fixtures))
+
+    def snapshot(self) -> State:
+        return {
+            name: {
+                str(k): dict(v) if isinstance(v, Mapping) else {"value": v}
+                for k, v in objects.items()
+            }
+            for name, objects in copy.deepcopy(self.data).items()
+            if isinstance(objects, Mapping)
+        }
+
+    def tools(self) -> Tools:
+        if self._tools is None:
+            self._tools = self._make_tools(self)
+        return self._tools
 
 
 def close_environment(env: Environment) -> None:
