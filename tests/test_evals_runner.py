@@ -444,3 +444,20 @@ async def test_the_spec_gates_section_sets_the_target(
     assert checks["success_rate"].detail.endswith("the target 100.0% (gates.success_rate)")
     assert not checks["p95_latency"].passed
     assert load_spec_text(SPEC).fingerprint != strict.fingerprint  # gates are part of it
+
+
+async def test_an_agent_object_with_an_async_call_gets_the_async_run(
+    tmp_path: Path, env: SQLiteEnvironment
+) -> None:
+    class Agent:
+        async def __call__(self, case: Case, run: Run) -> str:
+            await run.call(*PAY_40)
+            return "paid"
+
+    suite = suite_of(tmp_path, [{"id": "obj", "expect": {"required_calls": ["pay"]}}])
+    r = runner(suite, env, agent=Agent())
+    try:
+        [result] = await r.run()
+    finally:
+        r.close()
+    assert (result.status, result.trials[0].trial.output) == ("passed", "paid")

@@ -163,9 +163,9 @@ class EvalRunner:
     """Runs a suite's cases against one agent, one spec and one environment.
 
     Each trial gets its own store and gateway: by default a fresh SQLite file copied from
-    an empty, migrated one (so cases never see each other's windows, budgets or idempotency keys);
-    with ``store_url``, one shared store and a tenant of its own per trial (workflow-wide
-    budgets are then shared).
+    an empty, migrated one (so cases never see each other's windows, budgets or
+    idempotency keys); with ``store_url``, one shared store and a tenant of its own per
+    trial (workflow-wide budgets are then shared).
     """
 
     def __init__(
@@ -232,12 +232,16 @@ class EvalRunner:
     # -- running ------------------------------------------------------------------------
 
     async def _call_agent(self, case: Case, run: Run) -> Any:
-        if inspect.iscoroutinefunction(self.agent):
-            return await self.agent(case, run)
+        agent = self.agent
+        # An object with an async __call__ is async too.
+        if inspect.iscoroutinefunction(agent) or inspect.iscoroutinefunction(type(agent).__call__):
+            return await agent(case, run)
         loop = asyncio.get_running_loop()
-        output = await asyncio.to_thread(self.agent, case, BlockingRun(run, loop))
-        if inspect.isawaitable(output):
-            output = await output
+        output = await asyncio.to_thread(agent, case, BlockingRun(run, loop))
+        if inspect.iscoroutine(output):
+            # It was given a BlockingRun, whose calls would block this loop: refuse.
+            output.close()
+            raise TypeError("a plain function returned a coroutine: declare the agent async def")
         return output
 
     def _env(self, case: Case, step: str, fn: Callable[[], T]) -> T:
