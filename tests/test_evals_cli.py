@@ -128,9 +128,12 @@ async def moody(case, run):
         encoding="utf-8",
     )
     args = [str(SUITE), "--agent", f"{agent}:moody", "--baseline", str(baseline), "--json", "-q"]
-    code, out, err = invoke(*args, "--repeat", "2")
+    summary = tmp_path / "summary.md"
+    code, out, err = invoke(*args, "--repeat", "2", "--summary", str(summary))
     assert code == 0, out + err
     report = json.loads(out)
+    flaky_table = summary.read_text(encoding="utf-8").split("### Flaky or quarantined")[1]
+    assert "| `status-question` |" in flaky_table
     status = {c["id"]: c["status"] for c in report["cases"]}
     assert status["status-question"] == "flaky"
     assert report["quarantine"]["added"] == ["status-question"]

@@ -163,9 +163,15 @@ def markdown(report: Report) -> str:
         lines += [f"| `{r.case.id}` | {_md(_first_failure(r))[:300]} |" for r in failed]
     apart = [r for r in report.results if not r.gating]
     if apart:
-        lines += ["", "### Flaky or quarantined (not gating)", "", "| case | trials passed |"]
-        lines += ["| --- | --- |"]
-        lines += [f"| `{r.case.id}` | {r.passes} of {len(r.trials)} |" for r in apart]
+        k = f.repeat
+        lines += ["", "### Flaky or quarantined (not gating)", ""]
+        lines += [f"| case | trials passed | pass^{k} | pass@{k} |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| `{r.case.id}` | {r.passes} of {len(r.trials)} "
+            f"| {_rate(pass_hat_k(len(r.trials), r.passes, k))} "
+            f"| {_rate(pass_at_k(len(r.trials), r.passes, k))} |"
+            for r in apart
+        ]
     return "\n".join(lines) + "\n"
 
 
