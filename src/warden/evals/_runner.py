@@ -42,7 +42,8 @@ from warden.tools import ToolRegistry
 
 def load_ref(ref: str, base: Path | None = None) -> Any:
     """The object ``package.module:name`` or ``path/to/file.py:name`` names (a file path
-    relative to ``base`` when given); ``UsageError`` when it cannot be loaded."""
+    relative to ``base``, a module found from ``base`` too, when given); ``UsageError``
+    when it cannot be loaded."""
     module_ref, _, attr = ref.rpartition(":")
     if not module_ref or not attr:
         raise UsageError(f"{ref!r} must look like module:function or file.py:function")
@@ -69,6 +70,10 @@ def load_ref(ref: str, base: Path | None = None) -> Any:
                     del sys.modules[name]
                     raise
         else:
+            # As ``python -m`` would: a module next to the suite (or, for --agent, in the
+            # current directory) imports without being installed.
+            if base is not None and str(base) not in sys.path:
+                sys.path.insert(0, str(base))
             module = importlib.import_module(module_ref)
     except WardenError:
         raise
