@@ -36,7 +36,7 @@ from warden.pipeline._services import utc_now
 from warden.pipeline._sinks import LedgerSink, OutboxSink, Sink
 from warden.pipeline._success import judge, read_complete_actions
 from warden.pipeline.stages import outcome_of_approval
-from warden.policy import Windows
+from warden.policy import Policy, Windows
 from warden.policy._typecheck import checked_policy
 from warden.results import Allowed, Denied, Failed, FailureKind, Result
 from warden.secrets import SecretResolver
@@ -51,6 +51,13 @@ if TYPE_CHECKING:
     from warden.remote import RemoteGateway
 
 ToolsArg = Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]]
+
+
+def compiled_for(loaded: LoadedSpec, tools: ToolsArg) -> tuple[ToolRegistry, Policy]:
+    """The tool registry of ``tools`` under ``loaded`` and the policy type-checked against
+    it: a mistake fails here, with its line."""
+    registry = ToolRegistry.build(loaded, tools)
+    return registry, checked_policy(loaded, registry)
 
 
 class Gateway:
@@ -68,14 +75,16 @@ class Gateway:
         switches: SwitchBoard | None = None,
         sinks: Sequence[Sink] = (),
         vault: Vault | None = None,
+        compiled: tuple[ToolRegistry, Policy] | None = None,
     ) -> None:
         """``sinks``: where the stages' events go besides the ledger and the webhook
         outbox (telemetry: traces, metrics, SLO rollups, alerts), in this order.
         ``vault``: tenant keys and sealed values (default: one on ``store`` under the
-        master key of ``warden.telemetry.master_key()``)."""
-        registry = ToolRegistry.build(loaded, tools)
-        # Rules are type-checked against these tools: a mistake fails here, with its line.
-        policy = checked_policy(loaded, registry)
+        master key of ``warden.telemetry.master_key()``).
+        ``compiled``: the registry and checked policy of this spec and these tools, built
+        already (``compiled_for``) by a caller that makes many gateways of one workflow
+        (the eval runner makes one per trial); both hold no state of a gateway."""
+        registry, policy = compiled or compiled_for(loaded, tools)
         self.store = store if isinstance(store, Store) else Store(store or default_store_url())
         ledger = LedgerWriter(self.store)
         # SLO rollups and alerts are on for every gateway: one given in ``sinks`` (the

@@ -17,6 +17,7 @@ from rich.table import Table
 from warden.cli import _costs, _policy, _serve, _slo
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
+from warden.cli._eval import eval_app
 from warden.cli._ledger import ledger_app
 from warden.cli._vault import vault_app
 from warden.cli._store import store_app
@@ -49,6 +50,7 @@ app.command("explain")(_policy.explain)
 app.command("costs")(_costs.costs)
 app.command("slo")(_slo.slo)
 app.command("alerts")(_slo.alerts)
+app.add_typer(eval_app, name="eval")
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()

@@ -79,6 +79,8 @@ def fingerprint(spec: WorkflowSpec) -> str:
     for tool in data["tools"].values():
         if tool["cost"] is None:
             del tool["cost"]
+    if "gates" not in spec.model_fields_set:
+        del data["gates"]
     for key in ("models", "budgets", "routes"):
         if not data[key]:
             del data[key]

@@ -290,6 +290,22 @@ class PiiSpec(_Model):
     vault: bool = False
 
 
+class Gates(_Model):
+    """Release gates of ``warden eval run`` (docs/evals.md): what a suite's results must
+    meet, alone and against a stored baseline. Unset thresholds come from ``slo:``."""
+
+    #: the least share of gating cases that must pass (default: ``slo.success_rate``)
+    success_rate: float | None = Field(None, ge=0, le=1)
+    #: the most the success rate may fall below the baseline's, in percentage points
+    max_success_drop_points: float = Field(2.0, ge=0, le=100)
+    #: how many more unsafe-write attempts than the baseline are tolerated
+    max_unsafe_write_increase: float = Field(0.0, ge=0)
+    #: the most cost per successful case may grow over the baseline's (0.2: 20 %)
+    max_cost_per_success_increase: float = Field(0.2, ge=0)
+    #: the slowest a case's p95 latency may be (default: ``slo.p95_latency_ms``)
+    p95_latency_ms: float | None = Field(None, gt=0)
+
+
 class AgentSpec(_Model):
     scopes: list[str] = Field(default_factory=list)
     description: str | None = None
@@ -316,6 +332,8 @@ class WorkflowSpec(_Model):
     limits: Limits = Field(default_factory=lambda: Limits())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
     slo: SLO = Field(default_factory=lambda: SLO())
+    #: release gates for ``warden eval run`` (thresholds and baseline comparisons)
+    gates: Gates = Field(default_factory=lambda: Gates())
     #: models the workflow calls, by the name agents use (``run.chat("small", ...)``)
     models: dict[Identifier, ModelSpec] = Field(default_factory=dict)
     #: a route is a name an agent asks for in place of a model (``run.chat("auto", ...)``):
