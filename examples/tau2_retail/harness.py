@@ -22,14 +22,17 @@ one call that breaks one rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from examples.tau2_retail.data import Action, Dataset, Task
 from examples.tau2_retail.store import RetailState
 from examples.tau2_retail.tools import make_tools
+
+if TYPE_CHECKING:
+    from examples.tau2_retail.violations import Violation
 from warden import Allowed, Denied, Failed, FailureKind, Gateway, Pending, ToolError, load_spec
 from warden.tools import tool_def_of
 
@@ -194,6 +197,18 @@ class Harness:
         report.state_diff = self.state.diff(expected)
         return report
 
+    async def violation(self, v: Violation) -> Outcome:
+        """The violation's prefix (writes confirmed), its fixture, then its call, unconfirmed."""
+        self.state.reset()
+        user = next((u for u in (owner_of(self.state, a) for a in v.prefix) if u), None)
+        run = self.open(v.task, user)
+        try:
+            for action in v.prefix:
+                await self.propose(run, action)
+            if v.fixture is not None:
+                v.fixture(self.state)
+            return await self.propose(run, v.call, confirm=False)
+        finally:
+            run.finish("completed")
 
-def first(items: Iterable[Any], pred: Callable[[Any], bool]) -> Any | None:
-    return next((x for x in items if pred(x)), None)
+
