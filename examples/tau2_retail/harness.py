@@ -78,12 +78,28 @@ class TaskReport:
     outcomes: list[Outcome] = field(default_factory=list)
     #: records that differ between the governed run and the direct application
     state_diff: list[str] = field(default_factory=list)
-    #: gold actions the tools refused when applied directly (the data or our tools disagree)
-    direct_errors: list[str] = field(default_factory=list)
+    #: per gold action, what the store answered when it was applied directly: None when
+    #: it accepted it, else its error
+    direct: list[str | None] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[tuple[Outcome, str | None]]:
+        """Gold actions the gateway did not let through, with the store's own answer."""
+        return [
+            (o, d)
+            for o, d in zip(self.outcomes, self.direct, strict=True)
+            if o.status in ("denied", "pending", "failed")
+        ]
 
     @property
     def false_positives(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in ("denied", "pending", "failed")]
+        """Refused by the gateway, accepted by the store: the policy is stricter than it."""
+        return [o for o, d in self.refused if d is None]
+
+    @property
+    def store_refused(self) -> list[tuple[Outcome, str]]:
+        """Refused by the gateway and by the store: gold actions that cannot succeed."""
+        return [(o, d) for o, d in self.refused if d is not None]
 
     @property
     def state_ok(self) -> bool:
@@ -120,15 +136,21 @@ def conversation(task: Task, state: RetailState) -> list[Action]:
     return [Action("find_user_id_by_email", {"email": user["email"]}), *actions]
 
 
-def apply_directly(state: RetailState, actions: Iterable[Action]) -> list[str]:
-    """Call the tools without Warden; the errors they raise, as ``name: message``."""
-    fns = {tool_def_of(fn).name: fn for fn in make_tools(state)}  # type: ignore[union-attr]
-    errors = []
+def apply_directly(state: RetailState, actions: Iterable[Action]) -> list[str | None]:
+    """Call the tools without Warden: per action, the error the store raised, or None."""
+    fns: dict[str, Any] = {}
+    for fn in make_tools(state):
+        found = tool_def_of(fn)
+        assert found is not None
+        fns[found.name] = fn
+    errors: list[str | None] = []
     for action in actions:
         try:
             fns[action.name](**action.arguments)
         except ToolError as exc:
-            errors.append(f"{action.name}: {exc}")
+            errors.append(str(exc))
+        else:
+            errors.append(None)
     return errors
 
 
@@ -139,15 +161,18 @@ class Harness:
         self.dataset = dataset
         self.state = dataset.state()
         self.gateway = Gateway(load_spec(spec), make_tools(self.state), store=store)
+        #: who confirms writes (the conversation's user)
+        self.customer = "unknown"
 
     def close(self) -> None:
         self.gateway.close()
 
-    def open(self, task: str, user: str | None) -> Any:
+    def open(self, task: str) -> Any:
+        # No ``end_user``: the harness replays one customer's conversations hundreds of
+        # times, past any per-person cap on approval requests a real deployment would set.
         return self.gateway.open_run(
-            tenant=TENANT, agent=AGENT, task=f"tau2 retail task {task}", task_type=TASK_TYPE,
-            end_user=user,
-        )  # fmt: skip
+            tenant=TENANT, agent=AGENT, task=f"tau2 retail task {task}", task_type=TASK_TYPE
+        )
 
     async def propose(self, run: Any, action: Action, *, confirm: bool = True) -> Outcome:
         """One call; a write sent for confirmation is approved by the customer (``confirm``)."""
@@ -157,7 +182,7 @@ class Harness:
             approval_rules = result.rules
             await self.gateway.approve(
                 result.approval_id,
-                approver=f"customer:{run.state.end_user}",
+                approver=f"customer:{self.customer}",
                 roles=["customer"],
                 rationale="The customer confirmed the listed action details (yes).",
             )
@@ -179,7 +204,8 @@ class Harness:
         self, actions: Sequence[Action], *, task: str, user: str | None
     ) -> list[Outcome]:
         """``actions`` in one run on the state as it is."""
-        run = self.open(task, user)
+        self.customer = user or "unknown"
+        run = self.open(task)
         try:
             return [await self.propose(run, a) for a in actions]
         finally:
@@ -193,21 +219,22 @@ class Harness:
         report = TaskReport(task.id)
         report.outcomes = await self.replay(actions, task=task.id, user=user)
         expected = self.dataset.state()
-        report.direct_errors = apply_directly(expected, actions)
+        report.direct = apply_directly(expected, actions)
         report.state_diff = self.state.diff(expected)
         return report
 
-    async def violation(self, v: Violation) -> Outcome:
-        """The violation's prefix (writes confirmed), its fixture, then its call, unconfirmed."""
+    async def violation(self, v: Violation) -> tuple[list[Outcome], Outcome]:
+        """The violation's prefix (writes confirmed), its fixture, then its call, unconfirmed:
+        the prefix's outcomes and the call's."""
         self.state.reset()
         user = next((u for u in (owner_of(self.state, a) for a in v.prefix) if u), None)
-        run = self.open(v.task, user)
+        self.customer = user or "unknown"
+        run = self.open(v.task)
         try:
-            for action in v.prefix:
-                await self.propose(run, action)
+            prefix = [await self.propose(run, action) for action in v.prefix]
             if v.fixture is not None:
                 v.fixture(self.state)
-            return await self.propose(run, v.call, confirm=False)
+            return prefix, await self.propose(run, v.call, confirm=False)
         finally:
             run.finish("completed")
 
