@@ -21,7 +21,6 @@ from examples.tau2_retail.data import Action, Task, load  # noqa: E402
 from examples.tau2_retail.harness import SPEC, Harness, apply_directly, conversation  # noqa: E402
 from examples.tau2_retail.tools import CANCEL_REASONS  # noqa: E402
 from examples.tau2_retail.violations import RULES, generate  # noqa: E402
-
 from warden import Allowed, Denied  # noqa: E402
 
 DATASET = load()
@@ -77,7 +76,9 @@ def test_a_policy_without_a_rule_lets_its_violations_through(tmp_path: Path) -> 
     raw["policies"] = [p for p in raw["policies"] if p["name"] != "cancel_only_pending_orders"]
     weakened = tmp_path / "workflow.yaml"
     weakened.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cases = [v for v in generate(task("16"), DATASET.state()) if v.rule == "cancel_only_pending_orders"]
+    cases = [
+        v for v in generate(task("16"), DATASET.state()) if v.rule == "cancel_only_pending_orders"
+    ]
     assert cases
 
     async def outcomes(spec: Path, name: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -186,17 +187,23 @@ def test_state_resets_diffs_and_hashes_like_the_direct_application() -> None:
         f"{t}/{k}" for t, records in state.changes().items() for k in records
     )
     state.reset()
-    assert state.digest() == fresh and state.changes() == {"products": {}, "users": {}, "orders": {}}
+    assert state.digest() == fresh and state.changes() == {
+        "products": {},
+        "users": {},
+        "orders": {},
+    }
 
 
 def test_calculate_evaluates_arithmetic_only() -> None:
     state = DATASET.state()
     errors = apply_directly(
         state,
-        [Action("calculate", {"expression": "155.33 - 147.05 + (268.77 - 235.13) * 2"}),
-         Action("calculate", {"expression": "__import__('os').system('true')"}),
-         Action("calculate", {"expression": "1 / 0"})],
-    )  # fmt: skip
+        [
+            Action("calculate", {"expression": "155.33 - 147.05 + (268.77 - 235.13) * 2"}),
+            Action("calculate", {"expression": "__import__('os').system('true')"}),
+            Action("calculate", {"expression": "1 / 0"}),
+        ],
+    )
     assert errors[0] is None
     assert errors[1] is not None and "cannot calculate" in errors[1]
     assert errors[2] is not None and "cannot calculate" in errors[2]
@@ -204,7 +211,9 @@ def test_calculate_evaluates_arithmetic_only() -> None:
 
 def test_check_command_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert check.main(["--tasks", "40", "--no-violations"]) == 0
-    assert "state success (database equal to the direct application): 1/1" in capsys.readouterr().out
+    assert (
+        "state success (database equal to the direct application): 1/1" in capsys.readouterr().out
+    )
     assert check.main(["--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot load the data:") and err.count("\n") == 1

@@ -100,7 +100,12 @@ class SuiteReport:
             "tasks": len(self.tasks),
             "gold_actions": self.gold_actions,
             "false_positives": [
-                {"task": t, "tool": o.action.name, "rules": list(o.rules), "reasons": list(o.reasons)}
+                {
+                    "task": t,
+                    "tool": o.action.name,
+                    "rules": list(o.rules),
+                    "reasons": list(o.reasons),
+                }
                 for t, o in self.false_positives
             ],
             "store_refused": [
@@ -113,8 +118,13 @@ class SuiteReport:
             "broken_cases": self.broken,
             "blocked": self.blocked,
             "rules": {
-                r.rule: {"violations": r.total, "blocked": r.blocked, "alone": r.alone,
-                         "rate": r.rate, "missed": r.missed}  # fmt: skip
+                r.rule: {
+                    "violations": r.total,
+                    "blocked": r.blocked,
+                    "alone": r.alone,
+                    "rate": r.rate,
+                    "missed": r.missed,
+                }
                 for r in self.rules.values()
             },
             "seconds": self.seconds,
@@ -130,10 +140,10 @@ class SuiteReport:
             f"  false positives (denied, the store accepts): {len(self.false_positives)}",
         ]
         for task, o in self.false_positives:
-            out.append(f"    task {task} {o.action.name}: {', '.join(o.rules)} — {' '.join(o.reasons)}")
-        out.append(
-            f"  denied gold actions the store refuses too: {len(self.store_refused)}"
-        )
+            out.append(
+                f"    task {task} {o.action.name}: {', '.join(o.rules)} — {' '.join(o.reasons)}"
+            )
+        out.append(f"  denied gold actions the store refuses too: {len(self.store_refused)}")
         for task, o, store in self.store_refused:
             out.append(f"    task {task} {o.action.name}: {', '.join(o.rules)}; store: {store}")
         ok = n - len(self.state_failures)
@@ -152,7 +162,9 @@ class SuiteReport:
             for miss in r.missed[:5]:
                 out.append(f"    missed: {miss}")
         if self.broken:
-            out.append(f"  cases whose gold prefix did not replay (not counted): {len(self.broken)}")
+            out.append(
+                f"  cases whose gold prefix did not replay (not counted): {len(self.broken)}"
+            )
             out += [f"    {b}" for b in self.broken[:10]]
         out += ["", "PASS" if self.passed else "FAIL"]
         return "\n".join(out)
@@ -181,7 +193,9 @@ async def run_suite(
             started = time.perf_counter()
             report.rules = {rule: RuleFigures(rule) for rule in RULES}
             for case in cases:
-                await _score(harness, case, report.rules.setdefault(case.rule, RuleFigures(case.rule)))
+                await _score(
+                    harness, case, report.rules.setdefault(case.rule, RuleFigures(case.rule))
+                )
             report.seconds["violations"] = time.perf_counter() - started
     finally:
         harness.close()
@@ -193,12 +207,17 @@ async def _score(harness: Harness, case: Violation, figures: RuleFigures) -> Non
     direct = apply_directly(harness.dataset.state(), case.prefix)
     # A gold action the store refuses too (task 64's exchange of a pending order) may be
     # refused in the prefix; any other refusal means the prefix did not replay as alone.
-    stopped = [o for o, d in zip(prefix, direct, strict=True)
-               if (o.blocked or o.status == "failed") and d is None]  # fmt: skip
+    stopped = [
+        o
+        for o, d in zip(prefix, direct, strict=True)
+        if (o.blocked or o.status == "failed") and d is None
+    ]
     if stopped:
         # The gold conversation did not replay as it does alone: the case tests nothing.
-        figures.broken.append(f"{case.id}: prefix {stopped[0].action.name} {stopped[0].status} "
-                              f"({', '.join(stopped[0].rules)})")  # fmt: skip
+        figures.broken.append(
+            f"{case.id}: prefix {stopped[0].action.name} {stopped[0].status} "
+            f"({', '.join(stopped[0].rules)})"
+        )
         return
     figures.total += 1
     if outcome.blocked and case.rule in outcome.rules:
@@ -215,8 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m examples.tau2_retail.check",
         description="Replay τ²-bench retail gold actions and generated violations through Warden.",
     )
-    parser.add_argument("--data", help="directory with db.json and tasks.json "
-                        "(default: $TAU2_RETAIL_DATA, else the bundled subset)")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        help="directory with db.json and tasks.json "
+        "(default: $TAU2_RETAIL_DATA, else the bundled subset)",
+    )
     parser.add_argument("--tasks", help="comma-separated task ids (default: all)")
     parser.add_argument("--store", help="Warden store URL (default: a temporary SQLite file)")
     parser.add_argument("--spec", type=Path, default=SPEC, help="workflow spec to check")

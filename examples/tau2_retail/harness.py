@@ -10,7 +10,7 @@ For each task the harness plays the conversation's side of the store's tools:
    tools directly, without Warden; the task succeeds when the two databases are equal
    (τ²'s criterion is the database after the gold actions).
 
-The gold lists of tasks 70–113 (and 36) hold only their writes: the reads a conversation
+The gold lists of tasks 70-113 (and 36) hold only their writes: the reads a conversation
 makes, authentication included, are left out because they change nothing. The policy
 allows no write for a user who was not authenticated, so before such a task the harness
 adds the authentication the conversation must have had: ``find_user_id_by_email`` with
@@ -113,7 +113,9 @@ def owner_of(state: RetailState, action: Action) -> str | None:
         return state.user_by_email(str(args.get("email", "")))
     if action.name == "find_user_id_by_name_zip":
         return state.user_by_name_zip(
-            str(args.get("first_name", "")), str(args.get("last_name", "")), str(args.get("zip", ""))
+            str(args.get("first_name", "")),
+            str(args.get("last_name", "")),
+            str(args.get("zip", "")),
         )
     if "order_id" in args:
         order = state.get("orders", str(args["order_id"]))
@@ -195,7 +197,9 @@ class Harness:
             case Pending(rules=rules, reasons=reasons):
                 return Outcome(action, "pending", rules, reasons)
             case Failed(kind=FailureKind.TOOL_ERROR, detail=detail):
-                return Outcome(action, "tool_error", reasons=(detail,), approval_rules=approval_rules)
+                return Outcome(
+                    action, "tool_error", reasons=(detail,), approval_rules=approval_rules
+                )
             case Failed(kind=kind, detail=detail):
                 return Outcome(action, "failed", (str(kind),), (detail,), approval_rules)
         raise AssertionError(f"unexpected result {result!r}")  # pragma: no cover
@@ -237,5 +241,3 @@ class Harness:
             return prefix, await self.propose(run, v.call, confirm=False)
         finally:
             run.finish("completed")
-
-

@@ -28,7 +28,9 @@ TASKS = ("0", "2", "10", "16", "21", "40", "42", "46", "64", "70", "74", "86", "
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.tau2_retail.subset", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.tau2_retail.subset", description=__doc__
+    )
     parser.add_argument("--data", required=True, help="the full data set's directory")
     parser.add_argument("--out", type=Path, default=BUNDLED, help="where to write the subset")
     args = parser.parse_args(argv)

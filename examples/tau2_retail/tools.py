@@ -207,7 +207,9 @@ def make_tools(state: RetailState) -> list[Any]:
         held = [i["item_id"] for i in order["items"]]
         for item_id in set(item_ids):
             if item_ids.count(item_id) > held.count(item_id):
-                raise _refuse(f"item {item_id} not found in order {order['order_id']} (or not that many)")
+                raise _refuse(
+                    f"item {item_id} not found in order {order['order_id']} (or not that many)"
+                )
 
     def item_change(
         order: dict[str, Any], item_ids: list[str], new_item_ids: list[str]
@@ -328,7 +330,11 @@ def make_tools(state: RetailState) -> list[Any]:
             product_id = state.product_of_item(item_id)
             product = None if product_id is None else state.get("products", product_id)
             if product is None:
-                out.append(ItemInfo(item_id=item_id, found=False, product_id="", price=0.0, available=False))
+                out.append(
+                    ItemInfo(
+                        item_id=item_id, found=False, product_id="", price=0.0, available=False
+                    )
+                )
                 continue
             variant = product["variants"][item_id]
             out.append(
@@ -374,8 +380,14 @@ def make_tools(state: RetailState) -> list[Any]:
         """Change the shipping address of a pending order."""
         if order_of(order_id)["status"] != "pending":
             raise _refuse(f"order {order_id} is not pending")
-        address = {"address1": address1, "address2": address2, "city": city, "state": state,
-                   "country": country, "zip": zip}  # fmt: skip
+        address = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "state": state,
+            "country": country,
+            "zip": zip,
+        }
         order = store.writable("orders", order_id)
         order["address"] = address
         return Order.model_validate(order)
@@ -426,8 +438,16 @@ def make_tools(state: RetailState) -> list[Any]:
         order = state.writable("orders", order_id)
         order["payment_history"].extend(
             [
-                {"transaction_type": "payment", "amount": float(amount), "payment_method_id": payment_method_id},
-                {"transaction_type": "refund", "amount": float(amount), "payment_method_id": old_id},
+                {
+                    "transaction_type": "payment",
+                    "amount": float(amount),
+                    "payment_method_id": payment_method_id,
+                },
+                {
+                    "transaction_type": "refund",
+                    "amount": float(amount),
+                    "payment_method_id": old_id,
+                },
             ]
         )
         credit(order["user_id"], payment_method_id, -amount)
@@ -441,8 +461,14 @@ def make_tools(state: RetailState) -> list[Any]:
         """Change a user's default address."""
         user_of(user_id)
         user = store.writable("users", user_id)
-        user["address"] = {"address1": address1, "address2": address2, "city": city,
-                           "state": state, "country": country, "zip": zip}  # fmt: skip
+        user["address"] = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "state": state,
+            "country": country,
+            "zip": zip,
+        }
         return User.model_validate(user)
 
     @tool(effect="money")

@@ -101,7 +101,9 @@ class _Ctx:
             if a.name in names:
                 yield i, a
 
-    def v(self, rule: str, kind: str, n: int, call: Action, fixture: Fixture | None = None) -> Violation:
+    def v(
+        self, rule: str, kind: str, n: int, call: Action, fixture: Fixture | None = None
+    ) -> Violation:
         return Violation(rule, kind, self.task.id, tuple(self.actions[:n]), call, fixture)
 
 
@@ -114,14 +116,18 @@ def _orders_of(state: RetailState, user_id: str) -> list[dict[str, Any]]:
     return [o for o in orders if o is not None]
 
 
-def _alternative(state: RetailState, item: dict[str, Any], *, available: bool = True,
-                 dearest: bool = False) -> str | None:  # fmt: skip
+def _alternative(
+    state: RetailState, item: dict[str, Any], *, available: bool = True, dearest: bool = False
+) -> str | None:
     """Another variant of the item's product (available or not), or None."""
     product = state.get("products", item["product_id"])
     if product is None:
         return None
-    variants = [v for k, v in sorted(product["variants"].items())
-                if k != item["item_id"] and v["available"] is available]  # fmt: skip
+    variants = [
+        v
+        for k, v in sorted(product["variants"].items())
+        if k != item["item_id"] and v["available"] is available
+    ]
     if dearest:
         variants.sort(key=lambda v: -float(v["price"]))
     return str(variants[0]["item_id"]) if variants else None
@@ -195,14 +201,21 @@ def _other_user(c: _Ctx) -> Iterator[Violation]:
         state = c.after(i)
         if gold.name == "modify_user_address":
             other = c.rng.choice([u for u in state.ids("users") if u != c.user])
-            yield c.v("act_only_for_authenticated_user", "other_user", i,
-                      Action(gold.name, dict(gold.arguments, user_id=other)))  # fmt: skip
+            yield c.v(
+                "act_only_for_authenticated_user",
+                "other_user",
+                i,
+                Action(gold.name, dict(gold.arguments, user_id=other)),
+            )
             continue
         mine = state.get("orders", str(gold.arguments["order_id"]))
         if mine is None:
             continue
-        candidates = [o for o in (state.get("orders", k) for k in state.ids("orders"))
-                      if o and o["user_id"] != c.user and o["status"] == mine["status"]]  # fmt: skip
+        candidates = [
+            o
+            for o in (state.get("orders", k) for k in state.ids("orders"))
+            if o and o["user_id"] != c.user and o["status"] == mine["status"]
+        ]
         c.rng.shuffle(candidates)
         for order in candidates[:5]:
             call = _adapt(state, gold, order)
@@ -224,10 +237,16 @@ def _second_user(c: _Ctx) -> Iterator[Violation]:
     for i, gold in c.writes(*LOGIN_TOOLS):
         if owner_of(c.fixture, gold) is None:
             continue
-        other = c.fixture.get("users", c.rng.choice([u for u in c.fixture.ids("users") if u != c.user]))
+        other = c.fixture.get(
+            "users", c.rng.choice([u for u in c.fixture.ids("users") if u != c.user])
+        )
         assert other is not None
-        yield c.v("one_user_per_conversation", "second_user", i + 1,
-                  Action("find_user_id_by_email", {"email": other["email"]}))  # fmt: skip
+        yield c.v(
+            "one_user_per_conversation",
+            "second_user",
+            i + 1,
+            Action("find_user_id_by_email", {"email": other["email"]}),
+        )
         return
 
 
@@ -261,7 +280,10 @@ def _after_items_changed(c: _Ctx) -> Iterator[Violation]:
     for i, gold in c.writes(*ITEM_TOOLS):
         state = c.after(i + 1)
         order = state.get("orders", str(gold.arguments["order_id"]))
-        if order is None or order["status"] not in ("pending (item modified)", "exchange requested"):
+        if order is None or order["status"] not in (
+            "pending (item modified)",
+            "exchange requested",
+        ):
             continue
         call = _adapt(state, gold, order)
         if call is not None:
@@ -271,8 +293,12 @@ def _after_items_changed(c: _Ctx) -> Iterator[Violation]:
 
 def _bad_reason(c: _Ctx) -> Iterator[Violation]:
     for i, gold in c.writes("cancel_pending_order"):
-        yield c.v("cancel_reason_from_policy", "bad_reason", i,
-                  Action(gold.name, dict(gold.arguments, reason="found a better price")))  # fmt: skip
+        yield c.v(
+            "cancel_reason_from_policy",
+            "bad_reason",
+            i,
+            Action(gold.name, dict(gold.arguments, reason="found a better price")),
+        )
         return
 
 
@@ -284,11 +310,18 @@ def _refund_elsewhere(c: _Ctx) -> Iterator[Violation]:
         if order is None:
             continue
         original = order["payment_history"][0]["payment_method_id"]
-        other = [k for k, m in sorted(_methods(state, order["user_id"]).items())
-                 if k != original and m["source"] != "gift_card"]  # fmt: skip
+        other = [
+            k
+            for k, m in sorted(_methods(state, order["user_id"]).items())
+            if k != original and m["source"] != "gift_card"
+        ]
         if other:
-            yield c.v("refund_to_original_method_or_gift_card", "refund_elsewhere", i,
-                      Action(gold.name, dict(gold.arguments, payment_method_id=other[0])))  # fmt: skip
+            yield c.v(
+                "refund_to_original_method_or_gift_card",
+                "refund_elsewhere",
+                i,
+                Action(gold.name, dict(gold.arguments, payment_method_id=other[0])),
+            )
             return
 
 
@@ -303,8 +336,12 @@ def _foreign_method(c: _Ctx) -> Iterator[Violation]:
         for other in others:
             found = [k for k, m in _methods(state, other).items() if m["source"] == source]
             if found:
-                yield c.v("payment_method_of_the_user", "foreign_method", i,
-                          Action(gold.name, dict(gold.arguments, payment_method_id=found[0])))  # fmt: skip
+                yield c.v(
+                    "payment_method_of_the_user",
+                    "foreign_method",
+                    i,
+                    Action(gold.name, dict(gold.arguments, payment_method_id=found[0])),
+                )
                 return
 
 
@@ -316,9 +353,15 @@ def _same_payment(c: _Ctx) -> Iterator[Violation]:
         if order is None or order["status"] != "pending":
             continue
         original = order["payment_history"][0]["payment_method_id"]
-        yield c.v("payment_change_to_another_method", "same_payment", i,
-                  Action("modify_pending_order_payment",
-                         {"order_id": order["order_id"], "payment_method_id": original}))  # fmt: skip
+        yield c.v(
+            "payment_change_to_another_method",
+            "same_payment",
+            i,
+            Action(
+                "modify_pending_order_payment",
+                {"order_id": order["order_id"], "payment_method_id": original},
+            ),
+        )
         return
 
 
@@ -330,13 +373,22 @@ def _gift_card_short_total(c: _Ctx) -> Iterator[Violation]:
         if order is None or order["status"] != "pending" or len(order["payment_history"]) != 1:
             continue
         original = order["payment_history"][0]["payment_method_id"]
-        cards = [k for k, m in sorted(_methods(state, order["user_id"]).items())
-                 if m["source"] == "gift_card" and k != original]  # fmt: skip
+        cards = [
+            k
+            for k, m in sorted(_methods(state, order["user_id"]).items())
+            if m["source"] == "gift_card" and k != original
+        ]
         if cards:
-            yield c.v("gift_card_covers_order_total", "gift_card_short", i,
-                      Action("modify_pending_order_payment",
-                             {"order_id": order["order_id"], "payment_method_id": cards[0]}),
-                      _empty_gift_card(order["user_id"], cards[0]))  # fmt: skip
+            yield c.v(
+                "gift_card_covers_order_total",
+                "gift_card_short",
+                i,
+                Action(
+                    "modify_pending_order_payment",
+                    {"order_id": order["order_id"], "payment_method_id": cards[0]},
+                ),
+                _empty_gift_card(order["user_id"], cards[0]),
+            )
             return
 
 
@@ -347,7 +399,11 @@ def _gift_card_short_difference(c: _Ctx) -> Iterator[Violation]:
         order = state.get("orders", str(gold.arguments["order_id"]))
         if order is None:
             continue
-        cards = [k for k, m in sorted(_methods(state, order["user_id"]).items()) if m["source"] == "gift_card"]
+        cards = [
+            k
+            for k, m in sorted(_methods(state, order["user_id"]).items())
+            if m["source"] == "gift_card"
+        ]
         for item in order["items"] if cards else []:
             new = _alternative(state, item, dearest=True)
             product = state.get("products", item["product_id"])
@@ -355,10 +411,19 @@ def _gift_card_short_difference(c: _Ctx) -> Iterator[Violation]:
                 continue
             if float(product["variants"][new]["price"]) <= float(item["price"]):
                 continue
-            args = {"order_id": order["order_id"], "item_ids": [item["item_id"]],
-                    "new_item_ids": [new], "payment_method_id": cards[0]}  # fmt: skip
-            yield c.v("gift_card_covers_price_difference", "gift_card_short", i,
-                      Action(gold.name, args), _empty_gift_card(order["user_id"], cards[0]))  # fmt: skip
+            args = {
+                "order_id": order["order_id"],
+                "item_ids": [item["item_id"]],
+                "new_item_ids": [new],
+                "payment_method_id": cards[0],
+            }
+            yield c.v(
+                "gift_card_covers_price_difference",
+                "gift_card_short",
+                i,
+                Action(gold.name, args),
+                _empty_gift_card(order["user_id"], cards[0]),
+            )
             return
 
 
@@ -384,8 +449,12 @@ def _lists_mismatch(c: _Ctx) -> Iterator[Violation]:
     for i, gold in c.writes(*ITEM_TOOLS):
         new = list(gold.arguments["new_item_ids"])
         new = new[:-1] if len(new) > 1 else new * 2
-        yield c.v("item_lists_match", "lists_mismatch", i,
-                  Action(gold.name, dict(gold.arguments, new_item_ids=new)))  # fmt: skip
+        yield c.v(
+            "item_lists_match",
+            "lists_mismatch",
+            i,
+            Action(gold.name, dict(gold.arguments, new_item_ids=new)),
+        )
         return
 
 
@@ -404,8 +473,12 @@ def _other_product(c: _Ctx) -> Iterator[Violation]:
             avail = [k for k, v in sorted(product["variants"].items()) if v["available"]]
             if avail:
                 new = [avail[0], *list(gold.arguments["new_item_ids"])[1:]]
-                yield c.v("same_product_type", "other_product", i,
-                          Action(gold.name, dict(gold.arguments, new_item_ids=new)))  # fmt: skip
+                yield c.v(
+                    "same_product_type",
+                    "other_product",
+                    i,
+                    Action(gold.name, dict(gold.arguments, new_item_ids=new)),
+                )
                 return
 
 
@@ -420,18 +493,26 @@ def _unavailable(c: _Ctx) -> Iterator[Violation]:
         new = _alternative(state, old, available=False)
         if new is not None:
             ids = [new, *list(gold.arguments["new_item_ids"])[1:]]
-            yield c.v("new_items_available", "unavailable", i,
-                      Action(gold.name, dict(gold.arguments, new_item_ids=ids)))  # fmt: skip
+            yield c.v(
+                "new_items_available",
+                "unavailable",
+                i,
+                Action(gold.name, dict(gold.arguments, new_item_ids=ids)),
+            )
             return
 
 
 def _same_item(c: _Ctx) -> Iterator[Violation]:
-    """"Change" the first item for itself."""
+    """Change the first item for itself (a "change" that changes nothing)."""
     for i, gold in c.writes(*ITEM_TOOLS):
         ids = list(gold.arguments["new_item_ids"])
         ids[0] = gold.arguments["item_ids"][0]
-        yield c.v("new_item_differs", "same_item", i,
-                  Action(gold.name, dict(gold.arguments, new_item_ids=ids)))  # fmt: skip
+        yield c.v(
+            "new_item_differs",
+            "same_item",
+            i,
+            Action(gold.name, dict(gold.arguments, new_item_ids=ids)),
+        )
         return
 
 
