@@ -2,9 +2,9 @@
 
 The full data set (``db.json``: 500 users, 1,000 orders; ``tasks.json``: 114 tasks) is read
 from a directory given by ``--data DIR`` or ``TAU2_RETAIL_DATA``; without one, the subset
-committed under ``examples/tau2_retail/data/`` is used (the users and orders of 16 tasks,
+committed under ``examples/tau2_retail/tau2/`` is used (the users and orders of 16 tasks,
 all 50 products, enough to exercise every tool and rule in CI). Both are MIT-licensed by
-Sierra Research (see ``data/LICENSE``).
+Sierra Research (see ``tau2/LICENSE``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from examples.tau2_retail.store import RetailState
 __all__ = ["BUNDLED", "ENV_VAR", "Action", "Dataset", "Task", "load"]
 
 ENV_VAR = "TAU2_RETAIL_DATA"
-BUNDLED = Path(__file__).parent / "data"
+BUNDLED = Path(__file__).parent / "tau2"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Write the bundled subset (``data/``) from the full data set.
+"""Write the bundled subset (``tau2/``) from the full data set.
 
     python -m examples.tau2_retail.subset --data DIR
 
