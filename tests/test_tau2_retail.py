@@ -194,6 +194,25 @@ def test_state_resets_diffs_and_hashes_like_the_direct_application() -> None:
     }
 
 
+def test_state_is_an_eval_environment_reset_to_any_fixture() -> None:
+    """``reset(fixtures)``, ``snapshot()``, ``tools()``: the eval framework's protocol."""
+    state = DATASET.state()
+    tools = state.tools()
+    user = next(iter(DATASET.db["users"].values()))
+    find = Action("find_user_id_by_email", {"email": user["email"]})
+    assert apply_directly(state, [find]) == [None]
+    smaller = {
+        **DATASET.db,
+        "users": {k: v for k, v in DATASET.db["users"].items() if k != user["user_id"]},
+    }
+    state.reset(smaller)
+    assert state.tools() is tools  # the same functions reach the new fixture
+    assert apply_directly(state, [find]) == ["user not found"]
+    assert user["user_id"] not in state.snapshot()["users"]
+    state.reset(DATASET.db)
+    assert apply_directly(state, [find]) == [None]
+
+
 def test_calculate_evaluates_arithmetic_only() -> None:
     state = DATASET.state()
     errors = apply_directly(

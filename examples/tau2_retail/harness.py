@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from examples.tau2_retail.data import Action, Dataset, Task
 from examples.tau2_retail.store import RetailState
-from examples.tau2_retail.tools import make_tools
 
 if TYPE_CHECKING:
     from examples.tau2_retail.violations import Violation
@@ -141,7 +140,7 @@ def conversation(task: Task, state: RetailState) -> list[Action]:
 def apply_directly(state: RetailState, actions: Iterable[Action]) -> list[str | None]:
     """Call the tools without Warden: per action, the error the store raised, or None."""
     fns: dict[str, Any] = {}
-    for fn in make_tools(state):
+    for fn in state.tools():
         found = tool_def_of(fn)
         assert found is not None
         fns[found.name] = fn
@@ -162,7 +161,7 @@ class Harness:
     def __init__(self, dataset: Dataset, *, store: str, spec: Path = SPEC) -> None:
         self.dataset = dataset
         self.state = dataset.state()
-        self.gateway = Gateway(load_spec(spec), make_tools(self.state), store=store)
+        self.gateway = Gateway(load_spec(spec), self.state.tools(), store=store)
         #: who confirms writes (the conversation's user)
         self.customer = "unknown"
 

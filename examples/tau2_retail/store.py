@@ -36,9 +36,14 @@ class RetailState:
     """The store's records: the fixture plus this task's changes."""
 
     def __init__(self, db: Mapping[str, Mapping[str, Record]]) -> None:
+        self._load(db)
+        self._tools: list[Any] | None = None
+
+    def _load(self, db: Mapping[str, Mapping[str, Any]]) -> None:
         missing = [t for t in TABLES if t not in db]
         if missing:
             raise ValueError(f"the database lacks {', '.join(missing)}")
+        self._source = db
         # Never mutated: the overlay holds a deep copy of every record a write touches.
         self._fixture: dict[str, dict[str, Record]] = {t: dict(db[t]) for t in TABLES}
         self._overlay: dict[str, dict[str, Record]] = {t: {} for t in TABLES}
@@ -59,9 +64,19 @@ class RetailState:
 
     # -- the Environment protocol -------------------------------------------------------
 
-    def reset(self) -> None:
-        """Back to the fixture."""
+    def reset(self, fixtures: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Back to the fixture (or to ``fixtures``, when it is another database)."""
+        if fixtures is not None and fixtures is not self._source:
+            self._load(fixtures)
         self._overlay = {t: {} for t in TABLES}
+
+    def tools(self) -> list[Any]:
+        """The store's tools bound to this state (built once: they read it as it is now)."""
+        if self._tools is None:
+            from examples.tau2_retail.tools import make_tools  # tools import this module
+
+            self._tools = make_tools(self)
+        return self._tools
 
     def snapshot(self) -> dict[str, dict[str, Record]]:
         """The whole database as it is now (records shared: treat as read-only)."""
