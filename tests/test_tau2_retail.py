@@ -102,12 +102,16 @@ def test_an_agent_acts_only_for_the_user_it_authenticated(tmp_path: Path) -> Non
     me, other = (state.get("users", u) for u in users[:2])
     assert me is not None and other is not None
 
+    product = next(iter(DATASET.db["products"]))
+
     async def scenario() -> list[object]:
         run = harness.open("identity")
         order = other["orders"][0]
         results = [
             await run.call("get_order_details", {"order_id": order}),  # nobody authenticated
+            await run.call("get_product_details", {"product_id": product}),
             await run.call("find_user_id_by_email", {"email": me["email"]}),
+            await run.call("get_product_details", {"product_id": product}),
             await run.call("get_order_details", {"order_id": me["orders"][0]}),
             await run.call("get_order_details", {"order_id": order}),  # someone else's
             await run.call("find_user_id_by_email", {"email": other["email"]}),
@@ -128,6 +132,8 @@ def test_an_agent_acts_only_for_the_user_it_authenticated(tmp_path: Path) -> Non
     rules = [r.rules if isinstance(r, Denied) else "allowed" for r in results]
     assert rules == [
         ("act_only_for_authenticated_user",),
+        ("information_only_after_authentication",),
+        "allowed",
         "allowed",
         "allowed",
         ("act_only_for_authenticated_user",),

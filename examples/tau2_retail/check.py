@@ -150,22 +150,23 @@ class SuiteReport:
         out.append(f"  state success (database equal to the direct application): {ok}/{n}")
         for t in self.state_failures:
             out.append(f"    task {t.task}: {', '.join(t.state_diff)}")
-        out += [
-            "",
-            f"Violations: {self.blocked}/{self.violations} blocked "
-            f"({self.seconds.get('violations', 0.0):.1f} s)",
-            f"  {'rule':<42} {'blocked':>9} {'rate':>7} {'alone':>6}",
-        ]
-        for r in self.rules.values():
-            rate = "—" if r.rate is None else f"{100 * r.rate:.1f}%"
-            out.append(f"  {r.rule:<42} {r.blocked:>4}/{r.total:<4} {rate:>7} {r.alone:>6}")
-            for miss in r.missed[:5]:
-                out.append(f"    missed: {miss}")
-        if self.broken:
-            out.append(
-                f"  cases whose gold prefix did not replay (not counted): {len(self.broken)}"
-            )
-            out += [f"    {b}" for b in self.broken[:10]]
+        if self.rules:
+            out += [
+                "",
+                f"Violations: {self.blocked}/{self.violations} blocked "
+                f"({self.seconds.get('violations', 0.0):.1f} s)",
+                f"  {'rule':<42} {'blocked':>9} {'rate':>7} {'alone':>6}",
+            ]
+            for r in self.rules.values():
+                rate = "—" if r.rate is None else f"{100 * r.rate:.1f}%"
+                out.append(f"  {r.rule:<42} {r.blocked:>4}/{r.total:<4} {rate:>7} {r.alone:>6}")
+                for miss in r.missed[:5]:
+                    out.append(f"    missed: {miss}")
+            if self.broken:
+                out.append(
+                    f"  cases whose gold prefix did not replay (not counted): {len(self.broken)}"
+                )
+                out += [f"    {b}" for b in self.broken[:10]]
         out += ["", "PASS" if self.passed else "FAIL"]
         return "\n".join(out)
 

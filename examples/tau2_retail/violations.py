@@ -232,6 +232,15 @@ def _no_login(c: _Ctx) -> Iterator[Violation]:
             return
 
 
+def _anonymous_lookup(c: _Ctx) -> Iterator[Violation]:
+    """The conversation's first catalogue look-up (or a list of products), before any login."""
+    reads = ("get_product_details", "get_item_details", "list_all_product_types")
+    gold = next((a for a in c.actions if a.name in reads), Action("list_all_product_types", {}))
+    yield Violation(
+        "information_only_after_authentication", "anonymous_lookup", c.task.id, (), gold
+    )
+
+
 def _second_user(c: _Ctx) -> Iterator[Violation]:
     """After the login, look up a second user."""
     for i, gold in c.writes(*LOGIN_TOOLS):
@@ -519,6 +528,7 @@ def _same_item(c: _Ctx) -> Iterator[Violation]:
 GENERATORS: tuple[Callable[[_Ctx], Iterator[Violation]], ...] = (
     _other_user,
     _no_login,
+    _anonymous_lookup,
     _second_user,
     _wrong_status,
     _after_items_changed,
@@ -539,6 +549,7 @@ GENERATORS: tuple[Callable[[_Ctx], Iterator[Violation]], ...] = (
 RULES = (
     "act_only_for_authenticated_user",
     "one_user_per_conversation",
+    "information_only_after_authentication",
     "cancel_only_pending_orders",
     "cancel_reason_from_policy",
     "modify_only_pending_orders",
