@@ -25,6 +25,7 @@ from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
 from warden.server.api import admin, approvals, costs, explain, models, runs
+from warden.server.ui import router as console_router
 
 log = logging.getLogger("warden.server")
 
@@ -183,6 +184,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(costs.router)
+    app.include_router(console_router)  # the operator console, /ui
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:

@@ -58,3 +58,7 @@ class ServerSettings(BaseSettings):
     #: create or upgrade the schema at start-up (the embedded default); otherwise refuse
     #: to start on an out-of-date schema
     auto_migrate: bool = False
+    #: signs the console's session cookies (``/ui``); every process of a deployment needs
+    #: the same one. Unset: a random one per process (``warden serve`` makes one per start
+    #: and hands it to its workers), so sign-ins end when the server restarts
+    ui_secret: str | None = Field(default=None, min_length=16)
