@@ -13,7 +13,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from warden.auth import Role
 from warden.errors import WardenError
+from warden.server._deps import require
 from warden.server._problems import ApiProblem
 from warden.server._schemas import ID_PATTERN, ApprovalDecision, ApprovalOut
 from warden.server.api import admin, approvals
@@ -228,6 +230,7 @@ def _again(
 async def batch(ui: ConsoleDep, request: Request) -> Response:
     """Several approvals of the same rules and low risk, decided with one rationale, each
     recorded one by one (each through the API's own decision)."""
+    require(ui.principal, Role.APPROVER)  # as each decision would: refused before any
     form = form_of(request)
     ids = list(dict.fromkeys(form.get("ids", [])))
     choice = field(form, "decision")

@@ -43,7 +43,12 @@ from warden.server.ui._session import (
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
 
 RunIdParam = PathParam(min_length=1, max_length=40, pattern=ID_PATTERN)
-_Id = Query(default=None, max_length=120, pattern=ID_PATTERN)
+
+
+def _id() -> Any:
+    # One Query per parameter: FastAPI binds a shared one to a single parameter only.
+    return Query(default=None, max_length=120, pattern=ID_PATTERN)
+
 
 #: files under static/, served by name only (nothing else on disk is reachable)
 STATIC = {
@@ -121,12 +126,12 @@ async def signout(ui: ConsoleDep, request: Request) -> Response:
 @router.get("/runs", response_class=HTMLResponse)
 async def runs_page(
     ui: ConsoleDep,
-    workflow: str | None = _Id,
-    tenant: str | None = _Id,
+    workflow: str | None = _id(),
+    tenant: str | None = _id(),
     outcome: str | None = Query(
         default=None, pattern="^(running|completed|failed|abandoned|escalated)$"
     ),
-    rule: str | None = _Id,
+    rule: str | None = _id(),
     since: str | None = Query(default=None, max_length=20),
 ) -> HTMLResponse:
     listed = await runs.list_runs(
