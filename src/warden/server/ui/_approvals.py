@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,6 +33,8 @@ from warden.server.ui._core import (
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
 
+#: the most the queue shows (the API's own limit), soonest deadline first
+QUEUE_LIMIT = 500
 ApprovalIdParam = PathParam(min_length=1, max_length=40, pattern=ID_PATTERN)
 #: how long one live-update stream stays open (the browser reconnects): a server that
 #: shuts down waits for open responses, so none may stay open for long
@@ -49,7 +52,7 @@ async def _queue(ui: Console) -> list[ApprovalOut]:
         sla_class=None,
         approval_state="pending",
         min_age_s=None,
-        limit=500,
+        limit=QUEUE_LIMIT,
     )
     return sorted(listed.items, key=lambda a: a.deadline)
 
@@ -63,6 +66,12 @@ def _batchable(items: list[ApprovalOut]) -> set[str]:
     return {i for ids in by_rules.values() if len(ids) > 1 for i in ids}
 
 
+async def _rows(ui: Console) -> dict[str, Any]:
+    items = await _queue(ui)
+    rows = _views.queue_rows(items, _batchable(items), datetime.now(UTC))
+    return {"rows": rows, "limit": QUEUE_LIMIT}
+
+
 @router.get("", response_class=HTMLResponse)
 async def home() -> RedirectResponse:
     return RedirectResponse("/ui/approvals", status_code=303)
@@ -70,20 +79,15 @@ async def home() -> RedirectResponse:
 
 @router.get("/approvals", response_class=HTMLResponse)
 async def queue_page(ui: ConsoleDep, request: Request) -> HTMLResponse:
-    items = await _queue(ui)
     return ui.page(
-        "approvals.html",
-        items=items,
-        batchable=_batchable(items),
-        done=request.query_params.get("done", ""),
+        "approvals.html", **await _rows(ui), done=request.query_params.get("done", "")
     )
 
 
 @router.get("/approvals/queue", response_class=HTMLResponse)
 async def queue_partial(ui: ConsoleDep) -> HTMLResponse:
     """The queue's table alone, for htmx to swap in when the queue changed."""
-    items = await _queue(ui)
-    return ui.page("_queue.html", items=items, batchable=_batchable(items))
+    return ui.page("_queue.html", **await _rows(ui))
 
 
 @router.get("/approvals/events")

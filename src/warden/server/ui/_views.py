@@ -135,6 +135,50 @@ def timeline(events: list[dict[str, Any]]) -> Timeline:
     return Timeline(ordered, started, finished, total, other)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One line of the queue, formatted once in Python (the page may hold 500 of them)."""
+
+    approval_id: str
+    tool: str
+    args: list[tuple[str, str, bool]]  # name, shown value, from untrusted text
+    rules: str
+    risk: str
+    risky: bool
+    role: str
+    tenant: str
+    deadline: str
+    due: str
+    overdue: bool
+    escalation_level: int
+    batchable: bool
+
+
+def queue_rows(items: list[Any], batchable: set[str], now: datetime) -> list[QueueRow]:
+    """``ApprovalOut`` items as queue rows."""
+    rows = []
+    for a in items:
+        untrusted = untrusted_args(a.evidence)
+        rows.append(
+            QueueRow(
+                approval_id=a.approval_id,
+                tool=a.tool,
+                args=[(k, compact(v), k in untrusted) for k, v in a.args.items()],
+                rules=", ".join(a.rules),
+                risk=f"{a.risk:.2f}",
+                risky=a.risk > LOW_RISK,
+                role=a.role,
+                tenant=a.tenant,
+                deadline=a.deadline.isoformat(),
+                due=countdown(a.deadline, now),
+                overdue=a.deadline < now,
+                escalation_level=a.escalation_level,
+                batchable=a.approval_id in batchable,
+            )
+        )
+    return rows
+
+
 def untrusted_args(evidence: dict[str, Any]) -> set[str]:
     provenance = evidence.get("provenance") or {}
     return set(provenance.get("untrusted_args") or [])
@@ -213,6 +257,7 @@ def schema_errors(validator: Validator | None, args: dict[str, Any]) -> dict[str
 __all__ = [
     "ARG_PREFIX",
     "LOW_RISK",
+    "QueueRow",
     "Step",
     "Timeline",
     "compact",
@@ -220,6 +265,7 @@ __all__ = [
     "edited_args",
     "origins",
     "pretty",
+    "queue_rows",
     "schema_errors",
     "timeline",
     "untrusted_args",
