@@ -216,6 +216,11 @@ def test_edit_args_shows_the_error_at_the_field_then_approves(
     page.get_by_label("Rationale").fill("pay part now")
     amount = page.locator("#arg-amount")
     amount.fill("a lot")
+    # Checked as it is typed (htmx), then again when the form is sent.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#arg-amount-error")).to_contain_text("valid number")
+    assert server.approval(made["approval_id"])["state"] == "pending"
     page.get_by_role("button", name="Approve with these arguments").click()
     error = page.locator("#arg-amount-error")
     assert "valid number" in error.inner_text()

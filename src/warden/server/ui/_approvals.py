@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -206,6 +206,22 @@ async def decide(
         return _again(ui, detail, form, {}, message, status, editing=choice == "edit")
     query = urlencode({"done": f"{decided.state} {decided.approval_id}"})
     return RedirectResponse(f"/ui/approvals?{query}", status_code=303)
+
+
+@router.post("/approvals/{approval_id}/check", response_class=HTMLResponse)
+async def check_field(
+    ui: ConsoleDep,
+    request: Request,
+    approval_id: str = ApprovalIdParam,
+    name: str = Query(alias="field", min_length=1, max_length=200),
+) -> HTMLResponse:
+    """Edited arguments checked as they are typed (htmx): the error of one field, or none.
+    The same check as on submit; nothing is decided."""
+    detail = await _detail(ui, approval_id)
+    record: ApprovalOut = detail["item"]
+    args = _views.edited_args(form_of(request), record.args)
+    errors = _views.schema_errors(detail["validator"], args)
+    return ui.page("_field_error.html", k=name, errors=errors)
 
 
 def _again(
