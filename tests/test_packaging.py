@@ -78,6 +78,21 @@ def test_the_wheel_carries_the_demo_example(wheel: Path) -> None:
     assert "warden/py.typed" in names
 
 
+def test_the_wheel_carries_the_consoles_templates_and_static_files(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    ui = "warden/server/ui/"
+    for needed in (
+        "templates/base.html",
+        "templates/approvals.html",
+        "templates/report.html",
+        "static/htmx.min.js",
+        "static/htmx.LICENSE",
+        "static/console.css",
+        "static/console.js",
+    ):
+        assert ui + needed in names
+
+
 def test_warden_demo_runs_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env["PATH"] = f"{installed}{os.pathsep}{env.get('PATH', '')}"

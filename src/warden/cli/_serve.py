@@ -137,6 +137,12 @@ def serve(
         "WARDEN_METRICS_TENANT_LABEL": "true" if metrics_tenant_label else "false",
     }
     env["WARDEN_CHECKPOINT_S"] = str(checkpoint_every)
+    if not os.environ.get("WARDEN_UI_SECRET"):
+        # Every worker signs and reads the console's session cookies with the same secret;
+        # sign-ins end when the server restarts unless WARDEN_UI_SECRET is set.
+        import secrets
+
+        env["WARDEN_UI_SECRET"] = secrets.token_urlsafe(32)
     if ledger_key:
         env["WARDEN_LEDGER_KEY"] = ledger_key
     if checkpoint_file:
@@ -163,7 +169,8 @@ def serve(
     except WardenError as exc:
         raise fail(str(exc)) from None
     out.print(
-        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
+        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs;"
+        f" console http://{host}:{port}/ui",
         highlight=False,
     )
     if not has_keys:

@@ -76,3 +76,7 @@ class ServerSettings(BaseSettings):
     #: retention classes per tenant, the archive secret, and the cleanup of operational
     #: rows (``WARDEN_RETENTION`` as JSON; see docs/export-retention.md)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    #: signs the console's session cookies (``/ui``); every process of a deployment needs
+    #: the same one. Unset: a random one per process (``warden serve`` makes one per start
+    #: and hands it to its workers), so sign-ins end when the server restarts
+    ui_secret: str | None = Field(default=None, min_length=16)
