@@ -19,13 +19,13 @@ from warden.gateway import Gateway, Run
 from warden.ledger import LedgerWriter
 from warden.notify import load_webhook_targets
 from warden.pipeline import SwitchBoard
-from warden.pipeline._sinks import Sink
 from warden.pipeline._runs import (
     claim_step,
     claim_step_async,
     save_counters,
     save_counters_async,
 )
+from warden.pipeline._sinks import Sink
 from warden.secrets import SecretResolver
 from warden.server._settings import ServerSettings
 from warden.store import Store
