@@ -240,8 +240,15 @@ class Metrics:
         self._refresher.start()
 
     def close(self) -> None:
+        """Count what is queued; in multiprocess mode drop this process's gauges (a
+        stopped worker's circuit and lag no longer count; its counters still do)."""
         self._closed.set()
         self.drain()
+        directory = multiprocess_dir()
+        if directory is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
 class MetricsSink:
