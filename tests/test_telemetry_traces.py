@@ -188,6 +188,7 @@ async def test_an_approval_wait_and_the_resumed_execution(traced: Traced) -> Non
     assert _attrs(executed)["warden.outcome"] == "executed"
     assert _attrs(executed)["warden.approval.id"] == approval.approval_id
     assert _attrs(executed)["warden.approval.state"] == "approved"
+    assert _attrs(executed)["warden.approval.wait_s"] >= 0
     assert [link.context.span_id for link in executed.links] == [asked.context.span_id]
     (wait,) = traced.named("warden.approval.wait")
     assert wait.parent is not None and wait.parent.span_id == asked.context.span_id

@@ -429,10 +429,15 @@ class TraceSink:
             attrs["warden.decision.policy"] = decision.policy_fingerprint
             if decision.matched:
                 attrs["warden.decision.matched"] = decision.matched
-        if call.approval is not None:
-            attrs["warden.approval.id"] = call.approval.approval_id
-            attrs["warden.approval.role"] = call.approval.role
-            attrs["warden.approval.state"] = call.approval.state
+        approval = call.approval
+        if approval is not None:
+            attrs["warden.approval.id"] = approval.approval_id
+            attrs["warden.approval.role"] = approval.role
+            attrs["warden.approval.state"] = approval.state
+            if approval.decided_at is not None:
+                # from the request to the decision, whichever process saw either
+                wait = approval.decided_at - approval.created_at
+                attrs["warden.approval.wait_s"] = round(wait.total_seconds(), 3)
         if call.attempts:
             attrs["warden.execute.attempts"] = call.attempts
         if call.cost is not None:
