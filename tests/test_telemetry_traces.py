@@ -216,6 +216,27 @@ async def test_a_kill_switch_and_a_failure_are_marked(store_url: str, effects: E
         gateway.close()
 
 
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+    ],
+)
+def test_tracing_is_off_unless_the_otel_variables_ask_for_it(env: dict[str, str], on: bool) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from warden.telemetry import exporter_from_env
+
+    exporter = exporter_from_env(env)
+    assert isinstance(exporter, OTLPSpanExporter) is on
+
+
 # -- over HTTP ----------------------------------------------------------------------------
 
 

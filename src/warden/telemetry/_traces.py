@@ -292,10 +292,6 @@ class TraceSink:
             (None, (name, SpanKind.INTERNAL, ctx, parent, start, time.time_ns(), attrs, (), status))
         )
 
-    def _run_ctx(self, run_id: str) -> SpanContext:
-        found = self._runs.get(run_id)
-        return found[0] if found is not None else run_context(run_id)
-
     # StageObserver ---------------------------------------------------------------------
 
     def call_done(
