@@ -121,15 +121,41 @@ async def test_stages_that_did_work_are_child_spans(traced: Traced) -> None:
         s.name: s for s in traced.spans() if s.parent and s.parent.span_id == pay.context.span_id
     }
     # the policy looked the order up (a fact); the payment ran once, under its key
-    assert set(children) == {"warden.policy", "warden.idempotency", "warden.execute"}
+    assert set(children) == {"warden.policy", "warden.idempotency"}
     assert _attrs(children["warden.policy"])["warden.facts"] == ("order",)
-    assert _attrs(children["warden.execute"])["warden.execute.attempts"] == 1
+    assert _attrs(pay)["warden.execute.attempts"] == 1
+    assert _attrs(pay)["warden.execute.ms"] >= 0
     for child in children.values():
         assert pay.start_time <= child.start_time <= child.end_time <= pay.end_time
     doc_children = [
         s.name for s in traced.spans() if s.parent and s.parent.span_id == doc.context.span_id
     ]
-    assert doc_children == ["warden.execute"]  # a read without facts: no policy span
+    assert doc_children == []  # a read without facts, run once: the call span alone
+
+
+async def test_a_retried_tool_has_an_execute_span(store_url: str) -> None:
+    from warden.spec import load_spec_text
+    from warden.testing import FakeTool
+
+    flaky = FakeTool("flaky", params={"q": str}, returns={"ok": True}, fail_times=2)
+    spec = load_spec_text(
+        'name: fakes\nversion: "1"\nowner: t\ntier: autonomous\ntools:\n'
+        "  flaky: {retry: {max_attempts: 3, backoff: 1ms}}\n"
+        "limits: {max_retries_per_tool: 5}\n"
+    )
+    gateway = Gateway(spec, [flaky.fn], store=store_url)
+    traced = Traced(gateway)
+    try:
+        async with gateway.run(tenant="t", agent="a", task="retry") as run:
+            assert isinstance(await run.call("flaky", {"q": "x"}), Allowed)
+        (call,) = traced.named("execute_tool flaky")
+        (execute,) = traced.named("warden.execute")
+        assert execute.parent is not None and execute.parent.span_id == call.context.span_id
+        attrs = _attrs(execute)
+        assert (attrs["warden.execute.attempts"], attrs["warden.execute.retries"]) == (3, 2)
+    finally:
+        traced.telemetry.close()
+        gateway.close()
 
 
 async def test_calls_join_the_callers_current_trace(traced: Traced) -> None:

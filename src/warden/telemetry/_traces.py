@@ -7,7 +7,7 @@ Spans:
   ``model:<name>``), from entering the pipeline to its result, with the decision, the
   approval, the budget and the outcome as ``warden.*`` attributes.
 - ``warden.<stage>``: a child per stage that did work (fact lookups in ``policy``, the
-  ``serialize`` lock, ``idempotency``, ``execute`` with its attempts, the model's
+  ``serialize`` lock, ``idempotency``, ``execute`` when the tool was retried, the model's
   ``budget`` and ``upstream``), and ``warden.approval.wait`` while a call waited for a
   human decision.
 
@@ -56,8 +56,10 @@ log = logging.getLogger("warden.telemetry")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
-#: stages that get a child span when they ran (the others are checks that take µs)
-_WORK = frozenset({"serialize", "idempotency", "execute", "budget", "upstream"})
+#: stages that get a child span when they ran (``policy`` when it looked facts up,
+#: ``execute`` when the tool was retried; the others are checks of a few µs). A span is
+#: ~10 µs of the export thread's time: one more per governed read cost it ~10 %, measured
+_WORK = frozenset({"serialize", "idempotency", "budget", "upstream"})
 #: open runs and recently pending calls remembered per sink (bounded: oldest dropped)
 _MAX_REMEMBERED = 10_000
 
@@ -354,11 +356,14 @@ class TraceSink:
             name, kind = f"execute_tool {tool}", SpanKind.INTERNAL
         offset = self._offset
         attrs = self._call_attrs(call, result, run)
+        tool_ms = _stage_ms(marks, "execute")
+        if tool_ms is not None:
+            attrs["warden.execute.ms"] = tool_ms
         out: list[SpanRecord] = [
             (name, kind, ctx, parent, marks[0][1] + offset, marks[-1][1] + offset, attrs,
              links, status)
         ]  # fmt: skip
-        for stage, start, end in _work_spans(marks, bool(call.facts)):
+        for stage, start, end in _work_spans(marks, bool(call.facts), call.attempts > 1):
             stage_attrs: Attrs = {"warden.stage": stage}
             if stage == "execute" and call.attempts:
                 stage_attrs["warden.execute.attempts"] = call.attempts
@@ -496,7 +501,9 @@ def _outcome_attrs(attrs: Attrs, result: Result | None) -> None:
             attrs["error.type"] = "exception"
 
 
-def _work_spans(marks: list[tuple[str | None, int]], facts: bool) -> list[tuple[str, int, int]]:
+def _work_spans(
+    marks: list[tuple[str | None, int]], facts: bool, retried: bool
+) -> list[tuple[str, int, int]]:
     """``(stage, start, end)`` of the stages in ``marks`` that did work worth a span."""
     out: list[tuple[str, int, int]] = []
     stack: list[tuple[str, int]] = []
@@ -505,9 +512,22 @@ def _work_spans(marks: list[tuple[str | None, int]], facts: bool) -> list[tuple[
             stack.append((name, at))
             continue
         stage, start = stack.pop()
-        if stage in _WORK or (facts and stage == "policy"):
+        if stage in _WORK or (facts and stage == "policy") or (retried and stage == "execute"):
             out.append((stage, start, at))
     return out
+
+
+def _stage_ms(marks: list[tuple[str | None, int]], wanted: str) -> float | None:
+    """How long stage ``wanted`` took, in ms (None: it did not run)."""
+    stack: list[tuple[str, int]] = []
+    for name, at in marks:
+        if name is not None:
+            stack.append((name, at))
+            continue
+        stage, start = stack.pop()
+        if stage == wanted:
+            return round((at - start) / 1e6, 3)
+    return None
 
 
 def exclusive_times(marks: list[tuple[str | None, int]]) -> list[tuple[str, int]]:
