@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol, runtime_checkable
 
@@ -84,16 +84,22 @@ def stage_name(stage: Stage) -> str:
     return type(stage).__name__.removesuffix("Stage").lower()
 
 
-async def _observed(stage: Stage, name: str, call: Call, next: Next) -> Result:
+async def _observed(
+    stage: Stage,
+    name: str,
+    next: Next,
+    call: Call,
+    _clock: Callable[[], int] = time.perf_counter_ns,
+) -> Result:
     # Marks, not a nested timer per stage: two appends per stage, and the exclusive time
     # of each is worked out once, by the observer, after the call.
     marks = call.marks
     assert marks is not None  # set by Pipeline._observed_entry
-    marks.append((name, time.perf_counter_ns()))
+    marks.append((name, _clock()))
     try:
         return await stage(call, next)
     finally:
-        marks.append((None, time.perf_counter_ns()))
+        marks.append((None, _clock()))
 
 
 #: the stages a ``StageObserver`` times one by one: those that can take long (fact
@@ -111,7 +117,7 @@ def chain(stages: Sequence[Stage], observer: StageObserver | None = None) -> Nex
     for stage in reversed(stages):
         name = stage_name(stage)
         if observer is not None and name in OBSERVED:
-            entry = partial(_observed, stage, name, next=entry)
+            entry = partial(_observed, stage, name, entry)  # positional: no kwargs dict
         else:
             entry = partial(stage, next=entry)
     return entry

@@ -305,8 +305,9 @@ class TraceSink:
         if caller.is_valid and not caller.trace_flags.sampled:
             return
         found = self._runs.get(call.run.run_id)
-        span_id = _new_id()
+        span_id = None  # made in the export thread unless something here needs it
         if isinstance(result, Pending):
+            span_id = _new_id()
             if caller.is_valid:
                 trace_id = caller.trace_id
             else:
@@ -347,7 +348,7 @@ class TraceSink:
             parent = run_ctx
         if earlier is not None:
             links.append(Link(earlier, {"warden.link": "approval_requested"}))
-        ctx = SpanContext(parent.trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+        ctx = SpanContext(parent.trace_id, span_id or _new_id(), False, _SAMPLED)
         status = _ERROR if result is None or isinstance(result, Failed) else _OK
         tool = call.tool_name
         if tool.startswith(MODEL_TOOL_PREFIX):
