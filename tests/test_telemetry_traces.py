@@ -422,6 +422,8 @@ def test_warden_serve_exports_the_demo_agents_spans_over_otlp(tmp_path: Path) ->
         while not any(s.name == "execute_tool issue_refund" for s in receiver.spans):
             assert time.monotonic() < deadline, [s.name for s in receiver.spans]
             time.sleep(0.1)
+        # the same server's /metrics shows the demo's calls (a loopback scrape needs no key)
+        metrics = httpx.get(url + "/metrics", timeout=10).text
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
@@ -437,6 +439,12 @@ def test_warden_serve_exports_the_demo_agents_spans_over_otlp(tmp_path: Path) ->
         assert _attr(span, "warden.decision.rules")
         run_id = _attr(span, "warden.run.id")
         assert span.parent_span_id == run_context(run_id).span_id.to_bytes(8, "big")
+    from test_telemetry_metrics import value
+
+    assert value(metrics, "warden_calls_total", tool="issue_refund", outcome="executed") >= 1
+    assert value(metrics, "warden_calls_total", tool="issue_refund", outcome="pending") >= 1
+    assert value(metrics, "warden_denials_total", kind="unknown_tool") >= 1
+    assert value(metrics, "warden_approvals_requested_total", workflow="refund_triage") >= 1
     # the run spans were exported by the process that opened and finished them
     assert any(s.name.startswith("invoke_agent ") for s in receiver.spans), sorted(names)
 
