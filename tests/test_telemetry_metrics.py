@@ -219,7 +219,7 @@ def _per_worker_calls(directory: Path) -> dict[str, float]:
         alone.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, alone / path.name)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(alone))
+        MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
         total = sum(
             s.value
             for family in registry.collect()
