@@ -286,7 +286,7 @@ def _scrape_two_workers(directory: Path, repeat: int) -> dict[str, Any]:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"server did not start: {server.stderr and server.stderr.read()}"
+                    f"server did not start: {server.stderr and server.stderr.read().decode()}"
                 )
             time.sleep(0.2)
         made = subprocess.run(

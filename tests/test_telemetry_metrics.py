@@ -109,7 +109,8 @@ async def test_calls_denials_approvals_and_errors_are_counted(serve: Any) -> Non
     assert (await _act(bot, run_id, "get_order", {"order_id": "o1"}))["status"] == "allowed"
     assert (await _act(bot, run_id, "get_order", {"order_id": "o2"}))["status"] == "allowed"
     assert (await _act(bot, run_id, "remove", {"key": "k"}))["status"] == "denied"
-    assert (await _act(bot, run_id, "pay", PAY_300))["status"] == "pending"
+    pending = await _act(bot, run_id, "pay", PAY_300)
+    assert pending["status"] == "pending"
     assert (await _act(bot, run_id, "save", {"key": 1}))["status"] == "failed"
     assert (await _act(bot, run_id, "wire_money", {}))["status"] == "denied"
 
@@ -135,6 +136,16 @@ async def test_calls_denials_approvals_and_errors_are_counted(serve: Any) -> Non
     assert value(text, "warden_stage_duration_seconds_count", stage="execute") == 2
     assert value(text, "warden_tool_call_duration_seconds_count", tool="get_order") == 2
     assert value(text, "warden_call_duration_seconds_count", workflow="shop") == 6
+
+    lead = server.client(server.key("lead", "approver", approval_roles=["lead"]))
+    decided = await lead.post(
+        f"/v1/approvals/{pending['approval_id']}/decision",
+        json={"decision": "approve", "rationale": "ok"},
+    )
+    assert decided.status_code == 200, decided.text
+    text = await server.scrape()
+    assert value(text, "warden_approvals_decided_total", decision="approved") == 1
+    assert value(text, "warden_approvals_pending", workflow="shop") == 0
 
 
 async def test_tool_errors_and_the_circuit(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +219,7 @@ def _per_worker_calls(directory: Path) -> dict[str, float]:
         alone.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, alone / path.name)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(alone))
+        MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
         total = sum(
             s.value
             for family in registry.collect()

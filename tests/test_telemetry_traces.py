@@ -121,15 +121,42 @@ async def test_stages_that_did_work_are_child_spans(traced: Traced) -> None:
         s.name: s for s in traced.spans() if s.parent and s.parent.span_id == pay.context.span_id
     }
     # the policy looked the order up (a fact); the payment ran once, under its key
-    assert set(children) == {"warden.policy", "warden.idempotency", "warden.execute"}
+    assert set(children) == {"warden.policy", "warden.idempotency"}
     assert _attrs(children["warden.policy"])["warden.facts"] == ("order",)
-    assert _attrs(children["warden.execute"])["warden.execute.attempts"] == 1
+    assert _attrs(pay)["warden.execute.attempts"] == 1
+    assert _attrs(pay)["warden.execute.ms"] >= 0
     for child in children.values():
-        assert pay.start_time <= child.start_time <= child.end_time <= pay.end_time
+        times = (pay.start_time, child.start_time, child.end_time, pay.end_time)
+        assert None not in times and list(times) == sorted(times)  # type: ignore[type-var]
     doc_children = [
         s.name for s in traced.spans() if s.parent and s.parent.span_id == doc.context.span_id
     ]
-    assert doc_children == ["warden.execute"]  # a read without facts: no policy span
+    assert doc_children == []  # a read without facts, run once: the call span alone
+
+
+async def test_a_retried_tool_has_an_execute_span(store_url: str) -> None:
+    from warden.spec import load_spec_text
+    from warden.testing import FakeTool
+
+    flaky = FakeTool("flaky", params={"q": str}, returns={"ok": True}, fail_times=2)
+    spec = load_spec_text(
+        'name: fakes\nversion: "1"\nowner: t\ntier: autonomous\ntools:\n'
+        "  flaky: {retry: {max_attempts: 3, backoff: 1ms}}\n"
+        "limits: {max_retries_per_tool: 5}\n"
+    )
+    gateway = Gateway(spec, [flaky.fn], store=store_url)
+    traced = Traced(gateway)
+    try:
+        async with gateway.run(tenant="t", agent="a", task="retry") as run:
+            assert isinstance(await run.call("flaky", {"q": "x"}), Allowed)
+        (call,) = traced.named("execute_tool flaky")
+        (execute,) = traced.named("warden.execute")
+        assert execute.parent is not None and execute.parent.span_id == call.context.span_id
+        attrs = _attrs(execute)
+        assert (attrs["warden.execute.attempts"], attrs["warden.execute.retries"]) == (3, 2)
+    finally:
+        traced.telemetry.close()
+        gateway.close()
 
 
 async def test_calls_join_the_callers_current_trace(traced: Traced) -> None:
@@ -188,6 +215,7 @@ async def test_an_approval_wait_and_the_resumed_execution(traced: Traced) -> Non
     assert _attrs(executed)["warden.outcome"] == "executed"
     assert _attrs(executed)["warden.approval.id"] == approval.approval_id
     assert _attrs(executed)["warden.approval.state"] == "approved"
+    assert _attrs(executed)["warden.approval.wait_s"] >= 0
     assert [link.context.span_id for link in executed.links] == [asked.context.span_id]
     (wait,) = traced.named("warden.approval.wait")
     assert wait.parent is not None and wait.parent.span_id == asked.context.span_id
@@ -213,6 +241,27 @@ async def test_a_kill_switch_and_a_failure_are_marked(store_url: str, effects: E
     finally:
         traced.telemetry.close()
         gateway.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+    ],
+)
+def test_tracing_is_off_unless_the_otel_variables_ask_for_it(env: dict[str, str], on: bool) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from warden.telemetry import exporter_from_env
+
+    exporter = exporter_from_env(env)
+    assert isinstance(exporter, OTLPSpanExporter) is on
 
 
 # -- over HTTP ----------------------------------------------------------------------------
@@ -374,6 +423,8 @@ def test_warden_serve_exports_the_demo_agents_spans_over_otlp(tmp_path: Path) ->
         while not any(s.name == "execute_tool issue_refund" for s in receiver.spans):
             assert time.monotonic() < deadline, [s.name for s in receiver.spans]
             time.sleep(0.1)
+        # the same server's /metrics shows the demo's calls (a loopback scrape needs no key)
+        metrics = httpx.get(url + "/metrics", timeout=10).text
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
@@ -389,6 +440,12 @@ def test_warden_serve_exports_the_demo_agents_spans_over_otlp(tmp_path: Path) ->
         assert _attr(span, "warden.decision.rules")
         run_id = _attr(span, "warden.run.id")
         assert span.parent_span_id == run_context(run_id).span_id.to_bytes(8, "big")
+    from test_telemetry_metrics import value
+
+    assert value(metrics, "warden_calls_total", tool="issue_refund", outcome="executed") >= 1
+    assert value(metrics, "warden_calls_total", tool="issue_refund", outcome="pending") >= 1
+    assert value(metrics, "warden_denials_total", kind="unknown_tool") >= 1
+    assert value(metrics, "warden_approvals_requested_total", workflow="refund_triage") >= 1
     # the run spans were exported by the process that opened and finished them
     assert any(s.name.startswith("invoke_agent ") for s in receiver.spans), sorted(names)
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from warden.pipeline._call import Call, RunState
 from warden.pipeline._pipeline import StageObserver
 from warden.results import Pending, Result
-from warden.telemetry._metrics import Metrics, MetricsSink, StoreCollector
+from warden.telemetry._metrics import Metrics, MetricsSink, StoreCollector, multiprocess_dir
 from warden.telemetry._traces import SpanBatcher, TraceSink, traces_from_env
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ class Telemetry:
         """Traces as the ``OTEL_*`` variables say (off unless they name an exporter or an
         endpoint), metrics as the server's settings say (on by default)."""
         metrics = Metrics(tenant_label=settings.metrics_tenant_label) if settings.metrics else None
+        if metrics is not None and multiprocess_dir() is not None:
+            # another worker may answer the scrape: count this one's calls as they come
+            metrics.start()
         return cls(traces=traces_from_env(), metrics=metrics)
 
     def instrument(self, gateway: Gateway) -> None:
@@ -69,7 +72,6 @@ class Telemetry:
             parts.append(TraceSink(self.traces, workflow))
         if self.metrics is not None:
             parts.append(self.metrics.sink(workflow, gateway))
-            self.metrics.start()
         if not parts:
             return
         self.gateways.append(gateway)
@@ -100,6 +102,8 @@ def instrument(
     its metrics to ``metrics``. Returns what was installed (``close()`` it at exit)."""
     telemetry = Telemetry(traces=traces, metrics=metrics)
     telemetry.instrument(gateway)
+    if metrics is not None:  # whoever reads ``metrics.registry`` sees counts within 0.5 s
+        metrics.start()
     return telemetry
 
 
