@@ -349,6 +349,11 @@ async def test_http_slo_is_scoped_and_judged(
     bad = await admin.get("/v1/slo", params={"tenant": "a b"})
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
+    schema = (await admin.get("/openapi.json")).json()
+    ok = schema["paths"]["/v1/slo"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/SloReportOut"}
+    figures = schema["components"]["schemas"]["SloFiguresOut"]["properties"]
+    assert set(figures) == set(hour)
 
 
 async def test_counts_the_store_refused_are_written_by_the_next_flush(store_url: str) -> None:
