@@ -433,3 +433,40 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
     assert table.returncode == 0 and "unauthorized_attempt" in table.stdout
     refused = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)
     assert refused.returncode != 0
+
+
+async def test_the_server_loop_evaluates_time_based_alerts(store_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from warden.server import ServerSettings, create_app
+
+    spec = tmp_path / "desk.yaml"
+    spec.write_text(ALERT_SPEC)
+    tools = tmp_path / "desk_tools.py"
+    tools.write_text(
+        "from test_slo import lookup, resolve, flaky\n\n"
+        "def tools():\n    return [lookup, resolve, flaky]\n"
+    )
+    app = create_app(
+        ServerSettings(
+            store=store_url,
+            specs=[str(spec)],
+            tools=[f"{tools}:tools"],
+            auto_migrate=True,
+            alert_interval_s=0.05,
+        )
+    )
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    try:
+        gw = app.state.warden.gateway("desk")
+        run = gw.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+        assert isinstance(await run.call("resolve", {"ticket": "big"}), Pending)
+        for _ in range(200):  # no one calls evaluate: the server's loop does
+            found = [a for a in list_alerts(gw.store) if a["alert"] == "approval_queue"]
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        assert [(a["state"], a["detail"]["depth"]) for a in found] == [("firing", 1)]
+    finally:
+        await lifespan.__aexit__(None, None, None)
