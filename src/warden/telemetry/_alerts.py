@@ -197,6 +197,10 @@ class Alerts:
         spec = loaded.spec if isinstance(loaded, LoadedSpec) else loaded
         self.specs[spec.name] = spec
 
+    def _alerting(self, workflow: str) -> bool:
+        spec = self.specs.get(workflow)
+        return spec is not None and bool(spec.alerts)
+
     def _of(self, workflow: str, kind: type[A]) -> list[A]:
         spec = self.specs.get(workflow)
         return [a for a in spec.alerts if isinstance(a, kind)] if spec is not None else []
@@ -205,7 +209,7 @@ class Alerts:
 
     def on_batch(self, items: Sequence[tuple[RunKey, str, _Pending]]) -> None:
         """The alerts a written batch of the rollups sink may fire or resolve."""
-        if not any(self.specs.get(key.workflow) for key, _, _ in items):
+        if not any(self._alerting(key.workflow) for key, _, _ in items):
             return
         with self._lock:
             now = self.clock()
@@ -248,6 +252,8 @@ class Alerts:
                         if _budget_period(self.specs[wf], c.get("budget")) == BudgetPeriod.RUN:
                             subject += f"/{run_id}"
                         to_fire.append(_firing(wf, b, p.tenant, subject, {**c, "run_id": run_id}))
+            if not (hits or to_fire or to_resolve):
+                return  # no transaction: this runs every second in every process
             with self.store.write(durable=False) as conn:
                 _record_hits(conn, hits, now)
                 for item in to_fire:
