@@ -21,7 +21,7 @@ from test_slo import SPEC, Clock, desk, triage
 
 from warden import Gateway, SpecError
 from warden.notify import Dispatcher
-from warden.results import Allowed, Pending
+from warden.results import Allowed, Denied, Pending
 from warden.spec import load_spec_text
 from warden.store._tables import alert_state, outbox
 from warden.telemetry import list_alerts
@@ -470,3 +470,26 @@ async def test_the_server_loop_evaluates_time_based_alerts(store_url: str, tmp_p
         assert [(a["state"], a["detail"]["depth"]) for a in found] == [("firing", 1)]
     finally:
         await lifespan.__aexit__(None, None, None)
+
+
+async def test_an_approved_action_stopped_by_a_switch_is_announced_as_denied(
+    pair: tuple[Gateway, Gateway, Clock],
+) -> None:
+    one, _, _ = pair
+    run = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    pending = await run.call("resolve", {"ticket": "big"})
+    assert isinstance(pending, Pending)
+    await one.approve(pending.approval_id, approver="dana", rationale="ok", roles=["lead"])
+    one.switches.set("tool", "resolve", active=True, by="dana", reason="incident")
+    result = await one.execute_approved(pending.approval_id)
+    assert isinstance(result, Denied)
+    one.flush()
+    (executed,) = notifications(one, "approval_executed")
+    assert (executed[1]["outcome"], executed[1]["kind"]) == ("denied", "killed")
+    # in the order it happened (the approval queue alert is time-based: not evaluated here)
+    assert [k for k, _ in notifications(one)] == [
+        "approval_requested",
+        "approval_decided",
+        "switch_changed",
+        "approval_executed",
+    ]
