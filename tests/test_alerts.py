@@ -335,6 +335,8 @@ async def test_budget_threshold_alert_fires_once_and_resolves_with_its_period(
                 if p["alert"] == "budget_threshold"
             ]
             assert fired["subject"] == "acme/daily/usd/0.5" and fired["tenant"] == "acme"
+            (crossing,) = notifications(gws[0], "budget_threshold")
+            assert set(crossing[1]) == documented_keys("budget_threshold")
             clock.now = NOW + timedelta(hours=6)  # the same UTC day: still firing
             flush_and_evaluate(*gws)
             assert alert_changes(gws[0], "budget_threshold") == ["fired"]
@@ -493,3 +495,43 @@ async def test_an_approved_action_stopped_by_a_switch_is_announced_as_denied(
         "switch_changed",
         "approval_executed",
     ]
+
+
+def documented_keys(kind: str) -> set[str]:
+    """The keys of the example payload docs/webhooks.md gives for ``kind``."""
+    text = (DOCS / "webhooks.md").read_text()
+    section = text.split(f"### `{kind}`", 1)[1].split("\n### ", 1)[0]
+    example = re.findall(r"```json\n(.*?)```", section, re.S)[0]
+    return set(json.loads(example))
+
+
+async def test_every_webhook_payload_is_the_documented_one(
+    pair: tuple[Gateway, Gateway, Clock],
+) -> None:
+    one, two, clock = pair
+    run = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    approved = await run.call("resolve", {"ticket": "big"})
+    other = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    expiring = await other.call("resolve", {"ticket": "big"})
+    assert isinstance(approved, Pending) and isinstance(expiring, Pending)
+    await one.approve(approved.approval_id, approver="dana", rationale="ok", roles=["lead"])
+    assert isinstance(await one.execute_approved(approved.approval_id), Allowed)
+    one.switches.set("tool", "lookup", active=True, by="dana", reason="incident")
+    flush_and_evaluate(one, two)  # the approval queue alert fires (one still pending)
+    clock.now += timedelta(hours=2)
+    one.expire_overdue()  # past its 1 h SLA, no one to escalate to: expired (sla_breach)
+    flush_and_evaluate(one, two)  # the queue is empty: resolved
+    seen: dict[str, set[str]] = {}
+    for kind, payload in notifications(one):
+        seen.setdefault(kind, set()).update(payload)
+    assert set(seen) == {
+        "approval_requested",
+        "approval_decided",
+        "approval_executed",
+        "switch_changed",
+        "sla_breach",
+        "alert_fired",
+        "alert_resolved",
+    }
+    for kind, keys in seen.items():
+        assert keys == documented_keys(kind), kind
