@@ -191,6 +191,9 @@ class Alerts:
         self.specs: dict[str, WorkflowSpec] = {}
         # Spend per run seen by this process (runaway_run's max_cost_usd), nano-USD.
         self._spend: OrderedDict[str, int] = OrderedDict()
+        # runaway alerts this process asked the store to fire: not asked again each second
+        # while the run goes on (the store's state decides; this only saves writes)
+        self._runaway: set[str] = set()
         self._lock = threading.Lock()
 
     def watch(self, loaded: LoadedSpec | WorkflowSpec) -> None:
@@ -226,11 +229,16 @@ class Alerts:
                         for t in self._of(wf, ToolFailuresAlert):
                             if not t.tools or subject in t.tools:
                                 hits.append((wf, "*", subject, t, ts))
-                spent = self._spent(run_id, p.counts.get(("spend_nusd", ""), 0))
-                for r in self._of(wf, RunawayAlert):
+                runaway = self._of(wf, RunawayAlert)
+                spent = self._spent(run_id, p.counts.get(("spend_nusd", ""), 0)) if runaway else 0
+                for r in runaway:
                     subject = f"{p.tenant}/{run_id}"
+                    key_of_run = alert_key(wf, r.key, subject)
                     if p.finished:
-                        to_resolve.append(alert_key(wf, r.key, subject))
+                        to_resolve.append(key_of_run)
+                        self._runaway.discard(key_of_run)
+                        continue
+                    if key_of_run in self._runaway:  # fired (by this process or another)
                         continue
                     over = []
                     if r.max_steps is not None and p.step > r.max_steps:
@@ -241,6 +249,9 @@ class Alerts:
                             f"max_cost_usd {r.max_cost_usd}"
                         )
                     if over:
+                        if len(self._runaway) >= _SPEND_CACHE:  # runs ended elsewhere
+                            self._runaway.clear()
+                        self._runaway.add(key_of_run)
                         to_fire.append(
                             _firing(wf, r, p.tenant, subject, {"run_id": run_id, "why": over})
                         )
