@@ -408,7 +408,8 @@ def _write_loop(ref: weakref.ref[Rollups], stop: threading.Event, every_s: float
     so that the sink of a gateway dropped without ``close`` is collected (and this thread
     ends)."""
     failures = 0
-    while not stop.wait(every_s * min(2**failures, 30)):
+    # at most 5 s between tries: the queue holds the events seen meanwhile
+    while not stop.wait(min(every_s * 2 ** min(failures, 10), max(every_s, 5.0))):
         sink = ref()
         if sink is None:
             return
