@@ -21,7 +21,7 @@ from test_slo import SPEC, Clock, desk, triage
 
 from warden import Gateway, SpecError
 from warden.notify import Dispatcher
-from warden.results import Allowed, Pending
+from warden.results import Allowed, Denied, Pending
 from warden.spec import load_spec_text
 from warden.store._tables import alert_state, outbox
 from warden.telemetry import list_alerts
@@ -335,6 +335,8 @@ async def test_budget_threshold_alert_fires_once_and_resolves_with_its_period(
                 if p["alert"] == "budget_threshold"
             ]
             assert fired["subject"] == "acme/daily/usd/0.5" and fired["tenant"] == "acme"
+            (crossing,) = notifications(gws[0], "budget_threshold")
+            assert set(crossing[1]) == documented_keys("budget_threshold")
             clock.now = NOW + timedelta(hours=6)  # the same UTC day: still firing
             flush_and_evaluate(*gws)
             assert alert_changes(gws[0], "budget_threshold") == ["fired"]
@@ -433,3 +435,103 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
     assert table.returncode == 0 and "unauthorized_attempt" in table.stdout
     refused = warden("alerts", "--store", store_url, "--state", "burning", cwd=tmp_path)
     assert refused.returncode != 0
+
+
+async def test_the_server_loop_evaluates_time_based_alerts(store_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from warden.server import ServerSettings, create_app
+
+    spec = tmp_path / "desk.yaml"
+    spec.write_text(ALERT_SPEC)
+    tools = tmp_path / "desk_tools.py"
+    tools.write_text(
+        "from test_slo import lookup, resolve, flaky\n\n"
+        "def tools():\n    return [lookup, resolve, flaky]\n"
+    )
+    app = create_app(
+        ServerSettings(
+            store=store_url,
+            specs=[str(spec)],
+            tools=[f"{tools}:tools"],
+            auto_migrate=True,
+            alert_interval_s=0.05,
+        )
+    )
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    try:
+        gw = app.state.warden.gateway("desk")
+        run = gw.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+        assert isinstance(await run.call("resolve", {"ticket": "big"}), Pending)
+        for _ in range(200):  # no one calls evaluate: the server's loop does
+            found = [a for a in list_alerts(gw.store) if a["alert"] == "approval_queue"]
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        assert [(a["state"], a["detail"]["depth"]) for a in found] == [("firing", 1)]
+    finally:
+        await lifespan.__aexit__(None, None, None)
+
+
+async def test_an_approved_action_stopped_by_a_switch_is_announced_as_denied(
+    pair: tuple[Gateway, Gateway, Clock],
+) -> None:
+    one, _, _ = pair
+    run = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    pending = await run.call("resolve", {"ticket": "big"})
+    assert isinstance(pending, Pending)
+    await one.approve(pending.approval_id, approver="dana", rationale="ok", roles=["lead"])
+    one.switches.set("tool", "resolve", active=True, by="dana", reason="incident")
+    result = await one.execute_approved(pending.approval_id)
+    assert isinstance(result, Denied)
+    one.flush()
+    (executed,) = notifications(one, "approval_executed")
+    assert (executed[1]["outcome"], executed[1]["kind"]) == ("denied", "killed")
+    # in the order it happened (the approval queue alert is time-based: not evaluated here)
+    assert [k for k, _ in notifications(one)] == [
+        "approval_requested",
+        "approval_decided",
+        "switch_changed",
+        "approval_executed",
+    ]
+
+
+def documented_keys(kind: str) -> set[str]:
+    """The keys of the example payload docs/webhooks.md gives for ``kind``."""
+    text = (DOCS / "webhooks.md").read_text()
+    section = text.split(f"### `{kind}`", 1)[1].split("\n### ", 1)[0]
+    example = re.findall(r"```json\n(.*?)```", section, re.S)[0]
+    return set(json.loads(example))
+
+
+async def test_every_webhook_payload_is_the_documented_one(
+    pair: tuple[Gateway, Gateway, Clock],
+) -> None:
+    one, two, clock = pair
+    run = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    approved = await run.call("resolve", {"ticket": "big"})
+    other = one.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
+    expiring = await other.call("resolve", {"ticket": "big"})
+    assert isinstance(approved, Pending) and isinstance(expiring, Pending)
+    await one.approve(approved.approval_id, approver="dana", rationale="ok", roles=["lead"])
+    assert isinstance(await one.execute_approved(approved.approval_id), Allowed)
+    one.switches.set("tool", "lookup", active=True, by="dana", reason="incident")
+    flush_and_evaluate(one, two)  # the approval queue alert fires (one still pending)
+    clock.now += timedelta(hours=2)
+    one.expire_overdue()  # past its 1 h SLA, no one to escalate to: expired (sla_breach)
+    flush_and_evaluate(one, two)  # the queue is empty: resolved
+    seen: dict[str, set[str]] = {}
+    for kind, payload in notifications(one):
+        seen.setdefault(kind, set()).update(payload)
+    assert set(seen) == {
+        "approval_requested",
+        "approval_decided",
+        "approval_executed",
+        "switch_changed",
+        "sla_breach",
+        "alert_fired",
+        "alert_resolved",
+    }
+    for kind, keys in seen.items():
+        assert keys == documented_keys(kind), kind

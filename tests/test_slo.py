@@ -235,14 +235,33 @@ def warden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 async def test_cli_json_and_table(desk_gw: Gateway, store_url: str, tmp_path: Path) -> None:
     spec = tmp_path / "desk.yaml"
     spec.write_text(SPEC)
-    done = warden("slo", "--store", store_url, "--spec", str(spec), "--json", cwd=tmp_path)
+    at = NOW.isoformat()
+    done = warden(
+        "slo", "--store", store_url, "--spec", str(spec), "--at", at, "--json", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
-    # the command measures "now": the scripted runs are 20 days and 10 minutes before NOW
-    assert body["groups"] == [] or {g["key"]["task_type"] for g in body["groups"]} <= {
-        "triage",
-        "chat",
+    expected = slo_report(desk_gw.store, targets={"desk": desk_gw.spec.spec.slo}, now=NOW)
+    assert body == expected.to_json()
+    triage_group = body["groups"][1]
+    assert triage_group["windows"]["30d"]["cost_per_task_usd"] == "0.032"
+    assert triage_group["targets"] == {
+        "success_rate": 0.8,
+        "policy_violation_rate_max": 0.2,
+        "cost_per_task_usd": 0.035,
     }
+    # without --spec: figures, no targets, no breaches
+    bare = json.loads(
+        warden("slo", "--store", store_url, "--at", at, "--json", cwd=tmp_path).stdout
+    )
+    assert [g["breaches"] for g in bare["groups"]] == [[], []]
+    table = warden("slo", "--store", store_url, "--spec", str(spec), "--at", at, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "desk / acme" in table.stdout and "triage" in table.stdout
+    assert "50.0% ▼" in table.stdout  # the 7d success rate, below the target
+    assert "drift 7d vs 30d, desk/acme/triage: success -40%" in table.stdout
+    naive = warden("slo", "--store", store_url, "--at", "2026-03-10T12:30", cwd=tmp_path)
+    assert naive.returncode != 0 and "no zone" in naive.stdout + naive.stderr
     table = warden("slo", "--store", store_url, "--window", "30d", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     bad = warden("slo", "--store", store_url, "--window", "2d", cwd=tmp_path)
@@ -330,6 +349,11 @@ async def test_http_slo_is_scoped_and_judged(
     bad = await admin.get("/v1/slo", params={"tenant": "a b"})
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
+    schema = (await admin.get("/openapi.json")).json()
+    ok = schema["paths"]["/v1/slo"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/SloReportOut"}
+    figures = schema["components"]["schemas"]["SloFiguresOut"]["properties"]
+    assert set(figures) == set(hour)
 
 
 async def test_counts_the_store_refused_are_written_by_the_next_flush(store_url: str) -> None:

@@ -4,6 +4,7 @@ rebuild from the ledger, and ``warden alerts``."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,13 @@ def slo(
     window: Annotated[
         str, typer.Option(help="The window the table shows: 1h, 7d or 30d (--json has all).")
     ] = "7d",
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure as of this time (ISO 8601 with a zone, e.g. 2026-03-10T12:30Z) "
+            "instead of now."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print every window, drift and breach as JSON.")
     ] = False,
@@ -67,13 +75,27 @@ def slo(
                 seen = rebuild(st)
                 if not as_json:
                     out.print(f"rebuilt the rollups from {seen} ledger events", highlight=False)
-            report = slo_report(st, targets=targets, tenant=tenant, workflow=workflow)
+            report = slo_report(
+                st, targets=targets, tenant=tenant, workflow=workflow, now=_parse_at(at)
+            )
         if as_json:
             typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
         else:
             _print(report, window)
 
     guard(body)
+
+
+def _parse_at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"--at {text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"--at {text!r} has no zone; add Z for UTC")
+    return when.astimezone(UTC)
 
 
 def _pct(value: float | None) -> str:
@@ -97,52 +119,70 @@ def _missed(group: SloGroup, window: str, figure: str, text: str) -> str:
 def _print(report: SloReport, window: str) -> None:
     scope = f"tenant {report.tenant!r}" if report.tenant is not None else "all tenants"
     out.print(
-        f"SLOs over the last {window}, {scope} (now {report.now:%Y-%m-%d %H:%M} UTC)",
+        f"SLOs over the last {window}, {scope} (as of {report.now:%Y-%m-%d %H:%M} UTC)",
         highlight=False,
     )
     if not report.groups:
         out.print("no runs in the last 30d", highlight=False)
         return
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), show_edge=False)
-    for header in ("workflow", "tenant", "task type"):
-        table.add_column(header, overflow="fold")
-    for header in (
-        "runs",
-        "success",
-        "p50 ms",
-        "p95 ms",
-        "escal.",
-        "violat.",
-        "$/task",
-        "drift succ.",
-        "drift $/task",
-    ):
-        table.add_column(header, justify="right", no_wrap=True)
+    # One table per workflow and tenant, so the figures fit 80 columns.
+    by_owner: dict[tuple[str, str], list[SloGroup]] = {}
     for g in report.groups:
-        f = g.windows[window]
-        cost = "—" if f.cost_per_task_usd is None else f"${f.cost_per_task_usd:.4f}"
-        table.add_row(
-            escape(str(g.key["workflow"])),
-            escape(str(g.key["tenant"])),
-            escape(g.key["task_type"] or "(none)"),
-            str(f.runs_started),
-            _missed(g, window, "success_rate", _pct(f.success_rate)),
-            _missed(g, window, "p50_latency_ms", _ms(f.p50_latency_ms)),
-            _missed(g, window, "p95_latency_ms", _ms(f.p95_latency_ms)),
-            _missed(g, window, "escalation_rate", _pct(f.escalation_rate)),
-            _missed(g, window, "policy_violation_rate", _pct(f.policy_violation_rate)),
-            _missed(g, window, "cost_per_task_usd", cost),
-            _drift(g.drift.get("success_rate")),
-            _drift(g.drift.get("cost_per_task_usd")),
+        by_owner.setdefault((str(g.key["workflow"]), str(g.key["tenant"])), []).append(g)
+    for (workflow, tenant), groups in by_owner.items():
+        table = Table(
+            title=f"{escape(workflow)} / {escape(tenant)}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+            show_edge=False,
         )
-    out.print(table)
+        table.add_column("task type", overflow="fold")
+        for header in ("runs", "success", "p50 ms", "p95 ms", "escal.", "violat.", "$/task"):
+            table.add_column(header, justify="right", no_wrap=True)
+        for g in groups:
+            f = g.windows[window]
+            cost = "—" if f.cost_per_task_usd is None else f"${f.cost_per_task_usd:.4f}"
+            table.add_row(
+                escape(g.key["task_type"] or "(none)"),
+                str(f.runs_started),
+                _missed(g, window, "success_rate", _pct(f.success_rate)),
+                _missed(g, window, "p50_latency_ms", _ms(f.p50_latency_ms)),
+                _missed(g, window, "p95_latency_ms", _ms(f.p95_latency_ms)),
+                _missed(g, window, "escalation_rate", _pct(f.escalation_rate)),
+                _missed(g, window, "policy_violation_rate", _pct(f.policy_violation_rate)),
+                _missed(g, window, "cost_per_task_usd", cost),
+            )
+        out.print(table)
+    for g in report.groups:
+        moved = [
+            f"{_DRIFT_LABELS[name]} {_drift(value)}"
+            for name, value in g.drift.items()
+            if value is not None and abs(value) >= DRIFT_SHOWN
+        ]
+        if moved:
+            where = "/".join(escape(str(g.key[k] or "(none)")) for k in g.key)
+            out.print(f"drift 7d vs 30d, {where}: {', '.join(moved)}", highlight=False)
     out.print(
         "success: finished runs whose success check held (without one, outcome completed). "
-        "Latency: governed calls that executed (upper bound of a ~19% bucket). escal.: "
+        "p50/p95: governed calls that executed (upper bound of a ~19% bucket). escal.: "
         "approval requests per action; violat.: actions denied by a rule. $/task: spend of "
-        "all runs per successful run. drift: 7d against 30d. Red ▼: misses the spec's slo:.",
+        f"all runs per successful run. Red ▼: misses the spec's slo:. Drift of "
+        f"{DRIFT_SHOWN:.0f}% or more is listed; --json has every window and figure.",
         highlight=False,
     )
+
+
+#: drift (percent, 7 d against 30 d) at or above which the table lists it
+DRIFT_SHOWN = 10.0
+_DRIFT_LABELS = {
+    "success_rate": "success",
+    "p50_latency_ms": "p50",
+    "p95_latency_ms": "p95",
+    "escalation_rate": "escalations",
+    "policy_violation_rate": "violations",
+    "cost_per_task_usd": "$/task",
+}
 
 
 def alerts(

@@ -191,11 +191,18 @@ class Alerts:
         self.specs: dict[str, WorkflowSpec] = {}
         # Spend per run seen by this process (runaway_run's max_cost_usd), nano-USD.
         self._spend: OrderedDict[str, int] = OrderedDict()
+        # runaway alerts this process asked the store to fire: not asked again each second
+        # while the run goes on (the store's state decides; this only saves writes)
+        self._runaway: set[str] = set()
         self._lock = threading.Lock()
 
     def watch(self, loaded: LoadedSpec | WorkflowSpec) -> None:
         spec = loaded.spec if isinstance(loaded, LoadedSpec) else loaded
         self.specs[spec.name] = spec
+
+    def _alerting(self, workflow: str) -> bool:
+        spec = self.specs.get(workflow)
+        return spec is not None and bool(spec.alerts)
 
     def _of(self, workflow: str, kind: type[A]) -> list[A]:
         spec = self.specs.get(workflow)
@@ -205,7 +212,7 @@ class Alerts:
 
     def on_batch(self, items: Sequence[tuple[RunKey, str, _Pending]]) -> None:
         """The alerts a written batch of the rollups sink may fire or resolve."""
-        if not any(self.specs.get(key.workflow) for key, _, _ in items):
+        if not any(self._alerting(key.workflow) for key, _, _ in items):
             return
         with self._lock:
             now = self.clock()
@@ -222,11 +229,16 @@ class Alerts:
                         for t in self._of(wf, ToolFailuresAlert):
                             if not t.tools or subject in t.tools:
                                 hits.append((wf, "*", subject, t, ts))
-                spent = self._spent(run_id, p.counts.get(("spend_nusd", ""), 0))
-                for r in self._of(wf, RunawayAlert):
+                runaway = self._of(wf, RunawayAlert)
+                spent = self._spent(run_id, p.counts.get(("spend_nusd", ""), 0)) if runaway else 0
+                for r in runaway:
                     subject = f"{p.tenant}/{run_id}"
+                    key_of_run = alert_key(wf, r.key, subject)
                     if p.finished:
-                        to_resolve.append(alert_key(wf, r.key, subject))
+                        to_resolve.append(key_of_run)
+                        self._runaway.discard(key_of_run)
+                        continue
+                    if key_of_run in self._runaway:  # fired (by this process or another)
                         continue
                     over = []
                     if r.max_steps is not None and p.step > r.max_steps:
@@ -237,6 +249,9 @@ class Alerts:
                             f"max_cost_usd {r.max_cost_usd}"
                         )
                     if over:
+                        if len(self._runaway) >= _SPEND_CACHE:  # runs ended elsewhere
+                            self._runaway.clear()
+                        self._runaway.add(key_of_run)
                         to_fire.append(
                             _firing(wf, r, p.tenant, subject, {"run_id": run_id, "why": over})
                         )
@@ -248,6 +263,8 @@ class Alerts:
                         if _budget_period(self.specs[wf], c.get("budget")) == BudgetPeriod.RUN:
                             subject += f"/{run_id}"
                         to_fire.append(_firing(wf, b, p.tenant, subject, {**c, "run_id": run_id}))
+            if not (hits or to_fire or to_resolve):
+                return  # no transaction: this runs every second in every process
             with self.store.write(durable=False) as conn:
                 _record_hits(conn, hits, now)
                 for item in to_fire:

@@ -319,15 +319,13 @@ class Rollups:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._thread = threading.Thread(target=self._loop, name="warden-rollups", daemon=True)
+            self._thread = threading.Thread(
+                target=_write_loop,
+                args=(weakref.ref(self), self._stop, self.flush_s),
+                name="warden-rollups",
+                daemon=True,
+            )
             self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            try:
-                self.flush()
-            except Exception:  # the next pass retries what was not written
-                log.exception("writing SLO rollups failed; will retry")
 
     def flush(self) -> None:
         """Write what was counted so far (and evaluate the event-driven alerts on it).
@@ -403,6 +401,26 @@ class Rollups:
             self.flush()
         except Exception:
             log.exception("writing SLO rollups at close failed: the last counts are lost")
+
+
+def _write_loop(ref: weakref.ref[Rollups], stop: threading.Event, every_s: float) -> None:
+    """Write every ``every_s``, backing off while the store refuses; holds the sink weakly
+    so that the sink of a gateway dropped without ``close`` is collected (and this thread
+    ends)."""
+    failures = 0
+    # at most 5 s between tries: the queue holds the events seen meanwhile
+    while not stop.wait(min(every_s * 2 ** min(failures, 10), max(every_s, 5.0))):
+        sink = ref()
+        if sink is None:
+            return
+        try:
+            sink.flush()
+            failures = 0
+        except Exception:  # what was not written is kept for the next pass
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.exception("writing SLO rollups failed (%d times); counts kept", failures)
+        del sink
 
 
 def _add(rows: dict[Any, int], key: Any, n: int) -> None:
