@@ -297,7 +297,10 @@ def test_prune_deletes_only_what_is_past_its_use(store_url: str) -> None:
     store = Store(store_url)
     now = datetime.now(UTC)
     long_ago, lately = now - timedelta(days=60), now - timedelta(hours=1)
-    us = lambda t: int(t.timestamp() * 1_000_000)  # noqa: E731
+
+    def us(t: datetime) -> int:
+        return int(t.timestamp() * 1_000_000)
+
     try:
         with store.write() as conn:
             for run_id, status in (("r-done", "finished"), ("r-open", "running")):
@@ -321,10 +324,12 @@ def test_prune_deletes_only_what_is_past_its_use(store_url: str) -> None:
                 ("delivered", long_ago), ("failed", long_ago), ("pending", long_ago),
                 ("delivered", lately),
             ]:  # fmt: skip
-                oid = conn.execute(insert(outbox).values(
+                made = conn.execute(insert(outbox).values(
                     tenant="t", kind="k", payload="{}", state=state, attempts=1,
                     next_attempt_at=at, created_at=at,
-                )).inserted_primary_key[0]  # fmt: skip
+                )).inserted_primary_key  # fmt: skip
+                assert made is not None
+                oid = made[0]
                 conn.execute(insert(webhook_deliveries).values(
                     outbox_id=oid, url="https://x.example", attempt=1, status_code=200,
                     duration_ms=1.0, at=at,
