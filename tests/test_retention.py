@@ -395,3 +395,33 @@ async def test_the_server_loop_prunes_and_stops(store_url: str) -> None:
         assert left == 0
     finally:
         store.dispose()
+
+
+async def test_unarchive_gives_back_exactly_what_left_the_store(
+    gateway: Gateway, tmp_path: Path, key: Path
+) -> None:
+    signing = load_private_key(key)
+    _old, _new, cut = await _old_and_new(gateway)
+    before = {e.id: e.to_json() for e in iter_events(gateway.store)}
+    out = tmp_path / "a.archive"
+    archive(gateway.store, before=cut, out=out, key=signing, secret=SECRET, secret_ref="env:S")
+    gone = {i: e for i, e in before.items() if i not in {e.id for e in iter_events(gateway.store)}}
+    env = {"ARCHIVE_SECRET": SECRET}
+    opened = tmp_path / "opened.jsonl"
+    code, text = cli(
+        "ledger", "unarchive", str(out), "--out", str(opened), "--public-key", f"{key}.pub",
+        "--secret", "env:ARCHIVE_SECRET", env=env,
+    )  # fmt: skip
+    assert code == 0, text
+    events = [json.loads(line) for line in opened.read_text().splitlines()]
+    assert {e["id"]: e for e in events} == gone
+    # a changed archive is not opened
+    data = bytearray(out.read_bytes())
+    data[-10] = ord("A") if data[-10] != ord("A") else ord("B")
+    (tmp_path / "bad.archive").write_bytes(bytes(data))
+    code, text = cli(
+        "ledger", "unarchive", str(tmp_path / "bad.archive"), "--out", str(tmp_path / "x"),
+        "--secret", "env:ARCHIVE_SECRET", env=env,
+    )  # fmt: skip
+    assert code == 1 and "archive tampered" in text
+    assert not (tmp_path / "x").exists()

@@ -250,6 +250,43 @@ def parse_before(text: str, now: datetime | None = None) -> datetime:
     return parsed.astimezone(UTC)
 
 
+@ledger_app.command("unarchive")
+def ledger_unarchive(
+    archive_file: Annotated[Path, typer.Argument(help="The archive to open.")],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="The events file to create (JSON lines).")
+    ],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The public key the archive must be signed with (pins it)."),
+    ] = None,
+    secret: SecretOpt = None,
+    secrets_file: SecretsFileOpt = None,
+) -> None:
+    """Verify an archive, then write its events as export JSON lines (what `ledger export`
+    writes); an archive that does not verify is not opened."""
+
+    def body() -> None:
+        public = None if public_key is None else load_public_key(public_key)
+        report = verify_archive(
+            archive_file, _archive_secret(secret, secrets_file), public_key=public
+        )
+        if not report.ok:
+            _print_archive_report(report, archive_file)
+        try:
+            with output.open("xb") as fh:
+                fh.write(report.plaintext)
+        except FileExistsError:
+            raise UsageError(f"{output} exists; not overwriting it") from None
+        out.print(
+            f"{report.events} events of {report.streams} streams written to {output}"
+            + ("" if report.key_pinned else " (signing key NOT pinned: pass --public-key)"),
+            highlight=False,
+        )
+
+    guard(body)
+
+
 @ledger_app.command("archive")
 def ledger_archive(
     before: Annotated[
