@@ -379,3 +379,37 @@ def test_the_collector_recipe_wires_otlp_logs_to_splunk_and_datadog() -> None:
     assert set(logs["exporters"]) == {"splunk_hec", "datadog"} <= set(config["exporters"])
     assert set(logs["processors"]) <= set(config["processors"])
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+
+
+def test_a_full_otlp_queue_drops_and_counts_instead_of_blocking_the_call() -> None:
+    from warden.ledger import OtlpLogSink
+
+    release, taken = threading.Event(), threading.Event()
+    emitted: list[str] = []
+
+    class SlowCollectorLogger:  # the SDK's logger, stuck behind a slow export
+        def emit(self, **record: Any) -> None:
+            taken.set()
+            release.wait(30)
+            emitted.append(record["event_name"])
+
+    class Provider:
+        def get_logger(self, name: str) -> SlowCollectorLogger:
+            return SlowCollectorLogger()
+
+        def force_flush(self, timeout_ms: int) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    sink = OtlpLogSink(Provider(), max_queue=1)
+    sink.emit("r", "t", "run_started", {"workflow": "w"}, None)
+    assert taken.wait(30)  # the sink's thread holds the first event
+    sink.emit("r", "t", "decision", {}, None)  # queued
+    sink.emit("r", "t", "executed", {}, None)  # the queue is full: dropped, not waited for
+    assert sink.dropped == 1
+    release.set()
+    assert sink.flush()
+    assert emitted == ["warden.run_started", "warden.decision"]
+    sink.close()
