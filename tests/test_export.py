@@ -413,3 +413,56 @@ def test_a_full_otlp_queue_drops_and_counts_instead_of_blocking_the_call() -> No
     assert sink.flush()
     assert emitted == ["warden.run_started", "warden.decision"]
     sink.close()
+
+
+def test_incremental_export_from_a_server_with_the_cli(
+    make_stack: Callable[..., Any], tmp_path: Path
+) -> None:
+    key = tmp_path / "ledger.key"
+    generate_key(key)
+    stack = make_stack(ledger_key=str(key))
+    bot = stack.client("bot")
+
+    def a_run() -> None:
+        run_id = bot.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "t"})
+        rid = run_id.json()["run_id"]
+        bot.post(f"/v1/runs/{rid}/actions", json={"tool": "save", "args": {"key": "k", "value": 1}})
+        bot.post(f"/v1/runs/{rid}/finish", json={"outcome": "completed"})
+
+    out, cursor = tmp_path / "events.jsonl", tmp_path / "cursor"
+    follow = (
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["root"],
+        "--cursor-file", str(cursor), "--out", str(out),
+    )  # fmt: skip
+    a_run()
+    code, text = cli(*follow)
+    assert code == 0, text
+    first = out.read_text().splitlines()
+    a_run()
+    code, text = cli(*follow)
+    assert code == 0, text
+    lines = out.read_text().splitlines()
+    assert len(lines) > len(first) and lines[: len(first)] == first
+    ids = [json.loads(line)["id"] for line in lines]
+    assert ids == sorted(set(ids))
+    code, text = cli(
+        "ledger", "verify", "--export", str(out), "--checkpoints", f"{out}.checkpoints",
+        "--public-key", f"{key}.pub",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "signed checkpoint" in text
+    # a tenant's auditor exports its tenant; checkpoints are not for its key
+    mine = tmp_path / "acme.jsonl"
+    code, text = cli(
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["audit"],
+        "--cursor-file", str(tmp_path / "c2"), "--out", str(mine),
+    )  # fmt: skip
+    assert code == 0, text
+    assert "checkpoints need an all-tenant key" in text
+    assert {json.loads(line)["tenant"] for line in mine.read_text().splitlines()} == {"acme"}
+    # a key that may not export at all: one line, exit 1
+    code, text = cli(
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["bot"],
+        "--cursor-file", str(tmp_path / "c3"),
+    )  # fmt: skip
+    assert code == 1 and "403" in text

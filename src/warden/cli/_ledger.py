@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
+import httpx
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from rich.table import Table
@@ -23,6 +24,7 @@ from warden.cli._common import StoreOpt, err, guard, out
 from warden.errors import UsageError, WardenError
 from warden.ledger import (
     KEY_ENV,
+    Checkpoint,
     LedgerWriter,
     VerifyReport,
     decode_cursor,
@@ -501,6 +503,19 @@ def ledger_export(
     interval: Annotated[
         float, typer.Option(min=0.05, help="--follow: seconds between polls.")
     ] = 1.0,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WARDEN_URL",
+            help="Read from this server (GET /v1/ledger/export?after=) instead of the store; "
+            "with --cursor-file or --follow. Checkpoints come from the server (all-tenant "
+            "keys) when --out or --checkpoints is given.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str,
+        typer.Option(envvar="WARDEN_API_KEY", help="--url: an auditor (or admin) key."),
+    ] = "",
 ) -> None:
     """Write every event as JSON lines; with a signing key, take a checkpoint first and
     bring the checkpoint file up to date, so the export can be verified offline.
@@ -510,15 +525,29 @@ def ledger_export(
     that `warden ledger verify --export` checks (with the checkpoint file, when keyed)."""
 
     def body() -> None:
+        cp_file = checkpoints or (
+            None if output is None else output.with_name(output.name + ".checkpoints")
+        )
+        if url is not None:
+            if cursor_file is None and not follow:
+                raise UsageError("--url exports incrementally: pass --cursor-file or --follow")
+            if store is not None or key is not None:
+                raise UsageError("--url reads the server: --store and --key are the server's")
+            source = _HttpSource(url, api_key, tenant, want_checkpoints=cp_file is not None)
+            try:
+                _follow(source, output, cp_file, cursor_file, follow, interval)
+            finally:
+                source.client.close()
+            return
         with open_store(store) as st:
             signing = _signing_key(key, required=False)
-            cp_file = checkpoints or (
-                None if output is None else output.with_name(output.name + ".checkpoints")
-            )
             if signing is not None and cp_file is None:
                 raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
             if cursor_file is not None or follow:
-                _follow(st, output, tenant, signing, cp_file, cursor_file, follow, interval)
+                _follow(
+                    _StoreSource(st, signing, tenant), output, cp_file, cursor_file, follow,
+                    interval,
+                )  # fmt: skip
                 return
             if signing is not None:
                 assert cp_file is not None
@@ -543,41 +572,115 @@ def ledger_export(
     guard(body)
 
 
+class _Source(Protocol):
+    def checkpoints(self) -> list[Checkpoint] | None:
+        """Before a poll: the checkpoints to add to the file after it (None: none)."""
+
+    def page(self, cursor: str) -> tuple[list[str], str]:
+        """The lines after ``cursor`` (one page) and the next cursor."""
+
+
+class _StoreSource:
+    def __init__(self, st: Store, signing: Ed25519PrivateKey | None, tenant: str | None) -> None:
+        self.st, self.signing, self.tenant = st, signing, tenant
+
+    def checkpoints(self) -> list[Checkpoint] | None:
+        if self.signing is None:
+            return None
+        take_checkpoint(self.st, self.signing, force=False)
+        return stored_checkpoints(self.st)
+
+    def page(self, cursor: str) -> tuple[list[str], str]:
+        page = export_page(self.st, after=cursor, limit=1000, tenant=self.tenant)
+        return list(page.lines()), page.next
+
+
+class _HttpSource:
+    """``GET /v1/ledger/export?after=`` of a server (an auditor needs no database access)."""
+
+    def __init__(self, url: str, api_key: str, tenant: str | None, want_checkpoints: bool) -> None:
+        self.client = httpx.Client(
+            base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+        )
+        self.tenant, self.want = tenant, want_checkpoints
+
+    def _get(self, path: str, **params: str) -> httpx.Response:
+        try:
+            response = self.client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise WardenError(f"cannot reach {self.client.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            raise WardenError(f"{path}: {response.status_code}: {detail}")
+        return response
+
+    def checkpoints(self) -> list[Checkpoint] | None:
+        if not self.want:
+            return None
+        try:
+            response = self.client.get("/v1/ledger/checkpoints")
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 403:
+            # A tenant's key: one signature covers every tenant's heads, so the server
+            # keeps them from it. The export still verifies as chains.
+            err.print(
+                "not checkpointed: checkpoints need an all-tenant key; an offline verify of "
+                "this export can only check the chains",
+                highlight=False,
+            )
+            self.want = False
+            return None
+        text = self._get("/v1/ledger/checkpoints").text
+        return [
+            Checkpoint.from_line(line, f"checkpoint {i}")
+            for i, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
+
+    def page(self, cursor: str) -> tuple[list[str], str]:
+        params = {"after": cursor, "limit": "1000"}
+        if self.tenant is not None:
+            params["tenant"] = self.tenant
+        response = self._get("/v1/ledger/export", **params)
+        return response.text.splitlines(keepends=True), response.headers["warden-next-cursor"]
+
+
 def _follow(
-    st: Store,
+    source: _Source,
     output: Path | None,
-    tenant: str | None,
-    signing: Ed25519PrivateKey | None,
     cp_file: Path | None,
     cursor_file: Path | None,
     follow: bool,
     interval: float,
 ) -> None:
-    """Export in pages from the saved cursor. Each poll: sign a checkpoint, read every page
-    up to the end (which holds all the checkpoint signed), write and flush the lines, then
-    add the checkpoint to the file and save the cursor — so the export file, the checkpoint
-    file and the cursor agree whenever a poll is not in progress. A crash mid-poll repeats
-    that poll's lines on resume (at least once, never a gap); verify reports a repeated
-    event as inserted, so cut the file back to the last line before the repeat."""
+    """Export in pages from the saved cursor. Each poll: take the checkpoints (signing one
+    first, with a key), read every page up to the end (which holds all they signed), write
+    and flush the lines, then add the checkpoints to the file and save the cursor — so the
+    export file, the checkpoint file and the cursor agree whenever a poll is not in
+    progress. A crash mid-poll repeats that poll's lines on resume (at least once, never a
+    gap); verify reports a repeated event as inserted, so cut the file back to the last
+    line before the repeat."""
     cursor = read_cursor(cursor_file)
     fh = sys.stdout if output is None else output.open("a", encoding="utf-8")
     total = 0
     try:
         while True:
-            if signing is not None:
-                take_checkpoint(st, signing, force=False)
+            signed = source.checkpoints()
             while True:
-                page = export_page(st, after=cursor, limit=1000, tenant=tenant)
-                for line in page.lines():
-                    fh.write(line)
-                total += len(page.events)
-                if page.next == cursor or len(page.events) < 1000:
-                    cursor = page.next
+                lines, nxt = source.page(cursor)
+                fh.writelines(lines)
+                total += len(lines)
+                done = nxt == cursor or len(lines) < 1000
+                cursor = nxt
+                if done:
                     break
-                cursor = page.next
             fh.flush()
-            if signing is not None and cp_file is not None:
-                merge_into_file(cp_file, stored_checkpoints(st))
+            if signed is not None and cp_file is not None:
+                merge_into_file(cp_file, signed)
             if cursor_file is not None:
                 save_cursor(cursor_file, cursor)
             if not follow:
