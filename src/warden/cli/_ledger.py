@@ -5,31 +5,32 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-import httpx
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from rich.table import Table
-from sqlalchemy import select
 
+from warden.cli._archive import (
+    archive_by_retention,
+    archive_secret,
+    parse_before,
+    print_archive_report,
+    print_archived,
+    retention_settings,
+)
 from warden.cli._common import StoreOpt, err, guard, out
+from warden.cli._follow import HttpSource, StoreSource, follow_export
 from warden.errors import UsageError, WardenError
 from warden.ledger import (
     KEY_ENV,
-    Checkpoint,
     LedgerWriter,
     VerifyReport,
-    decode_cursor,
     export_jsonl,
-    export_page,
     generate_key,
     iter_events,
     key_path,
@@ -45,11 +46,8 @@ from warden.ledger import (
     verify,
     verify_export,
 )
-from warden.ledger._archive import ArchiveReport, ArchiveResult, archive, verify_archive
-from warden.secrets import SecretResolver
+from warden.ledger._archive import archive, verify_archive
 from warden.store import Store, default_store_url
-from warden.store._retention import RetentionSettings
-from warden.store._tables import ledger_heads
 
 ledger_app = typer.Typer(
     help="The tamper-evident ledger: verify, show a run, export, sign checkpoints, settle.",
@@ -144,9 +142,9 @@ def ledger_verify(
             signing = _signing_key(key, required=False)
             public = None if signing is None else signing.public_key()
         if archive_file is not None:
-            _print_archive_report(
+            print_archive_report(
                 verify_archive(
-                    archive_file, _archive_secret(secret, secrets_file), public_key=public
+                    archive_file, archive_secret(secret, secrets_file), public_key=public
                 ),
                 archive_file,
             )
@@ -188,70 +186,6 @@ def _print_report(report: VerifyReport) -> None:
     raise typer.Exit(1)
 
 
-def _print_archive_report(report: ArchiveReport, path: Path) -> None:
-    pin = "pinned" if report.key_pinned else "NOT pinned (pass --public-key)"
-    h = report.header
-    if report.ok:
-        out.print(
-            f"[green]archive verified[/green]: {path}: {report.events} events of"
-            f" {report.streams} streams before {h.get('before')}"
-            f" (tenant {h.get('tenant') or 'all'}), signed by key {report.key_id} {pin}"
-            + (f"; keep until {h['retain_until']}" if h.get("retain_until") else ""),
-            highlight=False,
-        )
-        return
-    err.print(
-        f"[red]archive tampered[/red]: {path}: {len(report.problems)} problem(s);"
-        f" first: {report.problems[0]}",
-        highlight=False,
-    )
-    for problem in report.problems[1:10]:
-        err.print(f"  also: {problem}", highlight=False)
-    raise typer.Exit(1)
-
-
-def _retention() -> RetentionSettings:
-    """The server's retention settings (WARDEN_RETENTION), imported only when needed: the
-    server package pulls in FastAPI."""
-    from warden.server._settings import ServerSettings
-
-    return ServerSettings().retention
-
-
-def _archive_secret(ref: str | None, secrets_file: Path | None) -> str:
-    if ref is None:
-        ref = _retention().archive_secret
-    if ref is None:
-        raise UsageError(
-            "no archive secret: pass --secret env:NAME (or file:NAME with --secrets-file), "
-            "or set archive_secret in WARDEN_RETENTION"
-        )
-    if not ref.startswith(("env:", "file:")):
-        raise UsageError(f"--secret must be env:NAME or file:NAME, not {ref.split(':')[0]!r}:")
-    return SecretResolver(secrets_file).mint(ref).value
-
-
-def parse_before(text: str, now: datetime | None = None) -> datetime:
-    """``2026-01-31`` (midnight UTC), an ISO time with its offset, or an age: ``365d``,
-    ``12h``."""
-    now = now or datetime.now(UTC)
-    if text[:-1].isdigit() and text[-1:] in ("d", "h"):
-        amount = int(text[:-1])
-        return now - (timedelta(days=amount) if text.endswith("d") else timedelta(hours=amount))
-    try:
-        if len(text) == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--before {text!r}: write a date (2026-01-31), a time with its offset "
-            "(2026-01-31T12:00:00Z) or an age (365d, 12h)"
-        ) from None
-    if parsed.tzinfo is None:
-        raise UsageError(f"--before {text!r} has no offset: add Z for UTC")
-    return parsed.astimezone(UTC)
-
-
 @ledger_app.command("unarchive")
 def ledger_unarchive(
     archive_file: Annotated[Path, typer.Argument(help="The archive to open.")],
@@ -271,10 +205,10 @@ def ledger_unarchive(
     def body() -> None:
         public = None if public_key is None else load_public_key(public_key)
         report = verify_archive(
-            archive_file, _archive_secret(secret, secrets_file), public_key=public
+            archive_file, archive_secret(secret, secrets_file), public_key=public
         )
         if not report.ok:
-            _print_archive_report(report, archive_file)
+            print_archive_report(report, archive_file)
         try:
             with output.open("xb") as fh:
                 fh.write(report.plaintext)
@@ -322,13 +256,13 @@ def ledger_archive(
     def body() -> None:
         signing = _signing_key(key, required=True)
         assert signing is not None
-        secret_value = _archive_secret(secret, secrets_file)
-        ref = secret or _retention().archive_secret or ""
+        secret_value = archive_secret(secret, secrets_file)
+        ref = secret or retention_settings().archive_secret or ""
         with open_store(store) as st:
             if retention:
                 if out_dir is None or before is not None or output is not None:
                     raise UsageError("--retention goes with --out-dir, not --before or --out")
-                _archive_by_retention(st, signing, secret_value, ref, out_dir, tenant)
+                archive_by_retention(st, signing, secret_value, ref, out_dir, tenant)
                 return
             if before is None or output is None:
                 raise UsageError("pass --before DATE and --out FILE (or --retention --out-dir)")
@@ -341,56 +275,9 @@ def ledger_archive(
                 secret_ref=ref,
                 tenant=tenant,
             )
-            _print_archived(done)
+            print_archived(done)
 
     guard(body)
-
-
-def _archive_by_retention(
-    st: Store,
-    signing: Ed25519PrivateKey,
-    secret_value: str,
-    ref: str,
-    out_dir: Path,
-    only: str | None,
-) -> None:
-    settings = _retention()
-    now = datetime.now(UTC)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with st.read() as conn:
-        tenants = sorted({str(t) for (t,) in conn.execute(select(ledger_heads.c.tenant))})
-    for tenant in tenants if only is None else [only]:
-        name, cls = settings.class_of(tenant)
-        if cls.store_days is None:
-            out.print(f"{tenant}: class {name} keeps its full ledger", highlight=False)
-            continue
-        retain = None if cls.archive_years is None else now + timedelta(days=365 * cls.archive_years)
-        done = archive(
-            st,
-            before=now - timedelta(days=cls.store_days),
-            out=out_dir / f"{tenant}-{now.strftime('%Y%m%dT%H%M%SZ')}.archive",
-            key=signing,
-            secret=secret_value,
-            secret_ref=ref,
-            tenant=tenant,
-            retain_until=retain,
-        )
-        _print_archived(done, f"{tenant} (class {name}): ")
-
-
-def _print_archived(done: ArchiveResult, prefix: str = "") -> None:
-    if done.checkpoint is None:
-        out.print(
-            f"{prefix}nothing to archive" + (f" (pruned {done.pruned} left by an interrupted "
-                                              "archive)" if done.pruned else ""),
-            highlight=False,
-        )
-        return
-    out.print(
-        f"{prefix}archived {done.events} events of {done.streams} streams to {done.path};"
-        f" pruned {done.pruned}; cuts signed in checkpoint {done.checkpoint}",
-        highlight=False,
-    )
 
 
 @ledger_app.command("show")
@@ -533,9 +420,9 @@ def ledger_export(
                 raise UsageError("--url exports incrementally: pass --cursor-file or --follow")
             if store is not None or key is not None:
                 raise UsageError("--url reads the server: --store and --key are the server's")
-            source = _HttpSource(url, api_key, tenant, want_checkpoints=cp_file is not None)
+            source = HttpSource(url, api_key, tenant, want_checkpoints=cp_file is not None)
             try:
-                _follow(source, output, cp_file, cursor_file, follow, interval)
+                follow_export(source, output, cp_file, cursor_file, follow, interval)
             finally:
                 source.client.close()
             return
@@ -544,8 +431,8 @@ def ledger_export(
             if signing is not None and cp_file is None:
                 raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
             if cursor_file is not None or follow:
-                _follow(
-                    _StoreSource(st, signing, tenant), output, cp_file, cursor_file, follow,
+                follow_export(
+                    StoreSource(st, signing, tenant), output, cp_file, cursor_file, follow,
                     interval,
                 )  # fmt: skip
                 return
@@ -570,143 +457,6 @@ def ledger_export(
                 )
 
     guard(body)
-
-
-class _Source(Protocol):
-    def checkpoints(self) -> list[Checkpoint] | None:
-        """Before a poll: the checkpoints to add to the file after it (None: none)."""
-
-    def page(self, cursor: str) -> tuple[list[str], str]:
-        """The lines after ``cursor`` (one page) and the next cursor."""
-
-
-class _StoreSource:
-    def __init__(self, st: Store, signing: Ed25519PrivateKey | None, tenant: str | None) -> None:
-        self.st, self.signing, self.tenant = st, signing, tenant
-
-    def checkpoints(self) -> list[Checkpoint] | None:
-        if self.signing is None:
-            return None
-        take_checkpoint(self.st, self.signing, force=False)
-        return stored_checkpoints(self.st)
-
-    def page(self, cursor: str) -> tuple[list[str], str]:
-        page = export_page(self.st, after=cursor, limit=1000, tenant=self.tenant)
-        return list(page.lines()), page.next
-
-
-class _HttpSource:
-    """``GET /v1/ledger/export?after=`` of a server (an auditor needs no database access)."""
-
-    def __init__(self, url: str, api_key: str, tenant: str | None, want_checkpoints: bool) -> None:
-        self.client = httpx.Client(
-            base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=60
-        )
-        self.tenant, self.want = tenant, want_checkpoints
-
-    def _get(self, path: str, **params: str) -> httpx.Response:
-        try:
-            response = self.client.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise WardenError(f"cannot reach {self.client.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            raise WardenError(f"{path}: {response.status_code}: {detail}")
-        return response
-
-    def checkpoints(self) -> list[Checkpoint] | None:
-        if not self.want:
-            return None
-        try:
-            response = self.client.get("/v1/ledger/checkpoints")
-        except httpx.HTTPError:
-            response = None
-        if response is not None and response.status_code == 403:
-            # A tenant's key: one signature covers every tenant's heads, so the server
-            # keeps them from it. The export still verifies as chains.
-            err.print(
-                "not checkpointed: checkpoints need an all-tenant key; an offline verify of "
-                "this export can only check the chains",
-                highlight=False,
-            )
-            self.want = False
-            return None
-        text = self._get("/v1/ledger/checkpoints").text
-        return [
-            Checkpoint.from_line(line, f"checkpoint {i}")
-            for i, line in enumerate(text.splitlines(), 1)
-            if line.strip()
-        ]
-
-    def page(self, cursor: str) -> tuple[list[str], str]:
-        params = {"after": cursor, "limit": "1000"}
-        if self.tenant is not None:
-            params["tenant"] = self.tenant
-        response = self._get("/v1/ledger/export", **params)
-        return response.text.splitlines(keepends=True), response.headers["warden-next-cursor"]
-
-
-def _follow(
-    source: _Source,
-    output: Path | None,
-    cp_file: Path | None,
-    cursor_file: Path | None,
-    follow: bool,
-    interval: float,
-) -> None:
-    """Export in pages from the saved cursor. Each poll: take the checkpoints (signing one
-    first, with a key), read every page up to the end (which holds all they signed), write
-    and flush the lines, then add the checkpoints to the file and save the cursor — so the
-    export file, the checkpoint file and the cursor agree whenever a poll is not in
-    progress. A crash mid-poll repeats that poll's lines on resume (at least once, never a
-    gap); verify reports a repeated event as inserted, so cut the file back to the last
-    line before the repeat."""
-    cursor = read_cursor(cursor_file)
-    fh = sys.stdout if output is None else output.open("a", encoding="utf-8")
-    total = 0
-    try:
-        while True:
-            signed = source.checkpoints()
-            while True:
-                lines, nxt = source.page(cursor)
-                fh.writelines(lines)
-                total += len(lines)
-                done = nxt == cursor or len(lines) < 1000
-                cursor = nxt
-                if done:
-                    break
-            fh.flush()
-            if signed is not None and cp_file is not None:
-                merge_into_file(cp_file, signed)
-            if cursor_file is not None:
-                save_cursor(cursor_file, cursor)
-            if not follow:
-                break
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
-    err.print(f"exported {total} events; cursor {cursor}", highlight=False)
-
-
-def read_cursor(path: Path | None) -> str:
-    if path is None or not path.exists():
-        return ""
-    text = path.read_text(encoding="utf-8").strip()
-    decode_cursor(text)  # a file that holds no cursor is refused before anything is written
-    return text
-
-
-def save_cursor(path: Path, cursor: str) -> None:
-    """Atomically: a crash leaves the old cursor or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(cursor + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @ledger_app.command("checkpoint")
