@@ -243,3 +243,14 @@ def test_approvals_list_cli_reads_every_page_as_json_lines(make_stack: Callable[
     assert done.exit_code == 0, done.output
     listed = [json.loads(line) for line in done.output.splitlines()]
     assert sorted(a["args"]["order_id"] for a in listed) == ["o0", "o1"]
+
+
+async def test_the_model_proxy_accepts_its_vendors_query_parameters(
+    serve: Callable[..., Any],
+) -> None:
+    # Anthropic's SDK posts beta calls to /v1/messages?beta=true: not Warden's to refuse.
+    api: Api = await serve()
+    bot = api.as_("b", "agent", agent="bot")
+    for path in ("/v1/messages", "/v1/chat/completions"):
+        r = await bot.post(path, params={"beta": "true"}, json={})
+        assert r.json()["type"] != "urn:warden:problem:unknown-query-parameter", r.text

@@ -224,8 +224,8 @@ def test_a_page_never_passes_an_append_that_has_not_committed(pg_url: str) -> No
         assert slow_inserted.wait(30)
         with store.write() as conn:
             write_events(store, conn, [_event("fast")])  # a higher id, committed first
-        page = export_page(store, after="", limit=100)
-        assert [e.stream for e in page.events] == []
+        page = export_page(store, after="", limit=100, attempts=3)
+        assert ([e.stream for e in page.events], page.busy, page.next) == ([], True, "0")
         release.set()
         thread.join(30)
         page = export_page(store, after=page.next, limit=100)
@@ -379,3 +379,90 @@ def test_the_collector_recipe_wires_otlp_logs_to_splunk_and_datadog() -> None:
     assert set(logs["exporters"]) == {"splunk_hec", "datadog"} <= set(config["exporters"])
     assert set(logs["processors"]) <= set(config["processors"])
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+
+
+def test_a_full_otlp_queue_drops_and_counts_instead_of_blocking_the_call() -> None:
+    from warden.ledger import OtlpLogSink
+
+    release, taken = threading.Event(), threading.Event()
+    emitted: list[str] = []
+
+    class SlowCollectorLogger:  # the SDK's logger, stuck behind a slow export
+        def emit(self, **record: Any) -> None:
+            taken.set()
+            release.wait(30)
+            emitted.append(record["event_name"])
+
+    class Provider:
+        def get_logger(self, name: str) -> SlowCollectorLogger:
+            return SlowCollectorLogger()
+
+        def force_flush(self, timeout_ms: int) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    sink = OtlpLogSink(Provider(), max_queue=1)
+    sink.emit("r", "t", "run_started", {"workflow": "w"}, None)
+    assert taken.wait(30)  # the sink's thread holds the first event
+    sink.emit("r", "t", "decision", {}, None)  # queued
+    sink.emit("r", "t", "executed", {}, None)  # the queue is full: dropped, not waited for
+    assert sink.dropped == 1
+    release.set()
+    assert sink.flush()
+    assert emitted == ["warden.run_started", "warden.decision"]
+    sink.close()
+
+
+def test_incremental_export_from_a_server_with_the_cli(
+    make_stack: Callable[..., Any], tmp_path: Path
+) -> None:
+    key = tmp_path / "ledger.key"
+    generate_key(key)
+    stack = make_stack(ledger_key=str(key))
+    bot = stack.client("bot")
+
+    def a_run() -> None:
+        run_id = bot.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "t"})
+        rid = run_id.json()["run_id"]
+        bot.post(f"/v1/runs/{rid}/actions", json={"tool": "save", "args": {"key": "k", "value": 1}})
+        bot.post(f"/v1/runs/{rid}/finish", json={"outcome": "completed"})
+
+    out, cursor = tmp_path / "events.jsonl", tmp_path / "cursor"
+    follow = (
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["root"],
+        "--cursor-file", str(cursor), "--out", str(out),
+    )  # fmt: skip
+    a_run()
+    code, text = cli(*follow)
+    assert code == 0, text
+    first = out.read_text().splitlines()
+    a_run()
+    code, text = cli(*follow)
+    assert code == 0, text
+    lines = out.read_text().splitlines()
+    assert len(lines) > len(first) and lines[: len(first)] == first
+    ids = [json.loads(line)["id"] for line in lines]
+    assert ids == sorted(set(ids))
+    code, text = cli(
+        "ledger", "verify", "--export", str(out), "--checkpoints", f"{out}.checkpoints",
+        "--public-key", f"{key}.pub",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "signed checkpoint" in text
+    # a tenant's auditor exports its tenant; checkpoints are not for its key
+    mine = tmp_path / "acme.jsonl"
+    code, text = cli(
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["audit"],
+        "--cursor-file", str(tmp_path / "c2"), "--out", str(mine),
+    )  # fmt: skip
+    assert code == 0, text
+    assert "checkpoints need an all-tenant key" in text
+    assert {json.loads(line)["tenant"] for line in mine.read_text().splitlines()} == {"acme"}
+    # a key that may not export at all: one line, exit 1
+    code, text = cli(
+        "ledger", "export", "--url", stack.url, "--api-key", stack.keys["bot"],
+        "--cursor-file", str(tmp_path / "c3"),
+    )  # fmt: skip
+    assert code == 1 and "403" in text

@@ -297,7 +297,10 @@ def test_prune_deletes_only_what_is_past_its_use(store_url: str) -> None:
     store = Store(store_url)
     now = datetime.now(UTC)
     long_ago, lately = now - timedelta(days=60), now - timedelta(hours=1)
-    us = lambda t: int(t.timestamp() * 1_000_000)  # noqa: E731
+
+    def us(t: datetime) -> int:
+        return int(t.timestamp() * 1_000_000)
+
     try:
         with store.write() as conn:
             for run_id, status in (("r-done", "finished"), ("r-open", "running")):
@@ -321,10 +324,12 @@ def test_prune_deletes_only_what_is_past_its_use(store_url: str) -> None:
                 ("delivered", long_ago), ("failed", long_ago), ("pending", long_ago),
                 ("delivered", lately),
             ]:  # fmt: skip
-                oid = conn.execute(insert(outbox).values(
+                made = conn.execute(insert(outbox).values(
                     tenant="t", kind="k", payload="{}", state=state, attempts=1,
                     next_attempt_at=at, created_at=at,
-                )).inserted_primary_key[0]  # fmt: skip
+                )).inserted_primary_key  # fmt: skip
+                assert made is not None
+                oid = made[0]
                 conn.execute(insert(webhook_deliveries).values(
                     outbox_id=oid, url="https://x.example", attempt=1, status_code=200,
                     duration_ms=1.0, at=at,
@@ -390,3 +395,33 @@ async def test_the_server_loop_prunes_and_stops(store_url: str) -> None:
         assert left == 0
     finally:
         store.dispose()
+
+
+async def test_unarchive_gives_back_exactly_what_left_the_store(
+    gateway: Gateway, tmp_path: Path, key: Path
+) -> None:
+    signing = load_private_key(key)
+    _old, _new, cut = await _old_and_new(gateway)
+    before = {e.id: e.to_json() for e in iter_events(gateway.store)}
+    out = tmp_path / "a.archive"
+    archive(gateway.store, before=cut, out=out, key=signing, secret=SECRET, secret_ref="env:S")
+    gone = {i: e for i, e in before.items() if i not in {e.id for e in iter_events(gateway.store)}}
+    env = {"ARCHIVE_SECRET": SECRET}
+    opened = tmp_path / "opened.jsonl"
+    code, text = cli(
+        "ledger", "unarchive", str(out), "--out", str(opened), "--public-key", f"{key}.pub",
+        "--secret", "env:ARCHIVE_SECRET", env=env,
+    )  # fmt: skip
+    assert code == 0, text
+    events = [json.loads(line) for line in opened.read_text().splitlines()]
+    assert {e["id"]: e for e in events} == gone
+    # a changed archive is not opened
+    data = bytearray(out.read_bytes())
+    data[-10] = ord("A") if data[-10] != ord("A") else ord("B")
+    (tmp_path / "bad.archive").write_bytes(bytes(data))
+    code, text = cli(
+        "ledger", "unarchive", str(tmp_path / "bad.archive"), "--out", str(tmp_path / "x"),
+        "--secret", "env:ARCHIVE_SECRET", env=env,
+    )  # fmt: skip
+    assert code == 1 and "archive tampered" in text
+    assert not (tmp_path / "x").exists()

@@ -5,29 +5,32 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from rich.table import Table
-from sqlalchemy import select
 
+from warden.cli._archive import (
+    archive_by_retention,
+    archive_secret,
+    parse_before,
+    print_archive_report,
+    print_archived,
+    retention_settings,
+)
 from warden.cli._common import StoreOpt, err, guard, out
+from warden.cli._follow import HttpSource, StoreSource, follow_export
 from warden.errors import UsageError, WardenError
 from warden.ledger import (
     KEY_ENV,
     LedgerWriter,
     VerifyReport,
-    decode_cursor,
     export_jsonl,
-    export_page,
     generate_key,
     iter_events,
     key_path,
@@ -43,11 +46,8 @@ from warden.ledger import (
     verify,
     verify_export,
 )
-from warden.ledger._archive import ArchiveReport, ArchiveResult, archive, verify_archive
-from warden.secrets import SecretResolver
+from warden.ledger._archive import archive, verify_archive
 from warden.store import Store, default_store_url
-from warden.store._retention import RetentionSettings
-from warden.store._tables import ledger_heads
 
 ledger_app = typer.Typer(
     help="The tamper-evident ledger: verify, show a run, export, sign checkpoints, settle.",
@@ -142,9 +142,9 @@ def ledger_verify(
             signing = _signing_key(key, required=False)
             public = None if signing is None else signing.public_key()
         if archive_file is not None:
-            _print_archive_report(
+            print_archive_report(
                 verify_archive(
-                    archive_file, _archive_secret(secret, secrets_file), public_key=public
+                    archive_file, archive_secret(secret, secrets_file), public_key=public
                 ),
                 archive_file,
             )
@@ -186,68 +186,41 @@ def _print_report(report: VerifyReport) -> None:
     raise typer.Exit(1)
 
 
-def _print_archive_report(report: ArchiveReport, path: Path) -> None:
-    pin = "pinned" if report.key_pinned else "NOT pinned (pass --public-key)"
-    h = report.header
-    if report.ok:
+@ledger_app.command("unarchive")
+def ledger_unarchive(
+    archive_file: Annotated[Path, typer.Argument(help="The archive to open.")],
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="The events file to create (JSON lines).")
+    ],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The public key the archive must be signed with (pins it)."),
+    ] = None,
+    secret: SecretOpt = None,
+    secrets_file: SecretsFileOpt = None,
+) -> None:
+    """Verify an archive, then write its events as export JSON lines (what `ledger export`
+    writes); an archive that does not verify is not opened."""
+
+    def body() -> None:
+        public = None if public_key is None else load_public_key(public_key)
+        report = verify_archive(
+            archive_file, archive_secret(secret, secrets_file), public_key=public
+        )
+        if not report.ok:
+            print_archive_report(report, archive_file)
+        try:
+            with output.open("xb") as fh:
+                fh.write(report.plaintext)
+        except FileExistsError:
+            raise UsageError(f"{output} exists; not overwriting it") from None
         out.print(
-            f"[green]archive verified[/green]: {path}: {report.events} events of"
-            f" {report.streams} streams before {h.get('before')}"
-            f" (tenant {h.get('tenant') or 'all'}), signed by key {report.key_id} {pin}"
-            + (f"; keep until {h['retain_until']}" if h.get("retain_until") else ""),
+            f"{report.events} events of {report.streams} streams written to {output}"
+            + ("" if report.key_pinned else " (signing key NOT pinned: pass --public-key)"),
             highlight=False,
         )
-        return
-    err.print(
-        f"[red]archive tampered[/red]: {path}: {len(report.problems)} problem(s);"
-        f" first: {report.problems[0]}",
-        highlight=False,
-    )
-    for problem in report.problems[1:10]:
-        err.print(f"  also: {problem}", highlight=False)
-    raise typer.Exit(1)
 
-
-def _retention() -> RetentionSettings:
-    """The server's retention settings (WARDEN_RETENTION), imported only when needed: the
-    server package pulls in FastAPI."""
-    from warden.server._settings import ServerSettings
-
-    return ServerSettings().retention
-
-
-def _archive_secret(ref: str | None, secrets_file: Path | None) -> str:
-    if ref is None:
-        ref = _retention().archive_secret
-    if ref is None:
-        raise UsageError(
-            "no archive secret: pass --secret env:NAME (or file:NAME with --secrets-file), "
-            "or set archive_secret in WARDEN_RETENTION"
-        )
-    if not ref.startswith(("env:", "file:")):
-        raise UsageError(f"--secret must be env:NAME or file:NAME, not {ref.split(':')[0]!r}:")
-    return SecretResolver(secrets_file).mint(ref).value
-
-
-def parse_before(text: str, now: datetime | None = None) -> datetime:
-    """``2026-01-31`` (midnight UTC), an ISO time with its offset, or an age: ``365d``,
-    ``12h``."""
-    now = now or datetime.now(UTC)
-    if text[:-1].isdigit() and text[-1:] in ("d", "h"):
-        amount = int(text[:-1])
-        return now - (timedelta(days=amount) if text.endswith("d") else timedelta(hours=amount))
-    try:
-        if len(text) == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--before {text!r}: write a date (2026-01-31), a time with its offset "
-            "(2026-01-31T12:00:00Z) or an age (365d, 12h)"
-        ) from None
-    if parsed.tzinfo is None:
-        raise UsageError(f"--before {text!r} has no offset: add Z for UTC")
-    return parsed.astimezone(UTC)
+    guard(body)
 
 
 @ledger_app.command("archive")
@@ -283,13 +256,13 @@ def ledger_archive(
     def body() -> None:
         signing = _signing_key(key, required=True)
         assert signing is not None
-        secret_value = _archive_secret(secret, secrets_file)
-        ref = secret or _retention().archive_secret or ""
+        secret_value = archive_secret(secret, secrets_file)
+        ref = secret or retention_settings().archive_secret or ""
         with open_store(store) as st:
             if retention:
                 if out_dir is None or before is not None or output is not None:
                     raise UsageError("--retention goes with --out-dir, not --before or --out")
-                _archive_by_retention(st, signing, secret_value, ref, out_dir, tenant)
+                archive_by_retention(st, signing, secret_value, ref, out_dir, tenant)
                 return
             if before is None or output is None:
                 raise UsageError("pass --before DATE and --out FILE (or --retention --out-dir)")
@@ -302,56 +275,9 @@ def ledger_archive(
                 secret_ref=ref,
                 tenant=tenant,
             )
-            _print_archived(done)
+            print_archived(done)
 
     guard(body)
-
-
-def _archive_by_retention(
-    st: Store,
-    signing: Ed25519PrivateKey,
-    secret_value: str,
-    ref: str,
-    out_dir: Path,
-    only: str | None,
-) -> None:
-    settings = _retention()
-    now = datetime.now(UTC)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with st.read() as conn:
-        tenants = sorted({str(t) for (t,) in conn.execute(select(ledger_heads.c.tenant))})
-    for tenant in tenants if only is None else [only]:
-        name, cls = settings.class_of(tenant)
-        if cls.store_days is None:
-            out.print(f"{tenant}: class {name} keeps its full ledger", highlight=False)
-            continue
-        retain = None if cls.archive_years is None else now + timedelta(days=365 * cls.archive_years)
-        done = archive(
-            st,
-            before=now - timedelta(days=cls.store_days),
-            out=out_dir / f"{tenant}-{now.strftime('%Y%m%dT%H%M%SZ')}.archive",
-            key=signing,
-            secret=secret_value,
-            secret_ref=ref,
-            tenant=tenant,
-            retain_until=retain,
-        )
-        _print_archived(done, f"{tenant} (class {name}): ")
-
-
-def _print_archived(done: ArchiveResult, prefix: str = "") -> None:
-    if done.checkpoint is None:
-        out.print(
-            f"{prefix}nothing to archive" + (f" (pruned {done.pruned} left by an interrupted "
-                                              "archive)" if done.pruned else ""),
-            highlight=False,
-        )
-        return
-    out.print(
-        f"{prefix}archived {done.events} events of {done.streams} streams to {done.path};"
-        f" pruned {done.pruned}; cuts signed in checkpoint {done.checkpoint}",
-        highlight=False,
-    )
 
 
 @ledger_app.command("show")
@@ -464,6 +390,19 @@ def ledger_export(
     interval: Annotated[
         float, typer.Option(min=0.05, help="--follow: seconds between polls.")
     ] = 1.0,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WARDEN_URL",
+            help="Read from this server (GET /v1/ledger/export?after=) instead of the store; "
+            "with --cursor-file or --follow. Checkpoints come from the server (all-tenant "
+            "keys) when --out or --checkpoints is given.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str,
+        typer.Option(envvar="WARDEN_API_KEY", help="--url: an auditor (or admin) key."),
+    ] = "",
 ) -> None:
     """Write every event as JSON lines; with a signing key, take a checkpoint first and
     bring the checkpoint file up to date, so the export can be verified offline.
@@ -473,15 +412,29 @@ def ledger_export(
     that `warden ledger verify --export` checks (with the checkpoint file, when keyed)."""
 
     def body() -> None:
+        cp_file = checkpoints or (
+            None if output is None else output.with_name(output.name + ".checkpoints")
+        )
+        if url is not None:
+            if cursor_file is None and not follow:
+                raise UsageError("--url exports incrementally: pass --cursor-file or --follow")
+            if store is not None or key is not None:
+                raise UsageError("--url reads the server: --store and --key are the server's")
+            source = HttpSource(url, api_key, tenant, want_checkpoints=cp_file is not None)
+            try:
+                follow_export(source, output, cp_file, cursor_file, follow, interval)
+            finally:
+                source.client.close()
+            return
         with open_store(store) as st:
             signing = _signing_key(key, required=False)
-            cp_file = checkpoints or (
-                None if output is None else output.with_name(output.name + ".checkpoints")
-            )
             if signing is not None and cp_file is None:
                 raise UsageError("exporting to stdout with a key: pass --checkpoints FILE")
             if cursor_file is not None or follow:
-                _follow(st, output, tenant, signing, cp_file, cursor_file, follow, interval)
+                follow_export(
+                    StoreSource(st, signing, tenant), output, cp_file, cursor_file, follow,
+                    interval,
+                )  # fmt: skip
                 return
             if signing is not None:
                 assert cp_file is not None
@@ -504,69 +457,6 @@ def ledger_export(
                 )
 
     guard(body)
-
-
-def _follow(
-    st: Store,
-    output: Path | None,
-    tenant: str | None,
-    signing: Ed25519PrivateKey | None,
-    cp_file: Path | None,
-    cursor_file: Path | None,
-    follow: bool,
-    interval: float,
-) -> None:
-    """Export in pages from the saved cursor. Each poll: sign a checkpoint, read every page
-    up to the end (which holds all the checkpoint signed), write and flush the lines, then
-    add the checkpoint to the file and save the cursor — so the export file, the checkpoint
-    file and the cursor agree whenever a poll is not in progress. A crash mid-poll repeats
-    that poll's lines on resume (at least once, never a gap); verify reports a repeated
-    event as inserted, so cut the file back to the last line before the repeat."""
-    cursor = read_cursor(cursor_file)
-    fh = sys.stdout if output is None else output.open("a", encoding="utf-8")
-    total = 0
-    try:
-        while True:
-            if signing is not None:
-                take_checkpoint(st, signing, force=False)
-            while True:
-                page = export_page(st, after=cursor, limit=1000, tenant=tenant)
-                for line in page.lines():
-                    fh.write(line)
-                total += len(page.events)
-                if page.next == cursor or len(page.events) < 1000:
-                    cursor = page.next
-                    break
-                cursor = page.next
-            fh.flush()
-            if signing is not None and cp_file is not None:
-                merge_into_file(cp_file, stored_checkpoints(st))
-            if cursor_file is not None:
-                save_cursor(cursor_file, cursor)
-            if not follow:
-                break
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
-    err.print(f"exported {total} events; cursor {cursor}", highlight=False)
-
-
-def read_cursor(path: Path | None) -> str:
-    if path is None or not path.exists():
-        return ""
-    text = path.read_text(encoding="utf-8").strip()
-    decode_cursor(text)  # a file that holds no cursor is refused before anything is written
-    return text
-
-
-def save_cursor(path: Path, cursor: str) -> None:
-    """Atomically: a crash leaves the old cursor or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(cursor + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @ledger_app.command("checkpoint")

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,8 @@ class ArchiveReport:
     problems: tuple[Problem, ...]
     key_id: str | None
     key_pinned: bool
+    #: the archived events as export JSON lines (empty when it did not decrypt)
+    plaintext: bytes = field(default=b"", repr=False)
 
     @property
     def ok(self) -> bool:
@@ -349,7 +351,7 @@ def verify_archive(
                     f"{len(events)} events; the header says {header.get('events')}")
         )  # fmt: skip
     return ArchiveReport(
-        header, len(events), len(cuts), tuple(problems), key_id(public_key), pinned
+        header, len(events), len(cuts), tuple(problems), key_id(public_key), pinned, plain
     )
 
 

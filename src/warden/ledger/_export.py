@@ -66,6 +66,9 @@ class ExportPage:
     # Where the next page starts; equal to the request's cursor when nothing new was safe
     # to hand out yet.
     next: str
+    # PostgreSQL: appends held the export lock at every try, so no watermark was taken;
+    # the page is empty and the caller may try again.
+    busy: bool = False
 
     def lines(self) -> Iterator[str]:
         for event in self.events:
@@ -79,26 +82,35 @@ def watermark(store: Store, *, attempts: int = 50, pause_s: float = 0.01) -> int
         with store.read() as conn:
             top = conn.execute(select(func.coalesce(func.max(ledger_events.c.id), 0)))
             return int(top.scalar_one())
-    for _ in range(attempts):
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause_s)
         with store.read() as conn:
             got = fast.fetch_one(conn, _TRY, EXPORT_LOCK)
             if got is not None and got[0]:
                 # Read committed: this statement sees every append that released the lock.
                 top = conn.execute(select(func.coalesce(func.max(ledger_events.c.id), 0)))
                 return int(top.scalar_one())
-        time.sleep(pause_s)
     return None
 
 
 def export_page(
-    store: Store, *, after: str | None = None, limit: int = 1000, tenant: str | None = None
+    store: Store,
+    *,
+    after: str | None = None,
+    limit: int = 1000,
+    tenant: str | None = None,
+    attempts: int = 50,
 ) -> ExportPage:
     """Up to ``limit`` events after the cursor ``after``, in id order; ``tenant``: only that
-    tenant's events (of the shared ``switches`` stream too)."""
+    tenant's events (of the shared ``switches`` stream too). ``attempts``: tries at the
+    watermark (see ``watermark``); a server passes 1 and retries off its store threads."""
     start = decode_cursor(after)
     limit = max(1, min(limit, MAX_PAGE))
-    top = watermark(store)
-    if top is None or top <= start:
+    top = watermark(store, attempts=attempts)
+    if top is None:
+        return ExportPage([], encode_cursor(start), busy=True)
+    if top <= start:
         return ExportPage([], encode_cursor(start))
     query = (
         select(ledger_events)

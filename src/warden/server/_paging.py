@@ -107,6 +107,20 @@ def in_memory_page(
 # -- unknown query parameters -----------------------------------------------------------
 
 
+# Endpoints that mirror another vendor's API (the model proxy): their clients add query
+# parameters Warden does not control (Anthropic's SDK sends ``?beta=true``), so these
+# accept any query and read none of it.
+_ANY_QUERY: set[Callable[..., Any]] = set()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def any_query(endpoint: F) -> F:
+    """Mark a route's endpoint as accepting query parameters it does not declare."""
+    _ANY_QUERY.add(endpoint)
+    return endpoint
+
+
 async def reject_unknown_query(request: Request) -> None:
     """422 for a query parameter the route does not declare, naming it (an app-wide
     dependency: every route, one place). Costs nothing for a request without a query
@@ -114,7 +128,7 @@ async def reject_unknown_query(request: Request) -> None:
     if not request.scope.get("query_string"):
         return
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    if not isinstance(route, APIRoute) or route.endpoint in _ANY_QUERY:
         return
     allowed = _declared(route)
     unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in allowed]

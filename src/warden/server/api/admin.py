@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -211,9 +213,20 @@ async def export_ledger(
         )
     if after is not None or limit is not None:
         try:
-            page = await state.run_sync(
-                export_page, state.store, after=after, limit=limit or 1000, tenant=scope
-            )
+            for _ in range(50):  # ~0.5 s; the waits are on the loop, not a store thread
+                page = await state.run_sync(
+                    functools.partial(
+                        export_page,
+                        state.store,
+                        after=after,
+                        limit=limit or 1000,
+                        tenant=scope,
+                        attempts=1,
+                    )
+                )
+                if not page.busy:
+                    break
+                await asyncio.sleep(0.01)
         except UsageError as exc:
             raise ApiProblem(
                 422,

@@ -32,6 +32,7 @@ from warden.gateway import Gateway, Run
 from warden.pipeline._models import ChatResult, ChatStreamResult
 from warden.results import Denied, Failed, FailureKind, Pending, Result
 from warden.server._deps import Caller, State, bound_agent, require
+from warden.server._paging import any_query
 from warden.server._problems import MEDIA, PREFIX, ApiProblem, problem_responses
 from warden.server._state import ServerState
 from warden.store._tables import runs
@@ -60,6 +61,7 @@ _STATUS = {
     description="The OpenAI chat completions API (JSON or `stream: true` server-sent "
     "events). `model` names a model declared in a workflow spec.",
 )
+@any_query
 async def chat_completions(request: Request, state: State, caller: Caller) -> Any:
     return await proxy(state, caller, request, "openai")
 
@@ -71,6 +73,7 @@ async def chat_completions(request: Request, state: State, caller: Caller) -> An
     description="Anthropic's messages API (JSON or `stream: true` server-sent events). "
     "`model` names a model declared in a workflow spec.",
 )
+@any_query
 async def messages(request: Request, state: State, caller: Caller) -> Any:
     return await proxy(state, caller, request, "anthropic")
 
