@@ -124,6 +124,8 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise UsageError(f"the {what} {path} is not JSON (line {exc.lineno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the {what} {path} is not UTF-8 text") from exc
     if not isinstance(data, dict):
         raise UsageError(f"the {what} {path} is not a JSON object")
     return data
