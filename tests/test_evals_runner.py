@@ -438,11 +438,17 @@ async def test_the_spec_gates_section_sets_the_target(
         results = await r.run()
     finally:
         r.close()
-    strict = load_spec_text(SPEC + "gates: {success_rate: 1.0, p95_latency_ms: 0.001}\n")
+    strict = load_spec_text(
+        SPEC.replace("  success_rate: 0.9\n", "  success_rate: 0.9\n  cost_per_task_usd: 0.001\n")
+        + "gates: {success_rate: 1.0, p95_latency_ms: 0.001}\n"
+    )
     checks = {c.name: c for c in gate(strict, figures(results, 1), None)}
     assert checks["success_rate"].passed
     assert checks["success_rate"].detail.endswith("the target 100.0% (gates.success_rate)")
     assert not checks["p95_latency"].passed
+    assert checks["cost_per_task"].detail == (
+        "cost per successful case $0.010000 above $0.001 (slo.cost_per_task_usd)"
+    )
     assert load_spec_text(SPEC).fingerprint != strict.fingerprint  # gates are part of it
 
 

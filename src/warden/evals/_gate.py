@@ -283,6 +283,18 @@ def gate(spec: LoadedSpec, figs: Figures, baseline: Baseline | None) -> list[Che
                 f"{limit:g} ms",
             )
         )
+    cost_cap = slo.cost_per_task_usd
+    if cost_cap is not None and figs.cost_per_success_usd is not None:
+        cap = Decimal(str(cost_cap))
+        ok = figs.cost_per_success_usd <= cap
+        checks.append(
+            Check(
+                "cost_per_task",
+                ok,
+                f"cost per successful case ${figs.cost_per_success_usd:.6f} "
+                f"{'within' if ok else 'above'} ${cap} (slo.cost_per_task_usd)",
+            )
+        )
     if baseline is None:
         return checks
     if baseline.success_rate is not None:
