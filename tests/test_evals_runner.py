@@ -157,8 +157,8 @@ def runner(suite: Suite, env: SQLiteEnvironment, agent: Any = steps_agent, **kw:
     return EvalRunner(suite, spec=load_spec_text(SPEC), environment=env, agent=agent, **kw)
 
 
-PAY_40 = ["pay", {"account": "a1", "amount": 40.0}]
-PAY_150 = ["pay", {"account": "a1", "amount": 150.0}]
+PAY_40: tuple[str, dict[str, Any]] = ("pay", {"account": "a1", "amount": 40.0})
+PAY_150: tuple[str, dict[str, Any]] = ("pay", {"account": "a1", "amount": 150.0})
 
 
 async def test_state_diff_and_decisions_pass_when_the_run_does_what_the_case_expects(
