@@ -157,8 +157,8 @@ def runner(suite: Suite, env: SQLiteEnvironment, agent: Any = steps_agent, **kw:
     return EvalRunner(suite, spec=load_spec_text(SPEC), environment=env, agent=agent, **kw)
 
 
-PAY_40 = ["pay", {"account": "a1", "amount": 40.0}]
-PAY_150 = ["pay", {"account": "a1", "amount": 150.0}]
+PAY_40: tuple[str, dict[str, Any]] = ("pay", {"account": "a1", "amount": 40.0})
+PAY_150: tuple[str, dict[str, Any]] = ("pay", {"account": "a1", "amount": 150.0})
 
 
 async def test_state_diff_and_decisions_pass_when_the_run_does_what_the_case_expects(
@@ -438,11 +438,17 @@ async def test_the_spec_gates_section_sets_the_target(
         results = await r.run()
     finally:
         r.close()
-    strict = load_spec_text(SPEC + "gates: {success_rate: 1.0, p95_latency_ms: 0.001}\n")
+    strict = load_spec_text(
+        SPEC.replace("  success_rate: 0.9\n", "  success_rate: 0.9\n  cost_per_task_usd: 0.001\n")
+        + "gates: {success_rate: 1.0, p95_latency_ms: 0.001}\n"
+    )
     checks = {c.name: c for c in gate(strict, figures(results, 1), None)}
     assert checks["success_rate"].passed
     assert checks["success_rate"].detail.endswith("the target 100.0% (gates.success_rate)")
     assert not checks["p95_latency"].passed
+    assert checks["cost_per_task"].detail == (
+        "cost per successful case $0.010000 above $0.001 (slo.cost_per_task_usd)"
+    )
     assert load_spec_text(SPEC).fingerprint != strict.fingerprint  # gates are part of it
 
 

@@ -96,6 +96,13 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     assert lines[1].startswith(f"{path}:3: <root>: not valid JSON")
 
 
+def test_a_file_that_is_not_utf8_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(SpecError, match="not UTF-8 text"):
+        load_cases(path)
+
+
 def test_duplicate_ids_and_missing_includes_are_errors(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "- {id: same}\n")
     suite = write(

@@ -55,17 +55,6 @@ def evaluate(
         raise UsageError(f"the agent {ref!r} is not a function")
     if suite.file.environment is None:
         raise UsageError(f"suite {suite.name!r} names no 'environment:' (MOD:FUNC)")
-    factory = load_ref(suite.file.environment, suite.directory)
-    try:
-        env = factory() if callable(factory) else factory
-    except Exception as exc:
-        raise UsageError(
-            f"the environment {suite.file.environment!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(env, Environment):
-        raise UsageError(
-            f"{suite.file.environment!r} did not give an Environment (reset, snapshot, tools)"
-        )
     scorers: list[Scorer] = []
     for scorer_ref in suite.file.scorers:
         found = load_ref(scorer_ref, suite.directory)
@@ -77,23 +66,36 @@ def evaluate(
         raise UsageError(f"suite {suite.name!r} has no case" + (" with those tags" if tags else ""))
     held = Quarantine.read(quarantine_path(baseline, suite.path, quarantine))
     before = Baseline.read(baseline) if baseline is not None and not save_baseline else None
-    runner = EvalRunner(
-        suite,
-        spec=loaded,
-        environment=env,
-        agent=fn,
-        scorers=scorers,
-        store_url=store_url,
-        timeout_s=timeout_s,
-    )
+    factory = load_ref(suite.file.environment, suite.directory)
     try:
-        if started is not None:
-            started(len(cases))
-        results = asyncio.run(
-            runner.run(repeat=repeat, quarantined=held.entries, cases=cases, progress=progress)
+        env = factory() if callable(factory) else factory
+    except Exception as exc:
+        raise UsageError(
+            f"the environment {suite.file.environment!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        if not isinstance(env, Environment):
+            raise UsageError(
+                f"{suite.file.environment!r} did not give an Environment (reset, snapshot, tools)"
+            )
+        runner = EvalRunner(
+            suite,
+            spec=loaded,
+            environment=env,
+            agent=fn,
+            scorers=scorers,
+            store_url=store_url,
+            timeout_s=timeout_s,
         )
+        try:
+            if started is not None:
+                started(len(cases))
+            results = asyncio.run(
+                runner.run(repeat=repeat, quarantined=held.entries, cases=cases, progress=progress)
+            )
+        finally:
+            runner.close()
     finally:
-        runner.close()
         close_environment(env)
     added, released = held.update(results)
     if added or released or held.path.exists():

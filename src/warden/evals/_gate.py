@@ -124,6 +124,8 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise UsageError(f"the {what} {path} is not JSON (line {exc.lineno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the {what} {path} is not UTF-8 text") from exc
     if not isinstance(data, dict):
         raise UsageError(f"the {what} {path} is not a JSON object")
     return data
@@ -279,6 +281,18 @@ def gate(spec: LoadedSpec, figs: Figures, baseline: Baseline | None) -> list[Che
                 ok,
                 f"p95 latency {figs.p95_latency_ms:.0f} ms {'within' if ok else 'above'} "
                 f"{limit:g} ms",
+            )
+        )
+    cost_cap = slo.cost_per_task_usd
+    if cost_cap is not None and figs.cost_per_success_usd is not None:
+        cap = Decimal(str(cost_cap))
+        ok = figs.cost_per_success_usd <= cap
+        checks.append(
+            Check(
+                "cost_per_task",
+                ok,
+                f"cost per successful case ${figs.cost_per_success_usd:.6f} "
+                f"{'within' if ok else 'above'} ${cap} (slo.cost_per_task_usd)",
             )
         )
     if baseline is None:

@@ -197,6 +197,10 @@ def _read(path: Path) -> str:
         raise SpecError(
             [SpecIssue(str(path), None, "", f"cannot read the file: {exc.strerror}")]
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [SpecIssue(str(path), None, "", f"not UTF-8 text (byte {exc.start})")]
+        ) from exc
 
 
 def load_cases(path: str | Path) -> list[Case]:
