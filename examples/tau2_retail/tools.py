@@ -184,6 +184,8 @@ def _arith(node: ast.AST) -> Decimal:
 
 def make_tools(state: RetailState) -> list[Any]:
     """The tools bound to ``state`` (pass to ``Gateway(..., tools=...)``)."""
+    # The address tools take a parameter named ``state`` (τ²'s argument name).
+    store = state
 
     def order_of(order_id: str) -> dict[str, Any]:
         found = state.get("orders", order_id)
@@ -513,7 +515,6 @@ def make_tools(state: RetailState) -> list[Any]:
         """Hand the conversation to a human agent, with a summary of the user's issue."""
         return "Transfer successful"
 
-    store = state  # the address tools take a parameter named ``state``
     return [
         find_user_id_by_email,
         find_user_id_by_name_zip,
