@@ -34,6 +34,7 @@ __all__ = [
     "Product",
     "Subject",
     "User",
+    "default_tools",
     "make_tools",
 ]
 
@@ -535,3 +536,11 @@ def make_tools(state: RetailState) -> list[Any]:
         exchange_delivered_order_items,
         transfer_to_human_agents,
     ]
+
+
+def default_tools() -> list[Any]:
+    """Tool factory for the CLI (``warden validate|serve --tools
+    examples.tau2_retail.tools:default_tools``): the tools over the data of ``data_dir()``."""
+    from examples.tau2_retail.data import load  # data imports the store, not the tools
+
+    return load().state().tools()
