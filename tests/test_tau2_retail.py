@@ -6,6 +6,8 @@ benchmarks/tau2_retail.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -217,6 +219,17 @@ def test_state_is_an_eval_environment_reset_to_any_fixture() -> None:
     assert user["user_id"] not in state.snapshot()["users"]
     state.reset(DATASET.db)
     assert apply_directly(state, [find]) == [None]
+
+
+def test_the_spec_validates_against_its_tools_without_warnings() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "warden", "validate", str(SPEC),
+         "--tools", "examples.tau2_retail.tools:default_tools"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "21" in done.stdout and "warning" not in done.stderr + done.stdout
 
 
 def test_calculate_evaluates_arithmetic_only() -> None:

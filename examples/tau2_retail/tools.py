@@ -34,6 +34,7 @@ __all__ = [
     "Product",
     "Subject",
     "User",
+    "default_tools",
     "make_tools",
 ]
 
@@ -184,6 +185,8 @@ def _arith(node: ast.AST) -> Decimal:
 
 def make_tools(state: RetailState) -> list[Any]:
     """The tools bound to ``state`` (pass to ``Gateway(..., tools=...)``)."""
+    # The address tools take a parameter named ``state`` (τ²'s argument name).
+    store = state
 
     def order_of(order_id: str) -> dict[str, Any]:
         found = state.get("orders", order_id)
@@ -513,7 +516,6 @@ def make_tools(state: RetailState) -> list[Any]:
         """Hand the conversation to a human agent, with a summary of the user's issue."""
         return "Transfer successful"
 
-    store = state  # the address tools take a parameter named ``state``
     return [
         find_user_id_by_email,
         find_user_id_by_name_zip,
@@ -534,3 +536,11 @@ def make_tools(state: RetailState) -> list[Any]:
         exchange_delivered_order_items,
         transfer_to_human_agents,
     ]
+
+
+def default_tools() -> list[Any]:
+    """Tool factory for the CLI (``warden validate|serve --tools
+    examples.tau2_retail.tools:default_tools``): the tools over the data of ``data_dir()``."""
+    from examples.tau2_retail.data import load  # data imports the store, not the tools
+
+    return load().state().tools()
