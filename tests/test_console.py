@@ -336,6 +336,8 @@ async def test_an_agent_key_reads_its_own_runs_and_may_not_decide_or_flip(world:
     [made] = await world.pending(1)
     bot = await world.user("bot")
     assert made["approval_id"] in (await bot.get("/ui/approvals")).text  # as GET /v1/approvals
+    page = (await bot.get(f"/ui/approvals/{made['approval_id']}")).text
+    assert "issue_refund" in page and 'id="decide"' not in page  # no form it cannot use
     decide = await bot.post(
         f"/ui/approvals/{made['approval_id']}/decide", {"decision": "approve", "rationale": "me"}
     )
