@@ -361,6 +361,29 @@ async def test_an_agent_key_reads_its_own_runs_and_may_not_decide_or_flip(world:
 # -- runs, switches, ledger -------------------------------------------------------------------
 
 
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_the_stylesheets_colour_pairs_meet_wcag_aa() -> None:
+    """The pairs console.css lists (every text colour on its background) reach 4.5:1, as
+    it says; and its variables hold those colours."""
+    import warden.server.ui as ui
+
+    css = (Path(ui.__file__).parent / "static" / "console.css").read_text()
+    pairs = re.findall(r"(#[0-9a-f]{6}) on (#[0-9a-f]{6}) ([0-9.]+):1", css)
+    assert len(pairs) >= 8
+    for fg, bg, stated in pairs:
+        light, dark = sorted([_luminance(fg), _luminance(bg)], reverse=True)
+        ratio = (light + 0.05) / (dark + 0.05)
+        assert ratio >= 4.5 and abs(ratio - float(stated)) < 0.15, (fg, bg, ratio)
+    declared = set(re.findall(r"--[a-z-]+: (#[0-9a-f]{6})", css)) - {"#c4c4c4", "#ffbf47"}
+    listed = {c for pair in pairs for c in pair[:2]}
+    assert declared <= listed  # every colour variable (but borders and focus) is in a pair
+
+
 async def test_run_timeline_explains_every_rule_and_exports(world: World) -> None:
     [made] = await world.pending(1)
     run_id = made["run_id"]

@@ -181,6 +181,13 @@ def test_sign_in_and_approve_one_with_the_keyboard(chromium: Any, server: Server
     assert page.locator("tr.untrusted").count() == 2  # amount and reason came from the ticket
     _accessible(page)
     _shot(page, "approval")
+    # Keyboard alone: Tab reaches the rationale and the Approve button.
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id"))
+    assert {"rationale", "approve", "reject"} <= reached
+    page.locator("h1").click()  # focus off the fields: shortcuts are off while typing
     page.keyboard.press("a")
     assert page.evaluate("document.activeElement.id") == "rationale"
     page.keyboard.type("amount matches the order")
