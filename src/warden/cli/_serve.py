@@ -145,10 +145,10 @@ def serve(
     except WardenError as exc:
         raise fail(str(exc)) from None
     out.print(
-        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs;"
-        f" console http://{host}:{port}/ui",
+        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
         highlight=False,
     )
+    out.print(f"console: http://{host}:{port}/ui (sign in with an API key)", highlight=False)
     if not has_keys:
         out.print(
             "no API keys yet: create one with `warden keys create --role admin --name me --tenant '*'`"
