@@ -159,6 +159,46 @@ async def test_sign_out_ends_the_session_and_a_revoked_key_ends_it_too(world: Wo
     assert (await root.get("/ui/approvals")).status_code == 303
 
 
+async def test_processes_sharing_the_console_secret_share_sign_ins(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    apps = [
+        create_app(ServerSettings(store=store_url, auto_migrate=True, ui_secret=secret))
+        for secret in ["s" * 32, "s" * 32, "t" * 32]
+    ]
+    try:
+        key = apps[0].state.warden.keys.create(
+            name="lead", role="approver", tenant="acme", created_by="test"
+        )[1]
+        first, same, other = (Browser(app) for app in apps)
+        assert (await first.sign_in(key)).status_code == 303
+        for browser in (same, other):
+            browser.http.cookies.update(dict(first.http.cookies))
+        assert (await same.get("/ui/approvals")).status_code == 200
+        assert (await other.get("/ui/approvals")).status_code == 303  # another secret
+        for browser in (first, same, other):
+            await browser.http.aclose()
+    finally:
+        for app in apps:
+            app.state.warden.close()
+
+
+def test_a_session_cookie_cannot_be_altered_or_outlive_its_expiry() -> None:
+    from warden.server.ui._session import SESSION_S, Sessions
+
+    signer = Sessions("k" * 32)
+    cookie, session = signer.issue("key1", now=1000.0)
+    assert signer.read(cookie, now=1000.0 + SESSION_S - 1) == session
+    assert signer.read(cookie, now=1000.0 + SESSION_S) is None
+    body, mac = cookie.split(".")
+    forged, _ = Sessions("x" * 32).issue("admin", now=1000.0)
+    for bad in [forged.split(".")[0] + "." + mac, body + "." + mac[:-2] + "AA", body, "", "a.b.c"]:
+        assert signer.read(bad, now=1001.0) is None
+    signer.end(session, now=1001.0)
+    assert signer.read(cookie, now=1001.0) is None
+
+
 async def test_every_post_needs_the_sessions_csrf_token(world: World) -> None:
     [made] = await world.pending(1)
     lead = await world.user("lead")
