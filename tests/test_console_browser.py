@@ -60,6 +60,20 @@ class Server:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The demo's own tickets first (tenant demo-..., model calls, costs, decided
+        # approvals), into the store the server then serves; from another directory, so
+        # that the server seeds its own helpdesk.
+        (home / "demo").mkdir()
+        demo = subprocess.run(
+            [sys.executable, "-m", "warden", "demo", "--tickets", "40", "--quiet",
+             "--store", f"sqlite:///{home / '.warden' / 'warden.db'}"],
+            cwd=home / "demo",
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert demo.returncode == 0, demo.stderr
         self.process = subprocess.Popen(
             [sys.executable, "-m", "warden", "serve", "--port", str(self.port)],
             cwd=home,
@@ -298,6 +312,9 @@ def test_flip_a_switch_with_confirmation(chromium: Any, server: Server) -> None:
         page.goto(path)
         _accessible(page)
         _shot(page, name)
+        if name == "costs":  # the demo's spend, seen by an all-tenant key
+            assert page.locator("table.costs tbody tr").count() == 1
+            assert "0 runs" not in page.locator("main").inner_text()
     assert "Verified" in page.goto("/ui/ledger").text()
     page.context.close()
 
