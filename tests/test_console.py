@@ -328,6 +328,21 @@ async def test_batch_refuses_without_a_rationale_and_decides_nothing(world: Worl
     assert [(await world.approval(i))["state"] for i in ids] == ["pending", "pending"]
 
 
+async def test_text_from_agents_and_tickets_is_shown_never_run(world: World) -> None:
+    attack = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    made = await refund_run(world.agent, large_refund_tickets(world.tmp)[0], reason=attack)
+    assert made["status"] == "pending"
+    lead = await world.user("lead")
+    for path in [
+        "/ui/approvals",
+        f"/ui/approvals/{made['approval_id']}",
+        f"/ui/runs/{made['run_id']}",
+        f"/ui/runs/{made['run_id']}/report.html",
+    ]:
+        page = (await lead.get(path)).text
+        assert "&lt;img src=x" in page and "<img src=x" not in page and "alert(2)</script>" not in page
+
+
 # -- scoping: foreign tenants and under-privileged keys ---------------------------------------
 
 
