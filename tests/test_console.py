@@ -184,6 +184,26 @@ async def test_processes_sharing_the_console_secret_share_sign_ins(
             app.state.warden.close()
 
 
+def test_serve_refuses_a_short_console_secret_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "warden", "serve", "--port", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "WARDEN_UI_SECRET": "short"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "error WARDEN_UI_SECRET: String should have at least 16 characters"
+    ]
+
+
 def test_a_session_cookie_cannot_be_altered_or_outlive_its_expiry() -> None:
     from warden.server.ui._session import SESSION_S, Sessions
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from warden.cli._common import StoreOpt, fail, out
@@ -144,6 +145,10 @@ def serve(
         probe.close()
     except WardenError as exc:
         raise fail(str(exc)) from None
+    except ValidationError as exc:  # a WARDEN_* variable out of range, e.g. WARDEN_UI_SECRET
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise fail(f"WARDEN_{where.upper()}: {first['msg']}") from None
     out.print(
         f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
         highlight=False,
