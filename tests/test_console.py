@@ -8,7 +8,10 @@ API, a form posted from anywhere else is refused, and decisions are recorded one
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -185,10 +188,6 @@ async def test_processes_sharing_the_console_secret_share_sign_ins(
 
 
 def test_serve_refuses_a_short_console_secret_in_one_line(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-m", "warden", "serve", "--port", "1"],
         cwd=tmp_path,
