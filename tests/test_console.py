@@ -482,6 +482,8 @@ async def test_run_timeline_explains_every_rule_and_exports(world: World) -> Non
     assert refund["approvals"][-1]["rationale"] == "customer already refunded"
     report = await lead.get(f"/ui/runs/{run_id}/report.html")
     assert report.status_code == 200 and "<style>" in report.text
+    assert 'font: 15px/1.45 system-ui, -apple-system, "Segoe UI"' in report.text  # not escaped
+    assert report.text.count("<details class=\"explain\" open>") == 4  # a report hides nothing
     assert "<script" not in report.text and "<link" not in report.text and "src=" not in report.text
 
 
