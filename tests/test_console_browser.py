@@ -75,7 +75,9 @@ class Server:
         )
         assert demo.returncode == 0, demo.stderr
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "warden", "serve", "--port", str(self.port)],
+            # Two workers: a sign-in made on one is honoured by the other (the secret
+            # `warden serve` hands both).
+            [sys.executable, "-m", "warden", "serve", "--port", str(self.port), "--workers", "2"],
             cwd=home,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
