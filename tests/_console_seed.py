@@ -29,8 +29,11 @@ async def _act(client: httpx.AsyncClient, run_id: str, tool: str, args: dict[str
     return r.json()
 
 
-async def refund_run(client: httpx.AsyncClient, ticket_id: str) -> dict[str, Any]:
-    """One ticket worked as the demo agent does; returns the refund call's answer."""
+async def refund_run(
+    client: httpx.AsyncClient, ticket_id: str, reason: str | None = None
+) -> dict[str, Any]:
+    """One ticket worked as the demo agent does; returns the refund call's answer.
+    ``reason``: the refund's reason instead of the ticket's subject."""
     r = await client.post(
         "/v1/runs",
         json={
@@ -58,7 +61,7 @@ async def refund_run(client: httpx.AsyncClient, ticket_id: str) -> dict[str, Any
             "customer_id": customer["id"],
             "amount": ticket["requested_amount"],
             "payment_method_id": order["payment_method_id"],
-            "reason": ticket["subject"],
+            "reason": ticket["subject"] if reason is None else reason,
         },
     )
     answer["run_id"] = run_id

@@ -8,7 +8,10 @@ API, a form posted from anywhere else is refused, and decisions are recorded one
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +162,62 @@ async def test_sign_out_ends_the_session_and_a_revoked_key_ends_it_too(world: Wo
     assert (await root.get("/ui/approvals")).status_code == 303
 
 
+async def test_processes_sharing_the_console_secret_share_sign_ins(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    apps = [
+        create_app(ServerSettings(store=store_url, auto_migrate=True, ui_secret=secret))
+        for secret in ["s" * 32, "s" * 32, "t" * 32]
+    ]
+    try:
+        key = apps[0].state.warden.keys.create(
+            name="lead", role="approver", tenant="acme", created_by="test"
+        )[1]
+        first, same, other = (Browser(app) for app in apps)
+        assert (await first.sign_in(key)).status_code == 303
+        for browser in (same, other):
+            browser.http.cookies.update(dict(first.http.cookies))
+        assert (await same.get("/ui/approvals")).status_code == 200
+        assert (await other.get("/ui/approvals")).status_code == 303  # another secret
+        for browser in (first, same, other):
+            await browser.http.aclose()
+    finally:
+        for app in apps:
+            app.state.warden.close()
+
+
+def test_serve_refuses_a_short_console_secret_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "warden", "serve", "--port", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "WARDEN_UI_SECRET": "short"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "error WARDEN_UI_SECRET: String should have at least 16 characters"
+    ]
+
+
+def test_a_session_cookie_cannot_be_altered_or_outlive_its_expiry() -> None:
+    from warden.server.ui._session import SESSION_S, Sessions
+
+    signer = Sessions("k" * 32)
+    cookie, session = signer.issue("key1", now=1000.0)
+    assert signer.read(cookie, now=1000.0 + SESSION_S - 1) == session
+    assert signer.read(cookie, now=1000.0 + SESSION_S) is None
+    body, mac = cookie.split(".")
+    forged, _ = Sessions("x" * 32).issue("admin", now=1000.0)
+    for bad in [forged.split(".")[0] + "." + mac, body + "." + mac[:-2] + "AA", body, "", "a.b.c"]:
+        assert signer.read(bad, now=1001.0) is None
+    signer.end(session, now=1001.0)
+    assert signer.read(cookie, now=1001.0) is None
+
+
 async def test_every_post_needs_the_sessions_csrf_token(world: World) -> None:
     [made] = await world.pending(1)
     lead = await world.user("lead")
@@ -288,6 +347,21 @@ async def test_batch_refuses_without_a_rationale_and_decides_nothing(world: Worl
     assert [(await world.approval(i))["state"] for i in ids] == ["pending", "pending"]
 
 
+async def test_text_from_agents_and_tickets_is_shown_never_run(world: World) -> None:
+    attack = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    made = await refund_run(world.agent, large_refund_tickets(world.tmp)[0], reason=attack)
+    assert made["status"] == "pending"
+    lead = await world.user("lead")
+    for path in [
+        "/ui/approvals",
+        f"/ui/approvals/{made['approval_id']}",
+        f"/ui/runs/{made['run_id']}",
+        f"/ui/runs/{made['run_id']}/report.html",
+    ]:
+        page = (await lead.get(path)).text
+        assert "&lt;img src=x" in page and "<img src=x" not in page and "alert(2)</script>" not in page
+
+
 # -- scoping: foreign tenants and under-privileged keys ---------------------------------------
 
 
@@ -336,6 +410,8 @@ async def test_an_agent_key_reads_its_own_runs_and_may_not_decide_or_flip(world:
     [made] = await world.pending(1)
     bot = await world.user("bot")
     assert made["approval_id"] in (await bot.get("/ui/approvals")).text  # as GET /v1/approvals
+    page = (await bot.get(f"/ui/approvals/{made['approval_id']}")).text
+    assert "issue_refund" in page and 'id="decide"' not in page  # no form it cannot use
     decide = await bot.post(
         f"/ui/approvals/{made['approval_id']}/decide", {"decision": "approve", "rationale": "me"}
     )
@@ -357,6 +433,29 @@ async def test_an_agent_key_reads_its_own_runs_and_may_not_decide_or_flip(world:
 
 
 # -- runs, switches, ledger -------------------------------------------------------------------
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_the_stylesheets_colour_pairs_meet_wcag_aa() -> None:
+    """The pairs console.css lists (every text colour on its background) reach 4.5:1, as
+    it says; and its variables hold those colours."""
+    import warden.server.ui as ui
+
+    css = (Path(ui.__file__).parent / "static" / "console.css").read_text()
+    pairs = re.findall(r"(#[0-9a-f]{6}) on (#[0-9a-f]{6}) ([0-9.]+):1", css)
+    assert len(pairs) >= 8
+    for fg, bg, stated in pairs:
+        light, dark = sorted([_luminance(fg), _luminance(bg)], reverse=True)
+        ratio = (light + 0.05) / (dark + 0.05)
+        assert ratio >= 4.5 and abs(ratio - float(stated)) < 0.15, (fg, bg, ratio)
+    declared = set(re.findall(r"--[a-z-]+: (#[0-9a-f]{6})", css)) - {"#c4c4c4", "#ffbf47"}
+    listed = {c for pair in pairs for c in pair[:2]}
+    assert declared <= listed  # every colour variable (but borders and focus) is in a pair
 
 
 async def test_run_timeline_explains_every_rule_and_exports(world: World) -> None:
@@ -383,6 +482,8 @@ async def test_run_timeline_explains_every_rule_and_exports(world: World) -> Non
     assert refund["approvals"][-1]["rationale"] == "customer already refunded"
     report = await lead.get(f"/ui/runs/{run_id}/report.html")
     assert report.status_code == 200 and "<style>" in report.text
+    assert 'font: 15px/1.45 system-ui, -apple-system, "Segoe UI"' in report.text  # not escaped
+    assert report.text.count("<details class=\"explain\" open>") == 4  # a report hides nothing
     assert "<script" not in report.text and "<link" not in report.text and "src=" not in report.text
 
 

@@ -60,8 +60,24 @@ class Server:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The demo's own tickets first (tenant demo-..., model calls, costs, decided
+        # approvals), into the store the server then serves; from another directory, so
+        # that the server seeds its own helpdesk.
+        (home / "demo").mkdir()
+        demo = subprocess.run(
+            [sys.executable, "-m", "warden", "demo", "--tickets", "40", "--quiet",
+             "--store", f"sqlite:///{home / '.warden' / 'warden.db'}"],
+            cwd=home / "demo",
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert demo.returncode == 0, demo.stderr
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "warden", "serve", "--port", str(self.port)],
+            # Two workers: a sign-in made on one is honoured by the other (the secret
+            # `warden serve` hands both).
+            [sys.executable, "-m", "warden", "serve", "--port", str(self.port), "--workers", "2"],
             cwd=home,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -181,6 +197,13 @@ def test_sign_in_and_approve_one_with_the_keyboard(chromium: Any, server: Server
     assert page.locator("tr.untrusted").count() == 2  # amount and reason came from the ticket
     _accessible(page)
     _shot(page, "approval")
+    # Keyboard alone: Tab reaches the rationale and the Approve button.
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id"))
+    assert {"rationale", "approve", "reject"} <= reached
+    page.locator("h1").click()  # focus off the fields: shortcuts are off while typing
     page.keyboard.press("a")
     assert page.evaluate("document.activeElement.id") == "rationale"
     page.keyboard.type("amount matches the order")
@@ -291,6 +314,9 @@ def test_flip_a_switch_with_confirmation(chromium: Any, server: Server) -> None:
         page.goto(path)
         _accessible(page)
         _shot(page, name)
+        if name == "costs":  # the demo's spend, seen by an all-tenant key
+            assert page.locator("table.costs tbody tr").count() == 1
+            assert not re.search(r"\b0 runs", page.locator("main").inner_text())
     assert "Verified" in page.goto("/ui/ledger").text()
     page.context.close()
 

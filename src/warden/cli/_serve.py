@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from warden.cli._common import StoreOpt, fail, out
@@ -168,11 +169,15 @@ def serve(
         probe.close()
     except WardenError as exc:
         raise fail(str(exc)) from None
+    except ValidationError as exc:  # a WARDEN_* variable out of range, e.g. WARDEN_UI_SECRET
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise fail(f"WARDEN_{where.upper()}: {first['msg']}") from None
     out.print(
-        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs;"
-        f" console http://{host}:{port}/ui",
+        f"warden serve: workflows {names}; store {_mask(url)}; http://{host}:{port}/docs",
         highlight=False,
     )
+    out.print(f"console: http://{host}:{port}/ui (sign in with an API key)", highlight=False)
     if not has_keys:
         out.print(
             "no API keys yet: create one with `warden keys create --role admin --name me --tenant '*'`"

@@ -38,7 +38,7 @@ QUEUE_LIMIT = 500
 ApprovalIdParam = PathParam(min_length=1, max_length=40, pattern=ID_PATTERN)
 #: how long one live-update stream stays open (the browser reconnects): a server that
 #: shuts down waits for open responses, so none may stay open for long
-STREAM_S = 25.0
+STREAM_S = 10.0
 #: new approvals are not announced to waiters: the stream looks for them this often
 NEW_ITEMS_S = 2.0
 

@@ -74,7 +74,10 @@ async def static(name: str) -> Response:
 
 
 def _signin_page(request: Request, status: int = 200, message: str = "") -> HTMLResponse:
-    pre = secrets.token_urlsafe(18)
+    # Kept while it lasts: a second sign-in tab must not void the first one's token.
+    pre = request.cookies.get(PRESESSION_COOKIE, "")
+    if not 16 <= len(pre) <= 64:
+        pre = secrets.token_urlsafe(18)
     response = templates.TemplateResponse(
         request,
         "signin.html",

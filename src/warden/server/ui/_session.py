@@ -89,8 +89,8 @@ class Sessions:
                 return None
         return session
 
-    def end(self, session: Session) -> None:
-        now = time.time()
+    def end(self, session: Session, now: float | None = None) -> None:
+        now = time.time() if now is None else now
         with self._lock:
             self._ended[session.session_id] = session.expires
             for sid in [s for s, until in self._ended.items() if until <= now]:
