@@ -19,8 +19,8 @@ from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._eval import eval_app
 from warden.cli._ledger import ledger_app
-from warden.cli._vault import vault_app
 from warden.cli._store import store_app
+from warden.cli._vault import vault_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
 from warden.pipeline import Scope, SwitchBoard
