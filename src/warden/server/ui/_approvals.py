@@ -45,6 +45,8 @@ NEW_ITEMS_S = 2.0
 
 async def _queue(ui: Console) -> list[ApprovalOut]:
     listed = await approvals.list_approvals(
+        ui.request,
+        Response(),
         ui.state,
         ui.principal,
         tenant=None,
@@ -53,6 +55,7 @@ async def _queue(ui: Console) -> list[ApprovalOut]:
         approval_state="pending",
         min_age_s=None,
         limit=QUEUE_LIMIT,
+        after=None,
     )
     return sorted(listed.items, key=lambda a: a.deadline)
 
@@ -140,7 +143,10 @@ async def _changed(ids: list[str], ui: Console, timeout_s: float) -> None:
 async def _detail(ui: Console, approval_id: str) -> dict[str, Any]:
     record = await approvals.get_approval(approval_id, ui.state, ui.principal)
     try:
-        events = (await admin.run_events(record.run_id, ui.state, ui.principal)).items
+        listed = await admin.run_events(
+            record.run_id, ui.request, Response(), ui.state, ui.principal, None, 5000
+        )
+        events = listed.items
     except ApiProblem:
         events = []
     steps = _views.timeline([e.model_dump() for e in events]).steps

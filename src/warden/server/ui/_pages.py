@@ -138,7 +138,15 @@ async def runs_page(
     since: str | None = Query(default=None, max_length=20),
 ) -> HTMLResponse:
     listed = await runs.list_runs(
-        ui.state, ui.principal, tenant=tenant, workflow=workflow, status=None, limit=500
+        ui.request,
+        Response(),
+        ui.state,
+        ui.principal,
+        tenant=tenant,
+        workflow=workflow,
+        status=None,
+        limit=500,
+        after=None,
     )
     items = listed.items
     error = ""
@@ -173,7 +181,7 @@ async def runs_page(
 
 async def _steps(ui: Console, run_id: str) -> _views.Timeline:
     try:
-        events = (await admin.run_events(run_id, ui.state, ui.principal)).items
+        events = (await admin.run_events(run_id, ui.request, Response(), ui.state, ui.principal, None, 5000)).items
     except ApiProblem as exc:
         if exc.status != 404:
             raise
@@ -263,7 +271,7 @@ async def run_report(ui: ConsoleDep, run_id: str = RunIdParam) -> HTMLResponse:
 
 @router.get("/switches", response_class=HTMLResponse)
 async def switches_page(ui: ConsoleDep) -> HTMLResponse:
-    listed = await admin.list_switches(ui.state, ui.principal)
+    listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
     return ui.page("switches.html", items=listed.items, errors={}, values={})
 
 
@@ -283,14 +291,14 @@ async def flip(ui: ConsoleDep, request: Request) -> Response:
         )
     except ValidationError as exc:
         errors = {str(e["loc"][0]) if e["loc"] else "": e["msg"] for e in exc.errors()}
-        listed = await admin.list_switches(ui.state, ui.principal)
+        listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
         return ui.page("switches.html", 422, items=listed.items, errors=errors, values=values)
     if field(form, "confirm") != "yes":
         return ui.page("switch_confirm.html", body=body)
     changed = await admin.set_switch(body, ui.state, ui.principal)
     target = "" if changed.target == "*" else f" {changed.target}"
     state = "on" if changed.active else "off"
-    listed = await admin.list_switches(ui.state, ui.principal)
+    listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
     return ui.page(
         "switches.html",
         items=listed.items,
