@@ -114,6 +114,8 @@ _CRED_LABELS: Final = (
     "password", "passwd", "pwd", "secret", "client_secret", "api_key", "api-key", "apikey",
     "access_key", "access_token", "auth_token", "refresh_token", "private_key", "bearer",
 )  # fmt: skip
+#: every label holds one of these: six scans decide whether the fourteen are needed
+_CRED_LABEL_HINTS: Final = ("pass", "pwd", "secret", "key", "token", "bearer")
 _CRED_PAIR: Final = re.compile(
     r"(?:bearer\s+|[a-z_-]+\s*[:=]\s*)(?P<v>[^\s,;&\"'<>\x00]{6,})", _A
 )
@@ -372,18 +374,20 @@ def _credentials(text: str, out: list[Span]) -> None:
     low = text.lower()
     if len(low) != len(text):
         return  # a character whose lowercase is longer: offsets would not line up
+    if not any(hint in low for hint in _CRED_LABEL_HINTS):
+        return
     for label in _CRED_LABELS:
         at = low.find(label)
         while at != -1:
             # the label starts a word or follows api_/access_ (not "monkey=...")
             if at == 0 or low[at - 1] not in _LABEL_CHARS:
-                m = _CRED_PAIR.match(low, at)
-                if m is not None:
-                    end = m.end("v")
+                pair = _CRED_PAIR.match(low, at)
+                if pair is not None:
+                    end = pair.end("v")
                     while text[end - 1] in ".,)":  # the sentence's, not the secret's
                         end -= 1
-                    if end - m.start("v") >= 6:
-                        out.append(("credential", m.start("v"), end))
+                    if end - pair.start("v") >= 6:
+                        out.append(("credential", pair.start("v"), end))
             at = low.find(label, at + len(label))
 
 

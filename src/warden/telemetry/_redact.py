@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from warden.spec import PiiSpec
-from warden.telemetry._detect import KINDS, PiiKind, find
+from warden.telemetry._detect import KINDS, MIN_SCAN_LEN, PiiKind, find
 from warden.telemetry._vault import Vault
 
 TOKEN_PREFIX: Final = "pii:"
@@ -53,6 +53,15 @@ SECRET_KEYS: Final = frozenset(
         "private_key",
     }
 )
+#: the spellings of ``SECRET_KEYS`` matched (exact lookups: no ``lower()`` per key)
+_SECRET_FORMS: Final = frozenset(
+    form
+    for key in SECRET_KEYS
+    for base in (key, key.replace("_", "-"))
+    for form in (base, base.upper(), base.capitalize(), base.title())
+)
+_CONTAINERS: Final = frozenset({dict, list, tuple})
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
 _CACHE_MAX: Final = 65_536
 _SEP: Final = "\x00"
 
@@ -194,27 +203,42 @@ class PiiRedactor:
 
     def _collect(self, obj: Any, node: PathTree | None, texts: list[str]) -> bool:
         """Append the scannable strings of ``obj`` in walk order; True if a declared or
-        secret-named field is present (the payload then changes even without a hit)."""
-        if isinstance(obj, str):
-            if len(obj) >= 7 and not obj.startswith(TOKEN_PREFIX):
+        secret-named field is present (the payload then changes even without a hit).
+        ``_rebuild`` walks in exactly this order (the i-th string here is its i-th)."""
+        kind = type(obj)
+        if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
+            if len(obj) >= MIN_SCAN_LEN and not obj.startswith(TOKEN_PREFIX):
                 texts.append(obj)
             return False
         marked = False
-        if isinstance(obj, dict):
+        if kind is dict:
             for key, value in obj.items():
                 child = None
                 if node is not None:
-                    child = node.get(key)
-                    if child is None:
-                        child = node.get("*")
-                if child is LEAF or (isinstance(value, str) and _secret_key(key)):
-                    marked = True
-                    continue
-                if self._collect(value, child, texts):
-                    marked = True
-        elif isinstance(obj, (list, tuple)):
+                    child = node.get(key) or node.get("*")
+                    if child is LEAF:
+                        marked = True
+                        continue
+                vkind = type(value)
+                if vkind is str:
+                    if key in _SECRET_FORMS:
+                        marked = True
+                    elif len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        texts.append(value)
+                elif vkind in _CONTAINERS or vkind not in _SCALARS:
+                    if isinstance(value, str) and key in _SECRET_FORMS:
+                        marked = True
+                    elif self._collect(value, child, texts):
+                        marked = True
+        elif kind is list or kind is tuple:
             for value in obj:  # a list's items sit at the list's path
-                if self._collect(value, node, texts):
+                vkind = type(value)
+                if vkind is str:
+                    if len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        texts.append(value)
+                elif (vkind in _CONTAINERS or vkind not in _SCALARS) and self._collect(
+                    value, node, texts
+                ):
                     marked = True
         return marked
 
@@ -226,33 +250,33 @@ class PiiRedactor:
         by_leaf: dict[int, list[tuple[PiiKind, int, int]]],
         counter: list[int],
     ) -> Any:
-        if isinstance(obj, str):
-            if len(obj) >= 7 and not obj.startswith(TOKEN_PREFIX):
+        kind = type(obj)
+        if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
+            if len(obj) >= MIN_SCAN_LEN and not obj.startswith(TOKEN_PREFIX):
                 index = counter[0]
                 counter[0] += 1
                 spans = by_leaf.get(index)
                 if spans:
                     return self._apply(tenant, obj, spans)
             return obj
-        if isinstance(obj, dict):
+        if kind is dict:
             out: dict[Any, Any] = {}
             for key, value in obj.items():
                 child = None
                 if node is not None:
-                    child = node.get(key)
-                    if child is None:
-                        child = node.get("*")
-                if child is LEAF:
-                    out[key] = self._field_token(tenant, value)
-                elif isinstance(value, str) and _secret_key(key):
+                    child = node.get(key) or node.get("*")
+                    if child is LEAF:
+                        out[key] = self._field_token(tenant, value)
+                        continue
+                if isinstance(value, str) and key in _SECRET_FORMS:
                     secret = value and not value.startswith(TOKEN_PREFIX)
                     out[key] = self.token(tenant, "credential", value) if secret else value
                 else:
                     out[key] = self._rebuild(tenant, value, child, by_leaf, counter)
             return out
-        if isinstance(obj, (list, tuple)):
+        if kind is list or kind is tuple:
             items = [self._rebuild(tenant, v, node, by_leaf, counter) for v in obj]
-            return tuple(items) if isinstance(obj, tuple) else items
+            return tuple(items) if kind is tuple else items
         return obj
 
     def _field_token(self, tenant: str, value: Any) -> Any:
@@ -277,10 +301,6 @@ def pii_redactor(spec: PiiSpec, vault: Vault) -> PiiRedactor | None:
         kinds=spec.detect,
         keep=vault.keep if spec.vault else None,
     )
-
-
-def _secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower() in SECRET_KEYS
 
 
 def is_token(value: object) -> bool:
