@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from warden import Allowed, Denied, Gateway, Pending, tool
+from warden import Allowed, Denied, Failed, FailureKind, Gateway, Pending, tool
 from warden.approvals._queue import SHREDDED
 from warden.ledger import iter_events, verify
 from warden.spec import load_spec_text
@@ -152,7 +152,9 @@ async def test_shredding_a_tenant_leaves_its_approvals_unreadable_and_the_chain_
     assert gateway.approvals.get(pending.approval_id).args == SHREDDED
     await gateway.approve(pending.approval_id, approver="lead@shop.example", roles=["lead"], rationale="ok")
     result = await gateway.execute_approved(pending.approval_id)
-    assert not isinstance(result, Allowed) and sent.to == []  # fails closed: nothing to run
+    # fails closed: the arguments are gone, nothing runs
+    assert isinstance(result, Failed) and result.kind is FailureKind.SCHEMA_ERROR
+    assert sent.to == []
     gateway.flush()
     assert verify(gateway.store, tenant="acme").ok
 
