@@ -121,6 +121,13 @@ async def test_store_holds_tokens_while_tools_and_rules_see_raw_values(
     assert looked_up["name"].startswith("pii:field:")  # declared in pii.redact
     assert verify(gateway.store, tenant="acme").ok
 
+    # pii.vault: the raw values were kept (with the ledger's batch), for an auditor to read
+    vault = gateway.svc.vault
+    assert vault is not None
+    token = next(iter(tokens))
+    assert vault.reveal("acme", token, reader="ann", role="auditor", purpose="case 7") == EMAIL
+    assert [(r.ref, r.reader) for r in vault.reads("acme")] == [(token, "ann")]
+
 
 async def test_approval_keeps_the_raw_args_sealed_and_executes_them(
     gateway: Gateway, sent: Sent

@@ -31,6 +31,8 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
+from sqlalchemy import Connection
+
 from warden.spec import PiiSpec
 from warden.telemetry._detect import KINDS, MIN_SCAN_LEN, PiiKind, find
 from warden.telemetry._vault import Vault
@@ -291,16 +293,31 @@ class PiiRedactor:
         return self.token(tenant, "field", text)
 
 
-def pii_redactor(spec: PiiSpec, vault: Vault) -> PiiRedactor | None:
-    """The redactor a workflow's ``pii:`` asks for, keyed by ``vault``'s tenant keys."""
+def pii_redactor(
+    spec: PiiSpec,
+    vault: Vault,
+    defer: Callable[[Callable[[Connection], None], Callable[[], None]], None] | None = None,
+) -> PiiRedactor | None:
+    """The redactor a workflow's ``pii:`` asks for, keyed by ``vault``'s tenant keys.
+    ``defer``: where kept raw values are written (``LedgerWriter.defer``: with the
+    ledger's next batch, off the call's path); None: at once."""
     if not spec.enabled:
         return None
-    return PiiRedactor(
-        vault.token_key,
-        fields=spec.redact,
-        kinds=spec.detect,
-        keep=vault.keep if spec.vault else None,
-    )
+    keep: KeepHook | None = None
+    if spec.vault:
+        if defer is None:
+            keep = vault.keep
+        else:
+            hand_over = defer
+
+            def keep(tenant: str, token: str, raw: str, kind: str) -> None:
+                hand_over(vault.keeping(tenant, token, raw, kind), _nothing)
+
+    return PiiRedactor(vault.token_key, fields=spec.redact, kinds=spec.detect, keep=keep)
+
+
+def _nothing() -> None:
+    return None
 
 
 def is_token(value: object) -> bool:
