@@ -64,6 +64,40 @@ _SECRET_FORMS: Final = frozenset(
 )
 _CONTAINERS: Final = frozenset({dict, list, tuple})
 _SCALARS: Final = frozenset({int, float, bool, type(None)})
+#: top-level fields of an event that Warden writes itself: ids, hashes, enum values and
+#: names from the spec; never scanned (their values are never PII)
+STRUCTURAL: Final = frozenset(
+    {
+        "action_id",
+        "approval_id",
+        "idempotency_key",
+        "policy",
+        "tool",
+        "effect",
+        "kind",
+        "decision",
+        "role",
+        "sla_class",
+        "from_role",
+        "to_role",
+        "workflow",
+        "version",
+        "spec_fingerprint",
+        "policy_fingerprint",
+        "tier",
+        "task_type",
+        "outcome",
+        "settled_as",
+        "deadline",
+        "model",
+        "priced_by",
+        "cost_usd",
+        "saved_usd",
+    }
+)
+_STRUCTURAL = STRUCTURAL
+_CLEAN_MAX: Final = 4_096
+_CLEAN_MAX_LEN: Final = 512
 _CACHE_MAX: Final = 65_536
 _SEP: Final = "\x00"
 
@@ -131,6 +165,8 @@ class PiiRedactor:
         self._all_kinds = self._kinds >= set(KINDS)
         self._keep = keep
         self._tokens: dict[tuple[str, str, str], str] = {}
+        #: texts that held no PII (short ones): the same text holds none the next time
+        self._clean: set[str] = set()
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -181,13 +217,34 @@ class PiiRedactor:
 
     def redact(self, tenant: str, obj: Any) -> Any:
         """A copy of JSON-like ``obj`` with its PII tokenized; ``obj`` itself when it
-        holds none. Never mutates ``obj``."""
+        holds none. Never mutates ``obj``.
+
+        Of an event payload (a dict), the fields Warden writes itself (ids, hashes, names
+        from the spec: ``STRUCTURAL``) are left out of the scan; and a payload whose text
+        was seen to hold nothing moments ago is not scanned again (an agent's name, a
+        rule's reason: measured, the scan was a quarter of a governed read's cost)."""
+        if type(obj) is dict and not _STRUCTURAL.isdisjoint(obj):
+            inner = {k: v for k, v in obj.items() if k not in _STRUCTURAL or type(v) is not str}
+            out = self._redact(tenant, inner)
+            if out is inner:
+                return obj
+            return {k: out.get(k, v) for k, v in obj.items()}
+        return self._redact(tenant, obj)
+
+    def _redact(self, tenant: str, obj: Any) -> Any:
         texts: list[str] = []
         marked = self._collect(obj, self._tree, texts)
         if not texts:
             return self._rebuild(tenant, obj, self._tree, {}, [0]) if marked else obj
         joined = _SEP.join(texts)
-        spans = self._spans(joined)
+        if joined in self._clean:
+            spans = []
+        else:
+            spans = self._spans(joined)
+            if not spans and len(joined) <= _CLEAN_MAX_LEN:
+                if len(self._clean) >= _CLEAN_MAX:
+                    self._clean.clear()
+                self._clean.add(joined)
         if not spans and not marked:
             return obj
         # which leaf (in walk order) each span falls in, as offsets inside that leaf
@@ -326,6 +383,7 @@ def is_token(value: object) -> bool:
 
 __all__ = [
     "LEAF",
+    "STRUCTURAL",
     "SECRET_KEYS",
     "TOKEN_PREFIX",
     "PiiRedactor",
