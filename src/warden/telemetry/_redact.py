@@ -223,20 +223,11 @@ class PiiRedactor:
         from the spec: ``STRUCTURAL``) are left out of the scan; and a payload whose text
         was seen to hold nothing moments ago is not scanned again (an agent's name, a
         rule's reason: measured, the scan was a quarter of a governed read's cost)."""
-        if type(obj) is dict and not _STRUCTURAL.isdisjoint(obj):
-            inner = {k: v for k, v in obj.items() if k not in _STRUCTURAL or type(v) is not str}
-            out = self._redact(tenant, inner)
-            if out is inner:
-                return obj
-            return {k: out.get(k, v) for k, v in obj.items()}
-        return self._redact(tenant, obj)
-
-    def _redact(self, tenant: str, obj: Any) -> Any:
         texts: list[str] = []
-        marked = self._collect(obj, self._tree, texts)
+        marked = self._collect(obj, self._tree, texts, _STRUCTURAL)
         if not texts:
-            return self._rebuild(tenant, obj, self._tree, {}, [0]) if marked else obj
-        joined = _SEP.join(texts)
+            return self._rebuild(tenant, obj, self._tree, {}, [0], _STRUCTURAL) if marked else obj
+        joined = texts[0] if len(texts) == 1 else _SEP.join(texts)
         if joined in self._clean:
             spans = []
         else:
@@ -258,12 +249,20 @@ class PiiRedactor:
                 leaf_start = leaf_end + 1
                 leaf_end = leaf_start + len(texts[leaf])
             by_leaf.setdefault(leaf, []).append((kind, start - leaf_start, end - leaf_start))
-        return self._rebuild(tenant, obj, self._tree, by_leaf, [0])
+        return self._rebuild(tenant, obj, self._tree, by_leaf, [0], _STRUCTURAL)
 
-    def _collect(self, obj: Any, node: PathTree | None, texts: list[str]) -> bool:
+    def _collect(
+        self,
+        obj: Any,
+        node: PathTree | None,
+        texts: list[str],
+        skip: frozenset[str] = frozenset(),
+    ) -> bool:
         """Append the scannable strings of ``obj`` in walk order; True if a declared or
         secret-named field is present (the payload then changes even without a hit).
-        ``_rebuild`` walks in exactly this order (the i-th string here is its i-th)."""
+        ``_rebuild`` walks in exactly this order (the i-th string here is its i-th).
+        ``skip``: keys of this dict whose string values are not scanned (``STRUCTURAL``,
+        at an event's top level)."""
         kind = type(obj)
         if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
             if len(obj) >= MIN_SCAN_LEN and not obj.startswith(TOKEN_PREFIX):
@@ -280,10 +279,14 @@ class PiiRedactor:
                         continue
                 vkind = type(value)
                 if vkind is str:
+                    if key in skip:
+                        continue
                     if key in _SECRET_FORMS:
                         marked = True
                     elif len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
                         texts.append(value)
+                elif not value and vkind in _CONTAINERS:
+                    continue
                 elif vkind in _CONTAINERS or vkind not in _SCALARS:
                     if isinstance(value, str) and key in _SECRET_FORMS:
                         marked = True
@@ -308,6 +311,7 @@ class PiiRedactor:
         node: PathTree | None,
         by_leaf: dict[int, list[tuple[PiiKind, int, int]]],
         counter: list[int],
+        skip: frozenset[str] = frozenset(),
     ) -> Any:
         kind = type(obj)
         if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
@@ -327,7 +331,9 @@ class PiiRedactor:
                     if child is LEAF:
                         out[key] = self._field_token(tenant, value)
                         continue
-                if isinstance(value, str) and key in _SECRET_FORMS:
+                if type(value) is str and key in skip:
+                    out[key] = value
+                elif isinstance(value, str) and key in _SECRET_FORMS:
                     secret = value and not value.startswith(TOKEN_PREFIX)
                     out[key] = self.token(tenant, "credential", value) if secret else value
                 else:
@@ -383,8 +389,8 @@ def is_token(value: object) -> bool:
 
 __all__ = [
     "LEAF",
-    "STRUCTURAL",
     "SECRET_KEYS",
+    "STRUCTURAL",
     "TOKEN_PREFIX",
     "PiiRedactor",
     "compile_paths",
