@@ -331,7 +331,21 @@ class PiiRedactor:
                     if child is LEAF:
                         out[key] = self._field_token(tenant, value)
                         continue
-                if type(value) is str and key in skip:
+                vkind = type(value)
+                if vkind is str:  # inline: most leaves are strings or scalars
+                    if key in skip:
+                        out[key] = value
+                    elif key in _SECRET_FORMS:
+                        secret = value and not value.startswith(TOKEN_PREFIX)
+                        out[key] = self.token(tenant, "credential", value) if secret else value
+                    elif len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        index = counter[0]
+                        counter[0] = index + 1
+                        spans = by_leaf.get(index)
+                        out[key] = self._apply(tenant, value, spans) if spans else value
+                    else:
+                        out[key] = value
+                elif vkind in _SCALARS:
                     out[key] = value
                 elif isinstance(value, str) and key in _SECRET_FORMS:
                     secret = value and not value.startswith(TOKEN_PREFIX)
@@ -340,7 +354,10 @@ class PiiRedactor:
                     out[key] = self._rebuild(tenant, value, child, by_leaf, counter)
             return out
         if kind is list or kind is tuple:
-            items = [self._rebuild(tenant, v, node, by_leaf, counter) for v in obj]
+            items = [
+                v if type(v) in _SCALARS else self._rebuild(tenant, v, node, by_leaf, counter)
+                for v in obj
+            ]
             return tuple(items) if kind is tuple else items
         return obj
 
