@@ -12,6 +12,7 @@ from sqlalchemy import select
 from warden import Allowed, Denied, Failed, FailureKind, Gateway, Pending, tool
 from warden.approvals._queue import SHREDDED
 from warden.ledger import iter_events, verify
+from warden.errors import SpecError
 from warden.spec import load_spec_text
 from warden.store._tables import approvals, idempotency, ledger_events, outbox, runs, window_entries
 
@@ -175,3 +176,16 @@ async def test_pii_off_stores_values_as_they_are(store_url: str, sent: Sent) -> 
         assert EMAIL in _stored_text(gw)
     finally:
         gw.close()
+
+
+@pytest.mark.parametrize(
+    ("pii", "message"),
+    [
+        ("pii: {redact: [to]}", "pii.redact"),
+        ("pii: {detect: [email, passport]}", "pii.detect"),
+    ],
+)
+def test_a_bad_pii_section_names_its_field(pii: str, message: str) -> None:
+    spec = SPEC.replace("pii:\n  redact: [result.name]\n  vault: true\n", pii + "\n")
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        load_spec_text(spec)
