@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from warden import Allowed, Denied, Failed, FailureKind, Gateway, Pending, tool
 from warden.approvals._queue import SHREDDED
-from warden.ledger import iter_events, verify
 from warden.errors import SpecError
+from warden.ledger import iter_events, verify
 from warden.spec import load_spec_text
 from warden.store._tables import approvals, idempotency, ledger_events, outbox, runs, window_entries
 
