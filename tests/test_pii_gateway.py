@@ -31,6 +31,11 @@ windows:
     tool: send
     group_by: args.to
     period: 24h
+  recipients_per_day:
+    tool: send
+    aggregate: count_distinct
+    field: args.to
+    period: 24h
 pii:
   redact: [result.name]
   vault: true
@@ -107,6 +112,9 @@ async def test_store_holds_tokens_while_tools_and_rules_see_raw_values(
     # the window keyed on the address counted across calls: the third is denied
     assert [type(r) for r in results] == [Allowed, Allowed, Denied]
     assert sent.to == [EMAIL, EMAIL]
+    with gateway.store.read() as conn:
+        items = {r.item for r in conn.execute(select(window_entries)) if r.item is not None}
+    assert len(items) == 1 and next(iter(items)).startswith("pii:item:")  # keyed, not a bare hash
 
     stored = _stored_text(gateway)
     for raw in (EMAIL, CARD, CARD.replace(" ", ""), "Sam Ek"):

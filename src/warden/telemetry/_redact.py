@@ -96,6 +96,8 @@ STRUCTURAL: Final = frozenset(
     }
 )
 _STRUCTURAL = STRUCTURAL
+#: kinds whose raw value is never kept: secrets, and window items (already hashes)
+_NOT_KEPT: Final = frozenset({"credential", "item"})
 _CLEAN_MAX: Final = 4_096
 _CLEAN_MAX_LEN: Final = 512
 _CACHE_MAX: Final = 65_536
@@ -183,7 +185,7 @@ class PiiRedactor:
         if len(self._tokens) >= _CACHE_MAX:
             self._tokens.clear()
         self._tokens[cache_key] = token
-        if self._keep is not None and kind != "credential":
+        if self._keep is not None and kind not in _NOT_KEPT:
             self._keep(tenant, token, value, kind)
         return token
 
