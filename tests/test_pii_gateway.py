@@ -197,3 +197,38 @@ def test_a_bad_pii_section_names_its_field(pii: str, message: str) -> None:
     spec = SPEC.replace("pii:\n  redact: [result.name]\n  vault: true\n", pii + "\n")
     with pytest.raises(SpecError, match=message.replace(".", r"\.")):
         load_spec_text(spec)
+
+
+async def test_a_shredded_approval_runs_nothing_even_where_the_schema_accepts_anything(
+    store_url: str,
+) -> None:
+    called: list[dict[str, Any]] = []
+
+    def relay(**kwargs: Any) -> dict[str, int]:
+        called.append(kwargs)
+        return {"n": len(called)}
+
+    spec = SPEC.replace(
+        "  send: {effect: external_message, scope: mail}\n",
+        "  send: {effect: external_message, scope: mail}\n"
+        "  relay: {effect: external_message, scope: mail, input_schema: {type: object}}\n",
+    ).replace(
+        "  - name: send_alone\n",
+        "  - name: relay_needs_a_human\n    when: tool.name == \"relay\"\n"
+        "    effect: require_approval\n    reason: relayed\n    approvers: lead\n"
+        "  - name: send_alone\n",
+    )
+    gw = Gateway(load_spec_text(spec), [*_tools(Sent()), tool(relay, effect="external_message")], store=store_url)
+    try:
+        run = gw.open_run(tenant="acme", agent="bot", task="relay")
+        pending = await run.call("relay", {"to": VIP})
+        assert isinstance(pending, Pending)
+        assert gw.svc.vault is not None
+        gw.svc.vault.shred("acme", by="dpo")
+        await gw.approve(pending.approval_id, approver="lead", roles=["lead"], rationale="ok")
+        result = await gw.execute_approved(pending.approval_id)
+        assert isinstance(result, Failed) and "shredded" in result.detail
+        assert called == []
+        assert gw.approvals.get(pending.approval_id).state == "failed"
+    finally:
+        gw.close()
