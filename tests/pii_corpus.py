@@ -183,12 +183,13 @@ def _negatives(fake: Faker, rng: random.Random) -> str:
         f"epoch {rng.randint(1_500_000_000, 1_800_000_000)}",
         f"ts_ms {rng.randint(1_500_000_000_000, 1_800_000_000_000)}",
         f"version v{rng.randint(0, 20)}.{rng.randint(0, 40)}.{rng.randint(0, 99)}",
-        f"Python 3.{rng.randint(8, 13)}.{rng.randint(0, 15)}, build 10.0.{rng.randint(10000, 30000)}.{rng.randint(1000, 5000)}",
+        f"Python 3.{rng.randint(8, 13)}.{rng.randint(0, 15)}, "
+        f"build 10.0.{rng.randint(10000, 30000)}.{rng.randint(1000, 5000)}",
         f"request id {uuid.UUID(int=rng.getrandbits(128))}",
         f"total ${rng.randint(1, 99)},{_digits(rng, 3)}.{_digits(rng, 2)}",
         f"EUR {rng.randint(1, 99)}.{_digits(rng, 3)},{_digits(rng, 2)} due",
         f"UPS 1Z{_alnum(rng, 6, string.ascii_uppercase + string.digits)}{_digits(rng, 10)}",
-        f"USPS 9400 {_digits(rng, 4)} {_digits(rng, 4)} {_digits(rng, 4)} {_digits(rng, 4)} {_digits(rng, 2)}",
+        "USPS 9400 " + " ".join(_digits(rng, 4) for _ in range(4)) + f" {_digits(rng, 2)}",
         f"FedEx {_digits(rng, 4)} {_digits(rng, 4)} {_digits(rng, 4)}",
         f"ISBN 978-{rng.randint(0, 9)}-{_digits(rng, 2)}-{_digits(rng, 6)}-{rng.randint(0, 9)}",
         f"due {rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/{rng.randint(2000, 2030)}",
@@ -197,7 +198,8 @@ def _negatives(fake: Faker, rng: random.Random) -> str:
         f"amazon order 1{_digits(rng, 2)}-{_digits(rng, 7)}-{_digits(rng, 7)}",
         f"customer cus_{_digits(rng, 4)} refunded {rng.randint(1, 500)}.{_digits(rng, 2)} USD",
         f"invoice INV-{_digits(rng, 4)} for {rng.randint(2, 40)} items, ref {_digits(rng, 8)}",
-        f"time {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} at table {rng.randint(1, 99)}",
+        f"time {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} "
+        f"at table {rng.randint(1, 99)}",
     ][form]
 
 

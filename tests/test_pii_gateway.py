@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from warden import Allowed, Denied, Gateway, Pending, tool
+from warden import Allowed, Denied, Failed, FailureKind, Gateway, Pending, tool
 from warden.approvals._queue import SHREDDED
+from warden.errors import SpecError
 from warden.ledger import iter_events, verify
 from warden.spec import load_spec_text
 from warden.store._tables import approvals, idempotency, ledger_events, outbox, runs, window_entries
@@ -29,6 +30,11 @@ windows:
   sends_per_recipient:
     tool: send
     group_by: args.to
+    period: 24h
+  recipients_per_day:
+    tool: send
+    aggregate: count_distinct
+    field: args.to
     period: 24h
 pii:
   redact: [result.name]
@@ -106,6 +112,9 @@ async def test_store_holds_tokens_while_tools_and_rules_see_raw_values(
     # the window keyed on the address counted across calls: the third is denied
     assert [type(r) for r in results] == [Allowed, Allowed, Denied]
     assert sent.to == [EMAIL, EMAIL]
+    with gateway.store.read() as conn:
+        items = {r.item for r in conn.execute(select(window_entries)) if r.item is not None}
+    assert len(items) == 1 and next(iter(items)).startswith("pii:item:")  # keyed, not a bare hash
 
     stored = _stored_text(gateway)
     for raw in (EMAIL, CARD, CARD.replace(" ", ""), "Sam Ek"):
@@ -120,6 +129,13 @@ async def test_store_holds_tokens_while_tools_and_rules_see_raw_values(
     assert looked_up["card"].startswith("pii:card:") and looked_up["email"].startswith("pii:email:")
     assert looked_up["name"].startswith("pii:field:")  # declared in pii.redact
     assert verify(gateway.store, tenant="acme").ok
+
+    # pii.vault: the raw values were kept (with the ledger's batch), for an auditor to read
+    vault = gateway.svc.vault
+    assert vault is not None
+    token = next(iter(tokens))
+    assert vault.reveal("acme", token, reader="ann", role="auditor", purpose="case 7") == EMAIL
+    assert [(r.ref, r.reader) for r in vault.reads("acme")] == [(token, "ann")]
 
 
 async def test_approval_keeps_the_raw_args_sealed_and_executes_them(
@@ -152,7 +168,9 @@ async def test_shredding_a_tenant_leaves_its_approvals_unreadable_and_the_chain_
     assert gateway.approvals.get(pending.approval_id).args == SHREDDED
     await gateway.approve(pending.approval_id, approver="lead@shop.example", roles=["lead"], rationale="ok")
     result = await gateway.execute_approved(pending.approval_id)
-    assert not isinstance(result, Allowed) and sent.to == []  # fails closed: nothing to run
+    # fails closed: the arguments are gone, nothing runs
+    assert isinstance(result, Failed) and result.kind is FailureKind.SCHEMA_ERROR
+    assert sent.to == []
     gateway.flush()
     assert verify(gateway.store, tenant="acme").ok
 
@@ -164,5 +182,53 @@ async def test_pii_off_stores_values_as_they_are(store_url: str, sent: Sent) -> 
         async with gw.run(tenant="acme", agent="bot", task="t") as run:
             assert isinstance(await run.call("send", {"to": EMAIL, "body": "x"}), Allowed)
         assert EMAIL in _stored_text(gw)
+    finally:
+        gw.close()
+
+
+@pytest.mark.parametrize(
+    ("pii", "message"),
+    [
+        ("pii: {redact: [to]}", "pii.redact"),
+        ("pii: {detect: [email, passport]}", "pii.detect"),
+    ],
+)
+def test_a_bad_pii_section_names_its_field(pii: str, message: str) -> None:
+    spec = SPEC.replace("pii:\n  redact: [result.name]\n  vault: true\n", pii + "\n")
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        load_spec_text(spec)
+
+
+async def test_a_shredded_approval_runs_nothing_even_where_the_schema_accepts_anything(
+    store_url: str,
+) -> None:
+    called: list[dict[str, Any]] = []
+
+    def relay(**kwargs: Any) -> dict[str, int]:
+        called.append(kwargs)
+        return {"n": len(called)}
+
+    spec = SPEC.replace(
+        "  send: {effect: external_message, scope: mail}\n",
+        "  send: {effect: external_message, scope: mail}\n"
+        "  relay: {effect: external_message, scope: mail, input_schema: {type: object}}\n",
+    ).replace(
+        "  - name: send_alone\n",
+        "  - name: relay_needs_a_human\n    when: tool.name == \"relay\"\n"
+        "    effect: require_approval\n    reason: relayed\n    approvers: lead\n"
+        "  - name: send_alone\n",
+    )
+    gw = Gateway(load_spec_text(spec), [*_tools(Sent()), tool(relay, effect="external_message")], store=store_url)
+    try:
+        run = gw.open_run(tenant="acme", agent="bot", task="relay")
+        pending = await run.call("relay", {"to": VIP})
+        assert isinstance(pending, Pending)
+        assert gw.svc.vault is not None
+        gw.svc.vault.shred("acme", by="dpo")
+        await gw.approve(pending.approval_id, approver="lead", roles=["lead"], rationale="ok")
+        result = await gw.execute_approved(pending.approval_id)
+        assert isinstance(result, Failed) and "shredded" in result.detail
+        assert called == []
+        assert gw.approvals.get(pending.approval_id).state == "failed"
     finally:
         gw.close()

@@ -114,7 +114,7 @@ class Gateway:
             secrets=secrets or SecretResolver(),
             sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock, ledger), *extra],
             vault=vault,
-            pii=pii_redactor(loaded.spec.pii, vault),
+            pii=pii_redactor(loaded.spec.pii, vault, ledger.defer),
         )
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)

@@ -67,9 +67,16 @@ _DOMAIN: Final = re.compile(
 
 # -- runs of digits: one scan, classified after
 # Starting on a character class lets the engine skip ahead in C; at least 7 characters
-_NUMERIC: Final = re.compile(r"[+(0-9][0-9 ().:/-]{5,}[0-9]\)?", _A)
-# An IBAN's country and check digits, looked for just before a long run of digits
-_IBAN_START: Final = re.compile(r"[A-Z]{2}[0-9]{2}", _A)
+# One scan finds both runs of digits and IBANs. The look-behinds come after the first
+# character, so they run only where a digit (or + or () is, not at every position:
+# - ``iban``: a digit after two capitals (``DE89 3704...``, ``GB82WEST1234...``);
+# - a run of digits and separators, not glued to a word (``ord_00042``, ``T10:22:30``)
+#   nor to a word and a joiner (``ORD-2024-...``, ``v1.2.3``).
+_NUMERIC: Final = re.compile(
+    r"[+(0-9](?:(?P<iban>(?<=[A-Z][A-Z][0-9])[0-9])"
+    r"|(?<![A-Za-z0-9_][+(0-9])(?<![A-Za-z0-9_][-.:/+][+(0-9])[0-9 ().:/-]{5,}[0-9]\)?)",
+    _A,
+)
 _EXT: Final = re.compile(r"\s?(?:x|ext\.?)\s?[0-9]{1,5}(?![\w])", _A)
 _IPV4: Final = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                           r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])", _A)  # fmt: skip
@@ -83,7 +90,7 @@ _BOUNDARY: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 _JOINERS: Final = frozenset("-.:/+")
 
 # -- IPv6
-_V6_ANCHOR: Final = re.compile(r":[0-9A-Fa-f]{0,4}:", _A)
+_V6_ANCHOR: Final = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:", _A)
 _HEX_COLON: Final = frozenset("0123456789abcdefABCDEF:")
 _V6_RIGHT: Final = re.compile(r"[0-9A-Fa-f:.]{1,45}", _A)
 
@@ -114,6 +121,8 @@ _CRED_LABELS: Final = (
     "password", "passwd", "pwd", "secret", "client_secret", "api_key", "api-key", "apikey",
     "access_key", "access_token", "auth_token", "refresh_token", "private_key", "bearer",
 )  # fmt: skip
+#: every label holds one of these: six scans decide whether the fourteen are needed
+_CRED_LABEL_HINTS: Final = ("pass", "pwd", "secret", "key", "token", "bearer")
 _CRED_PAIR: Final = re.compile(
     r"(?:bearer\s+|[a-z_-]+\s*[:=]\s*)(?P<v>[^\s,;&\"'<>\x00]{6,})", _A
 )
@@ -243,37 +252,24 @@ def _classify(text: str, start: int, end: int) -> Span | None:
 
 
 def _numeric(text: str, out: list[Span]) -> None:
-    pos = 0
     length = len(text)
+    pos = 0
     while True:
         m = _NUMERIC.search(text, pos)
         if m is None:
             return
         start, end = m.span()
         pos = end
+        if m.start("iban") != -1:
+            at = start - 2
+            if (at == 0 or text[at - 1] not in _BOUNDARY) and text[at : at + 2] in IBAN_LENGTHS:
+                iban_end = _iban_at(text, at)
+                if iban_end:
+                    out.append(("iban", at, iban_end))
+                    pos = iban_end
+            continue
         if text[start] == "+" and not text[start + 1].isdigit():
             continue
-        before = text[start - 1] if start else " "
-        glued = before in _BOUNDARY
-        if glued or " " in text[start:end]:
-            # an IBAN: its country and check digits open this run (glued to it) or sit a
-            # few groups back (GB82 WEST 1234 ...)
-            lead = _IBAN_START.search(text, max(0, start - 34), start + 4)
-            while lead is not None:
-                at = lead.start()
-                if at == 0 or text[at - 1] not in _BOUNDARY:
-                    iban_end = _iban_at(text, at)
-                    if iban_end > start:
-                        out.append(("iban", at, iban_end))
-                        pos = max(pos, iban_end)
-                        break
-                lead = _IBAN_START.search(text, at + 1, start + 4)
-            if lead is not None:
-                continue
-        if glued:
-            continue  # glued to letters: part of an identifier
-        if before in _JOINERS and start >= 2 and text[start - 2] in _BOUNDARY:
-            continue  # ORD-2024-..., v1.2.3, x.123: the tail of an identifier
         after = text[end] if end < length else " "
         if after in _BOUNDARY and after not in "xe":
             continue
@@ -332,23 +328,29 @@ def _emails(text: str, out: list[Span]) -> None:
 
 
 def _ipv6(text: str, out: list[Span]) -> None:
-    pos = 0
-    while True:
-        m = _V6_ANCHOR.search(text, pos)
-        if m is None:
-            return
-        start = m.start()
+    # an address has "::" or three groups between colons; a time (10:22:30) has neither
+    anchors: list[int] = []
+    at = text.find("::")
+    while at != -1:
+        anchors.append(at)
+        at = text.find("::", at + 2)
+    anchors.extend(m.start() for m in _V6_ANCHOR.finditer(text))
+    done = -1
+    for anchor in sorted(anchors):
+        if anchor < done:
+            continue
+        start = anchor
         floor = max(0, start - 40)
         while start > floor and text[start - 1] in _HEX_COLON:
             start -= 1
-        right = _V6_RIGHT.match(text, m.start())
-        end = right.end() if right is not None else m.end()
+        right = _V6_RIGHT.match(text, anchor)
+        end = right.end() if right is not None else anchor + 2
         while end > start and text[end - 1] == ".":
             end -= 1
-        pos = max(end, m.end())
+        done = end
         value = text[start:end]
         colons = value.count(":")
-        # eight groups, or fewer around "::" (10:22:33 and MAC addresses are neither)
+        # eight groups, or fewer around "::" (MAC addresses are neither)
         if "::" not in value and not (colons == 7 or (colons == 6 and "." in value)):
             continue
         if (start and text[start - 1] in _BOUNDARY) or (end < len(text) and text[end] in _BOUNDARY):
@@ -372,18 +374,20 @@ def _credentials(text: str, out: list[Span]) -> None:
     low = text.lower()
     if len(low) != len(text):
         return  # a character whose lowercase is longer: offsets would not line up
+    if not any(hint in low for hint in _CRED_LABEL_HINTS):
+        return
     for label in _CRED_LABELS:
         at = low.find(label)
         while at != -1:
             # the label starts a word or follows api_/access_ (not "monkey=...")
             if at == 0 or low[at - 1] not in _LABEL_CHARS:
-                m = _CRED_PAIR.match(low, at)
-                if m is not None:
-                    end = m.end("v")
+                pair = _CRED_PAIR.match(low, at)
+                if pair is not None:
+                    end = pair.end("v")
                     while text[end - 1] in ".,)":  # the sentence's, not the secret's
                         end -= 1
-                    if end - m.start("v") >= 6:
-                        out.append(("credential", m.start("v"), end))
+                    if end - pair.start("v") >= 6:
+                        out.append(("credential", pair.start("v"), end))
             at = low.find(label, at + len(label))
 
 

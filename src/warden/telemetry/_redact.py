@@ -31,8 +31,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
+from sqlalchemy import Connection
+
 from warden.spec import PiiSpec
-from warden.telemetry._detect import KINDS, PiiKind, find
+from warden.telemetry._detect import KINDS, MIN_SCAN_LEN, PiiKind, find
 from warden.telemetry._vault import Vault
 
 TOKEN_PREFIX: Final = "pii:"
@@ -53,6 +55,51 @@ SECRET_KEYS: Final = frozenset(
         "private_key",
     }
 )
+#: the spellings of ``SECRET_KEYS`` matched (exact lookups: no ``lower()`` per key)
+_SECRET_FORMS: Final = frozenset(
+    form
+    for key in SECRET_KEYS
+    for base in (key, key.replace("_", "-"))
+    for form in (base, base.upper(), base.capitalize(), base.title())
+)
+_CONTAINERS: Final = frozenset({dict, list, tuple})
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+#: top-level fields of an event that Warden writes itself: ids, hashes, enum values and
+#: names from the spec; never scanned (their values are never PII)
+STRUCTURAL: Final = frozenset(
+    {
+        "action_id",
+        "approval_id",
+        "idempotency_key",
+        "policy",
+        "tool",
+        "effect",
+        "kind",
+        "decision",
+        "role",
+        "sla_class",
+        "from_role",
+        "to_role",
+        "workflow",
+        "version",
+        "spec_fingerprint",
+        "policy_fingerprint",
+        "tier",
+        "task_type",
+        "outcome",
+        "settled_as",
+        "deadline",
+        "model",
+        "priced_by",
+        "cost_usd",
+        "saved_usd",
+    }
+)
+_STRUCTURAL = STRUCTURAL
+#: kinds whose raw value is never kept: secrets, and window items (already hashes)
+_NOT_KEPT: Final = frozenset({"credential", "item"})
+_CLEAN_MAX: Final = 4_096
+_CLEAN_MAX_LEN: Final = 512
 _CACHE_MAX: Final = 65_536
 _SEP: Final = "\x00"
 
@@ -120,6 +167,8 @@ class PiiRedactor:
         self._all_kinds = self._kinds >= set(KINDS)
         self._keep = keep
         self._tokens: dict[tuple[str, str, str], str] = {}
+        #: texts that held no PII (short ones): the same text holds none the next time
+        self._clean: set[str] = set()
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -136,7 +185,7 @@ class PiiRedactor:
         if len(self._tokens) >= _CACHE_MAX:
             self._tokens.clear()
         self._tokens[cache_key] = token
-        if self._keep is not None and kind != "credential":
+        if self._keep is not None and kind not in _NOT_KEPT:
             self._keep(tenant, token, value, kind)
         return token
 
@@ -170,13 +219,25 @@ class PiiRedactor:
 
     def redact(self, tenant: str, obj: Any) -> Any:
         """A copy of JSON-like ``obj`` with its PII tokenized; ``obj`` itself when it
-        holds none. Never mutates ``obj``."""
+        holds none. Never mutates ``obj``.
+
+        Of an event payload (a dict), the fields Warden writes itself (ids, hashes, names
+        from the spec: ``STRUCTURAL``) are left out of the scan; and a payload whose text
+        was seen to hold nothing moments ago is not scanned again (an agent's name, a
+        rule's reason: measured, the scan was a quarter of a governed read's cost)."""
         texts: list[str] = []
-        marked = self._collect(obj, self._tree, texts)
+        marked = self._collect(obj, self._tree, texts, _STRUCTURAL)
         if not texts:
-            return self._rebuild(tenant, obj, self._tree, {}, [0]) if marked else obj
-        joined = _SEP.join(texts)
-        spans = self._spans(joined)
+            return self._rebuild(tenant, obj, self._tree, {}, [0], _STRUCTURAL) if marked else obj
+        joined = texts[0] if len(texts) == 1 else _SEP.join(texts)
+        if joined in self._clean:
+            spans = []
+        else:
+            spans = self._spans(joined)
+            if not spans and len(joined) <= _CLEAN_MAX_LEN:
+                if len(self._clean) >= _CLEAN_MAX:
+                    self._clean.clear()
+                self._clean.add(joined)
         if not spans and not marked:
             return obj
         # which leaf (in walk order) each span falls in, as offsets inside that leaf
@@ -190,31 +251,58 @@ class PiiRedactor:
                 leaf_start = leaf_end + 1
                 leaf_end = leaf_start + len(texts[leaf])
             by_leaf.setdefault(leaf, []).append((kind, start - leaf_start, end - leaf_start))
-        return self._rebuild(tenant, obj, self._tree, by_leaf, [0])
+        return self._rebuild(tenant, obj, self._tree, by_leaf, [0], _STRUCTURAL)
 
-    def _collect(self, obj: Any, node: PathTree | None, texts: list[str]) -> bool:
+    def _collect(
+        self,
+        obj: Any,
+        node: PathTree | None,
+        texts: list[str],
+        skip: frozenset[str] = frozenset(),
+    ) -> bool:
         """Append the scannable strings of ``obj`` in walk order; True if a declared or
-        secret-named field is present (the payload then changes even without a hit)."""
-        if isinstance(obj, str):
-            if len(obj) >= 7 and not obj.startswith(TOKEN_PREFIX):
+        secret-named field is present (the payload then changes even without a hit).
+        ``_rebuild`` walks in exactly this order (the i-th string here is its i-th).
+        ``skip``: keys of this dict whose string values are not scanned (``STRUCTURAL``,
+        at an event's top level)."""
+        kind = type(obj)
+        if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
+            if len(obj) >= MIN_SCAN_LEN and not obj.startswith(TOKEN_PREFIX):
                 texts.append(obj)
             return False
         marked = False
-        if isinstance(obj, dict):
+        if kind is dict:
             for key, value in obj.items():
                 child = None
                 if node is not None:
-                    child = node.get(key)
-                    if child is None:
-                        child = node.get("*")
-                if child is LEAF or (isinstance(value, str) and _secret_key(key)):
-                    marked = True
+                    child = node.get(key) or node.get("*")
+                    if child is LEAF:
+                        marked = True
+                        continue
+                vkind = type(value)
+                if vkind is str:
+                    if key in skip:
+                        continue
+                    if key in _SECRET_FORMS:
+                        marked = True
+                    elif len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        texts.append(value)
+                elif not value and vkind in _CONTAINERS:
                     continue
-                if self._collect(value, child, texts):
-                    marked = True
-        elif isinstance(obj, (list, tuple)):
+                elif vkind in _CONTAINERS or vkind not in _SCALARS:
+                    if isinstance(value, str) and key in _SECRET_FORMS:
+                        marked = True
+                    elif self._collect(value, child, texts):
+                        marked = True
+        elif kind is list or kind is tuple:
             for value in obj:  # a list's items sit at the list's path
-                if self._collect(value, node, texts):
+                vkind = type(value)
+                if vkind is str:
+                    if len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        texts.append(value)
+                elif (vkind in _CONTAINERS or vkind not in _SCALARS) and self._collect(
+                    value, node, texts
+                ):
                     marked = True
         return marked
 
@@ -225,34 +313,54 @@ class PiiRedactor:
         node: PathTree | None,
         by_leaf: dict[int, list[tuple[PiiKind, int, int]]],
         counter: list[int],
+        skip: frozenset[str] = frozenset(),
     ) -> Any:
-        if isinstance(obj, str):
-            if len(obj) >= 7 and not obj.startswith(TOKEN_PREFIX):
+        kind = type(obj)
+        if kind is str or (kind not in _CONTAINERS and isinstance(obj, str)):
+            if len(obj) >= MIN_SCAN_LEN and not obj.startswith(TOKEN_PREFIX):
                 index = counter[0]
                 counter[0] += 1
                 spans = by_leaf.get(index)
                 if spans:
                     return self._apply(tenant, obj, spans)
             return obj
-        if isinstance(obj, dict):
+        if kind is dict:
             out: dict[Any, Any] = {}
             for key, value in obj.items():
                 child = None
                 if node is not None:
-                    child = node.get(key)
-                    if child is None:
-                        child = node.get("*")
-                if child is LEAF:
-                    out[key] = self._field_token(tenant, value)
-                elif isinstance(value, str) and _secret_key(key):
+                    child = node.get(key) or node.get("*")
+                    if child is LEAF:
+                        out[key] = self._field_token(tenant, value)
+                        continue
+                vkind = type(value)
+                if vkind is str:  # inline: most leaves are strings or scalars
+                    if key in skip:
+                        out[key] = value
+                    elif key in _SECRET_FORMS:
+                        secret = value and not value.startswith(TOKEN_PREFIX)
+                        out[key] = self.token(tenant, "credential", value) if secret else value
+                    elif len(value) >= MIN_SCAN_LEN and not value.startswith(TOKEN_PREFIX):
+                        index = counter[0]
+                        counter[0] = index + 1
+                        spans = by_leaf.get(index)
+                        out[key] = self._apply(tenant, value, spans) if spans else value
+                    else:
+                        out[key] = value
+                elif vkind in _SCALARS:
+                    out[key] = value
+                elif isinstance(value, str) and key in _SECRET_FORMS:
                     secret = value and not value.startswith(TOKEN_PREFIX)
                     out[key] = self.token(tenant, "credential", value) if secret else value
                 else:
                     out[key] = self._rebuild(tenant, value, child, by_leaf, counter)
             return out
-        if isinstance(obj, (list, tuple)):
-            items = [self._rebuild(tenant, v, node, by_leaf, counter) for v in obj]
-            return tuple(items) if isinstance(obj, tuple) else items
+        if kind is list or kind is tuple:
+            items = [
+                v if type(v) in _SCALARS else self._rebuild(tenant, v, node, by_leaf, counter)
+                for v in obj
+            ]
+            return tuple(items) if kind is tuple else items
         return obj
 
     def _field_token(self, tenant: str, value: Any) -> Any:
@@ -267,20 +375,31 @@ class PiiRedactor:
         return self.token(tenant, "field", text)
 
 
-def pii_redactor(spec: PiiSpec, vault: Vault) -> PiiRedactor | None:
-    """The redactor a workflow's ``pii:`` asks for, keyed by ``vault``'s tenant keys."""
+def pii_redactor(
+    spec: PiiSpec,
+    vault: Vault,
+    defer: Callable[[Callable[[Connection], None], Callable[[], None]], None] | None = None,
+) -> PiiRedactor | None:
+    """The redactor a workflow's ``pii:`` asks for, keyed by ``vault``'s tenant keys.
+    ``defer``: where kept raw values are written (``LedgerWriter.defer``: with the
+    ledger's next batch, off the call's path); None: at once."""
     if not spec.enabled:
         return None
-    return PiiRedactor(
-        vault.token_key,
-        fields=spec.redact,
-        kinds=spec.detect,
-        keep=vault.keep if spec.vault else None,
-    )
+    keep: KeepHook | None = None
+    if spec.vault:
+        if defer is None:
+            keep = vault.keep
+        else:
+            hand_over = defer
+
+            def keep(tenant: str, token: str, raw: str, kind: str) -> None:
+                hand_over(vault.keeping(tenant, token, raw, kind), _nothing)
+
+    return PiiRedactor(vault.token_key, fields=spec.redact, kinds=spec.detect, keep=keep)
 
 
-def _secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower() in SECRET_KEYS
+def _nothing() -> None:
+    return None
 
 
 def is_token(value: object) -> bool:
@@ -290,6 +409,7 @@ def is_token(value: object) -> bool:
 __all__ = [
     "LEAF",
     "SECRET_KEYS",
+    "STRUCTURAL",
     "TOKEN_PREFIX",
     "PiiRedactor",
     "compile_paths",

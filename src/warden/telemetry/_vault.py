@@ -263,20 +263,29 @@ class Vault:
     # -- kept raw values --------------------------------------------------------------
 
     def keep(self, tenant: str, token: str, raw: str, kind: str) -> None:
-        """Keep ``raw`` sealed under ``token`` (once: the first writer wins)."""
-        sealed = self.seal(tenant, raw)
+        """Keep ``raw`` sealed under ``token`` (once: the first writer wins), now."""
+        op = self.keeping(tenant, token, raw, kind)
         with self._store.write() as conn:
-            insert_if_absent(
-                conn,
-                vault_values,
-                {
-                    "tenant": tenant,
-                    "token": token,
-                    "kind": kind,
-                    "sealed": sealed,
-                    "created_at": self._clock(),
-                },
-            )
+            op(conn)
+
+    def keeping(
+        self, tenant: str, token: str, raw: str, kind: str
+    ) -> Callable[[Connection], None]:
+        """``keep`` as a write to run in a transaction of the caller's choosing (the
+        ledger's next batch: no store round trip on the governed call's path). Sealed
+        now, while the key is at hand."""
+        row = {
+            "tenant": tenant,
+            "token": token,
+            "kind": kind,
+            "sealed": self.seal(tenant, raw),
+            "created_at": self._clock(),
+        }
+
+        def write(conn: Connection) -> None:
+            insert_if_absent(conn, vault_values, row)
+
+        return write
 
     def record_read(
         self, conn: Connection, tenant: str, ref: str, *, reader: str, role: str, purpose: str

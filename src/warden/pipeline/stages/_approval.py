@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 
 from warden.approvals import ApprovalRecord
+from warden.approvals._queue import SHREDDED
 from warden.pipeline import _idempotency as idem
 from warden.pipeline._call import Call
 from warden.pipeline._services import Services
@@ -117,13 +118,22 @@ class ApprovalStage:
                     FailureKind.IN_PROGRESS, "the approval changed state meanwhile", call.action_id
                 )
             )
-        try:
-            result = await next(call)
-        except BaseException as exc:
-            await asyncio.to_thread(
-                self._settle, record, "failed", {"kind": "internal", "detail": repr(exc)}
+        if record.args == SHREDDED:
+            # the tenant's vault key is gone and the arguments with it: fail closed, whatever
+            # the tool's schema would accept
+            result: Result = Failed(
+                FailureKind.SCHEMA_ERROR,
+                "the approved arguments cannot be read: the tenant's vault key was shredded",
+                call.action_id,
             )
-            raise
+        else:
+            try:
+                result = await next(call)
+            except BaseException as exc:
+                await asyncio.to_thread(
+                    self._settle, record, "failed", {"kind": "internal", "detail": repr(exc)}
+                )
+                raise
         if isinstance(result, Allowed):
             await asyncio.to_thread(self._settle, record, "executed", result.result)
         else:

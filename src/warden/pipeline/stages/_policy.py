@@ -110,6 +110,12 @@ class PolicyStage:
             # still counts across calls, and the store never holds the address
             pii = svc.pii
             plan.groups = {n: pii.redact_text(run.tenant, g) for n, g in plan.groups.items()}
+            # count_distinct items are a plain SHA-256 of the value: keyed, they cannot be
+            # matched against a guessed address
+            plan.entries = {
+                n: (value, None if item is None else pii.token(run.tenant, "item", item))
+                for n, (value, item) in plan.entries.items()
+            }
         now = svc.clock()
         recorded = False
         with svc.ledger.transaction() as conn:
