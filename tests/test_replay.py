@@ -1,0 +1,302 @@
+"""Replay on SQLite and PostgreSQL: recorded calls re-decided under a candidate spec with
+the facts as recorded and windows rebuilt from history, executing and writing nothing;
+``warden diff`` of two specs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from warden import Gateway, tool
+from warden.cli._app import app
+from warden.evals._diff import diff_specs
+from warden.evals._replay import ReplayReport, replay
+from warden.spec import LoadedSpec, load_spec_text
+from warden.store import Store
+from warden.store._tables import ledger_events, window_entries
+
+SPEC = """
+name: shop
+version: "1"
+owner: tests@example.com
+tier: autonomous
+agents:
+  bot: {scopes: []}
+tools:
+  get_order: {effect: read}
+  refund: {effect: money}
+facts:
+  order:
+    tool: get_order
+    args: {order_id: args.order_id}
+windows:
+  per_customer: {tool: refund, group_by: facts.order.customer_id, period: 24h}
+policies:
+  - name: small_refunds
+    when: tool.name == "refund" && args.amount <= 100.0
+    effect: allow
+    reason: small refunds run alone
+  - name: big_refunds_need_approval
+    when: tool.name == "refund" && args.amount > 100.0
+    effect: require_approval
+    reason: big refunds need a lead
+    approvers: lead
+escalation: {approver_roles: [lead], max_requests_per_run: 50}
+"""
+
+# (order, amount): orders o1-o3 belong to c1, o4 to bob.
+CALLS = [("o1", 20.0), ("o2", 70.0), ("o3", 90.0), ("o4", 60.0), ("o1", 150.0)]
+
+
+class Orders:
+    """The fact tool's data, and how often it was called."""
+
+    def __init__(self) -> None:
+        self.owner = {"o1": "c1", "o2": "c1", "o3": "c1", "o4": "bob"}
+        self.lookups = 0
+
+    def tools(self) -> list[Any]:
+        @tool
+        def get_order(order_id: str) -> dict[str, Any]:
+            self.lookups += 1
+            return {"id": order_id, "customer_id": self.owner[order_id]}
+
+        @tool(effect="money")
+        def refund(order_id: str, amount: float) -> dict[str, Any]:
+            return {"ok": True}
+
+        return [get_order, refund]
+
+
+@pytest.fixture
+def orders() -> Orders:
+    return Orders()
+
+
+@pytest.fixture
+def recorded(store_url: str, orders: Orders) -> Iterator[tuple[Store, str]]:
+    """The five calls recorded in one run; yields the store and the run id."""
+    gw = Gateway(load_spec_text(SPEC, "shop.yaml"), orders.tools(), store=store_url)
+
+    async def go() -> str:
+        async with gw.run(tenant="t", agent="bot", task="refunds") as run:
+            for order_id, amount in CALLS:
+                await run.call("refund", {"order_id": order_id, "amount": amount})
+            return run.run_id
+
+    run_id = asyncio.run(go())
+    gw.close()
+    store = Store(store_url)
+    yield store, run_id
+    store.dispose()
+
+
+def candidate(old: str, new: str) -> LoadedSpec:
+    assert old in SPEC
+    return load_spec_text(SPEC.replace(old, new), "candidate.yaml")
+
+
+def with_rule(name: str, when: str, effect: str) -> str:
+    """A rule added before the spec's ``escalation:``."""
+    return f'  - {{name: {name}, when: "{when}", effect: {effect}, reason: {name}}}\nescalation:'
+
+
+def by_status(report: ReplayReport, status: str) -> list[tuple[str, float]]:
+    return [(c.args["order_id"], c.args["amount"]) for c in report.of(status)]  # type: ignore[arg-type]
+
+
+def counts(store: Store) -> tuple[int, int]:
+    with store.read() as conn:
+        return (
+            conn.execute(select(func.count()).select_from(ledger_events)).scalar_one(),
+            conn.execute(select(func.count()).select_from(window_entries)).scalar_one(),
+        )
+
+
+def test_the_same_spec_changes_nothing(recorded: tuple[Store, str]) -> None:
+    store, run_id = recorded
+    report = replay(store, load_spec_text(SPEC, "shop.yaml"), run_id=run_id)
+    assert report.counts == {"same": 5, "changed": 0, "not_replayable": 0, "not_decided": 0}
+
+
+def test_a_changed_threshold_flips_exactly_the_calls_between_the_old_and_new(
+    recorded: tuple[Store, str], orders: Orders
+) -> None:
+    store, run_id = recorded
+    before = counts(store), orders.lookups
+    spec = load_spec_text(
+        SPEC.replace("args.amount <= 100.0", "args.amount <= 50.0").replace(
+            "args.amount > 100.0", "args.amount > 50.0"
+        ),
+        "candidate.yaml",
+    )
+    report = replay(store, spec, run_id=run_id)
+    assert by_status(report, "changed") == [("o2", 70.0), ("o3", 90.0), ("o4", 60.0)]
+    (first, *_) = report.of("changed")
+    assert (first.old_effect, first.old_rules) == ("allow", ("small_refunds",))
+    assert (first.new_effect, first.new_rules) == (
+        "require_approval",
+        ("big_refunds_need_approval",),
+    )
+    assert first.why == ("big refunds need a lead",)
+    assert by_status(report, "same") == [("o1", 20.0), ("o1", 150.0)]
+    # Nothing was executed or looked up, and nothing was written.
+    assert (counts(store), orders.lookups) == before
+
+
+def test_a_window_rule_is_decided_with_the_window_rebuilt_from_history(
+    recorded: tuple[Store, str],
+) -> None:
+    """At most 2 refunds per customer a day: c1's third refund (o3) is denied (two executed
+    before it), bob's first is not; the approval-pending o1 refund sees c1's three executed
+    refunds (history as recorded: o3 executed even though the candidate denies it)."""
+    store, run_id = recorded
+    spec = candidate(
+        "escalation:",
+        "  - name: two_per_customer\n"
+        "    when: window.per_customer >= 2\n"
+        "    effect: deny\n"
+        "    reason: at most two refunds per customer a day\n"
+        "escalation:",
+    )
+    report = replay(store, spec, run_id=run_id)
+    changed = report.of("changed")
+    assert [(c.args["order_id"], c.window) for c in changed] == [
+        ("o3", {"per_customer": 2}),
+        ("o1", {"per_customer": 3}),
+    ]
+    assert {c.new_effect for c in changed} == {"deny"}
+    assert changed[1].old_effect == "require_approval"
+    same = {c.args["order_id"]: c.window for c in report.of("same")}
+    assert same == {"o1": {"per_customer": 0}, "o2": {"per_customer": 1}, "o4": {"per_customer": 0}}
+
+
+def test_facts_are_the_recorded_ones_and_the_fact_tool_is_not_called(
+    recorded: tuple[Store, str], orders: Orders
+) -> None:
+    """The orders now all belong to bob; a rule on the order's customer still sees c1."""
+    store, run_id = recorded
+    orders.owner = dict.fromkeys(orders.owner, "bob")
+    lookups = orders.lookups
+    spec = candidate(
+        "escalation:",
+        "  - name: no_refunds_for_c1\n"
+        "    when: facts.order.customer_id == \"c1\"\n"
+        "    effect: deny\n"
+        "    reason: c1 is frozen\n"
+        "escalation:",
+    )
+    report = replay(store, spec, run_id=run_id)
+    assert by_status(report, "changed") == [("o1", 20.0), ("o2", 70.0), ("o3", 90.0), ("o1", 150.0)]
+    assert orders.lookups == lookups
+
+
+def test_a_fact_that_was_not_looked_up_makes_the_call_not_replayable(
+    recorded: tuple[Store, str],
+) -> None:
+    store, run_id = recorded
+    spec = load_spec_text(
+        SPEC.replace(
+            "windows:", "  again:\n    tool: get_order\n    args: {order_id: args.order_id}\nwindows:"
+        ).replace("escalation:", with_rule("uses_again", 'facts.again.id == \\"x\\"', "deny")),
+        "candidate.yaml",
+    )
+    report = replay(store, spec, run_id=run_id)
+    assert report.counts["not_replayable"] == 5
+    assert report.of("not_replayable")[0].why == (
+        "fact 'again' was not looked up when the call was recorded",
+    )
+
+
+def test_a_tool_the_candidate_drops_is_a_changed_decision(recorded: tuple[Store, str]) -> None:
+    store, run_id = recorded
+    spec = load_spec_text(
+        SPEC.replace("  refund: {effect: money}\n", "")
+        .replace("{tool: refund, group_by: facts.order.customer_id,", "{tool: get_order,")
+        .replace('tool.name == "refund" && ', ""),
+        "candidate.yaml",
+    )
+    report = replay(store, spec, run_id=run_id)
+    assert report.counts["changed"] == 5
+    assert {c.new_rules for c in report.of("changed")} == {("unknown_tool",)}
+
+
+def test_since_selects_by_time_and_an_unknown_run_is_an_error(
+    recorded: tuple[Store, str],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from warden.errors import WardenError
+
+    store, _ = recorded
+    spec = load_spec_text(SPEC, "shop.yaml")
+    assert len(replay(store, spec, since=datetime.now(UTC) - timedelta(hours=1)).calls) == 5
+    assert replay(store, spec, since=datetime.now(UTC) + timedelta(hours=1)).calls == ()
+    with pytest.raises(WardenError, match="no run"):
+        replay(store, spec, run_id="nope")
+
+
+def test_cli_replay_lists_changed_decisions_and_fails_on_change(
+    recorded: tuple[Store, str], store_url: str, tmp_path: Path
+) -> None:
+    _, run_id = recorded
+    path = tmp_path / "candidate.yaml"
+    path.write_text(SPEC.replace("args.amount <= 100.0", "args.amount <= 10.0"))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["replay", "--spec", str(path), "--run", run_id, "--store", store_url, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["counts"]["changed"] == 4  # allowed before; no rule allows them now
+    assert body["changed"][0]["old"] == {"effect": "allow", "rules": ["small_refunds"]}
+    result = runner.invoke(
+        app,
+        ["replay", "--spec", str(path), "--run", run_id, "--store", store_url, "--fail-on-change"],
+    )
+    assert result.exit_code == 1
+    assert "4 changed" in result.output
+    result = runner.invoke(app, ["replay", "--spec", str(path), "--store", store_url])
+    assert result.exit_code == 2
+    assert "exactly one of --run" in result.output
+
+
+def test_diff_shows_tools_and_rules_added_removed_and_changed(tmp_path: Path) -> None:
+    new_text = (
+        SPEC.replace("refund: {effect: money}", "refund: {effect: write}\n  note: {effect: write}")
+        .replace("args.amount <= 100.0", "args.amount <= 50.0")
+        .replace("reason: big refunds need a lead", "reason: big refunds need a manager")
+        .replace("escalation:", with_rule("notes_ok", 'tool.name == \\"note\\"', "allow"))
+    )
+    old = load_spec_text(SPEC, "old.yaml")
+    new = load_spec_text(new_text, "new.yaml")
+    d = diff_specs(old, new)
+    assert d.tools.added == ["note"]
+    assert d.tools.changed == {"refund": {"effect": {"old": "money", "new": "write"}}}
+    assert d.policies.added == ["notes_ok"]
+    assert d.policies.changed == {
+        "small_refunds": {
+            "when": {"old": 'tool.name == "refund" && args.amount <= 100.0',
+                     "new": 'tool.name == "refund" && args.amount <= 50.0'}
+        },
+        "big_refunds_need_approval": {
+            "reason": {"old": "big refunds need a lead", "new": "big refunds need a manager"}
+        },
+    }
+    assert d.old_policy_fingerprint != d.new_policy_fingerprint
+    assert diff_specs(old, old).empty
+    (tmp_path / "old.yaml").write_text(SPEC)
+    (tmp_path / "new.yaml").write_text(new_text)
+    runner = CliRunner()
+    result = runner.invoke(app, ["diff", str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["policies"]["removed"] == []
+    text = runner.invoke(app, ["diff", str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml")])
+    assert "+ tool note" in text.output and "~ rule small_refunds" in text.output
