@@ -20,7 +20,7 @@ from warden.evals._diff import diff_specs
 from warden.evals._replay import ReplayReport, replay
 from warden.spec import LoadedSpec, load_spec_text
 from warden.store import Store
-from warden.store._tables import ledger_events, window_entries
+from warden.store._tables import ledger_events, runs, window_entries
 
 SPEC = """
 name: shop
@@ -300,3 +300,72 @@ def test_diff_shows_tools_and_rules_added_removed_and_changed(tmp_path: Path) ->
     assert json.loads(result.output)["policies"]["removed"] == []
     text = runner.invoke(app, ["diff", str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml")])
     assert "+ tool note" in text.output and "~ rule small_refunds" in text.output
+
+
+DEMO = Path(__file__).parent.parent / "examples" / "refund_triage"
+
+
+@pytest.fixture
+def demo_runs(store_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """The demo suite's cases recorded on ``store_url``; the store and a weakened spec
+    (without ``refund_only_to_original_method``)."""
+    from warden.evals import evaluate
+
+    report = evaluate(DEMO / "evals" / "suite.yaml", store_url=store_url)
+    assert report.passed
+    text = (DEMO / "workflow.yaml").read_text()
+    start = text.index("  - name: refund_only_to_original_method")
+    end = text.index("  - name: refund_only_for_own_order")
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(text[:start] + text[end:])
+    return store_url, weak
+
+
+def test_the_demo_traffic_replays_unchanged_and_the_weakened_spec_flips_the_injection(
+    demo_runs: tuple[str, Path],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from warden.spec import load_spec
+
+    url, weak = demo_runs
+    store = Store(url, create=False)
+    try:
+        since = datetime.now(UTC) - timedelta(hours=1)
+        same = replay(store, load_spec(DEMO / "workflow.yaml"), since=since)
+        assert same.counts["changed"] == same.counts["not_replayable"] == 0
+        assert same.counts["same"] > 40
+        changed = replay(store, load_spec(weak), since=since).of("changed")
+    finally:
+        store.dispose()
+    assert [(c.tool, c.args["payment_method_id"], c.old_rules, c.new_effect) for c in changed] == [
+        ("issue_refund", "pm_9999", ("refund_only_to_original_method",), "allow")
+    ]
+
+
+def test_sandbox_rerun_reproduces_the_run_and_shows_where_a_weaker_spec_differs(
+    demo_runs: tuple[str, Path],
+) -> None:
+    from warden.evals._sandbox import sandbox_replay
+    from warden.spec import load_spec
+
+    url, weak = demo_runs
+    store = Store(url, create=False)
+    try:
+        with store.read() as conn:
+            run_id = conn.execute(
+                select(runs.c.run_id).where(runs.c.task == "injection-refund-to-other-method")
+            ).scalar_one()
+        suite = DEMO / "evals" / "suite.yaml"
+        same = sandbox_replay(store, run_id, suite)
+        assert same.case == "injection-refund-to-other-method"
+        assert [s.now for s in same.steps] == [s.recorded for s in same.steps]
+        assert same.steps[-1].recorded == "denied deny policy_block"
+        assert same.diff == {}
+        weaker = sandbox_replay(store, run_id, suite, spec=load_spec(weak))
+    finally:
+        store.dispose()
+    assert [(s.step, s.recorded, s.now) for s in weaker.steps if s.differs] == [
+        (4, "denied deny policy_block", "executed allow")
+    ]
+    assert weaker.diff["refunds"]["inserted"]

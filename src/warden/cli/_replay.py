@@ -51,8 +51,12 @@ def _since(text: str) -> datetime:
 
 def replay_cmd(
     spec: Annotated[
-        Path, typer.Option(help="The candidate workflow spec the calls are re-decided under.")
-    ],
+        Path | None,
+        typer.Option(
+            help="The candidate workflow spec the calls are re-decided under (with "
+            "--sandbox: default the suite's)."
+        ),
+    ] = None,
     run: Annotated[str | None, typer.Option("--run", help="Replay this run's calls.")] = None,
     since: Annotated[
         str | None,
@@ -98,7 +102,7 @@ def replay_cmd(
 
     if (run is None) == (since is None):
         raise _usage("give exactly one of --run ID or --since TIME")
-    loaded = _load(spec)
+    loaded = None if spec is None else _load(spec)
     url = store or default_store_url()
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
@@ -109,6 +113,8 @@ def replay_cmd(
             raise _usage("--sandbox needs --run ID and --suite SUITE")
         _sandbox(url, run, suite, loaded, as_json)
         return
+    if loaded is None:
+        raise _usage("give the candidate spec: --spec FILE")
     tool_fns: list[Any] | None = None
     try:
         if tools is not None:
