@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _stack import Stack
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from warden import Gateway, tool
+from warden import events as ev
 from warden.cli._app import app
+from warden.errors import InvalidInputError
 from warden.evals._diff import diff_specs
 from warden.evals._replay import ReplayReport, replay
+from warden.ledger import iter_events
 from warden.spec import LoadedSpec, load_spec_text
 from warden.store import Store
 from warden.store._tables import ledger_events, runs, window_entries
@@ -369,3 +373,74 @@ def test_sandbox_rerun_reproduces_the_run_and_shows_where_a_weaker_spec_differs(
         (4, "denied deny policy_block", "executed allow")
     ]
     assert weaker.diff["refunds"]["inserted"]
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+def run_started(store: Store, run_id: str) -> ev.RunStarted:
+    (found,) = [
+        e.event for e in iter_events(store, run_id=run_id) if isinstance(e.event, ev.RunStarted)
+    ]
+    assert isinstance(found, ev.RunStarted)
+    return found
+
+
+def test_a_run_records_the_tool_schema_fingerprint_and_the_versions_the_agent_reports(
+    store_url: str, orders: Orders
+) -> None:
+    versions = {"prompt": "v3", "model": "gpt-4o-mini", "retrieval": "bm25-k8"}
+    loaded = load_spec_text(SPEC, "shop.yaml")
+    gw = Gateway(loaded, orders.tools(), store=store_url)
+    changed_schema = load_spec_text(
+        SPEC.replace(
+            "get_order: {effect: read}",
+            "get_order: {effect: read, input_schema: {type: object, "
+            "properties: {order_id: {type: string, maxLength: 9}}}}",
+        ),
+        "shop.yaml",
+    )
+    gw2 = Gateway(changed_schema, orders.tools(), store=store_url)
+    try:
+
+        async def go() -> tuple[str, str, str]:
+            async with gw.run(tenant="t", agent="bot", task="a", versions=versions) as one:
+                pass
+            async with gw.run(tenant="t", agent="bot", task="b") as two:
+                pass
+            async with gw2.run(tenant="t", agent="bot", task="c") as three:
+                pass
+            return one.run_id, two.run_id, three.run_id
+
+        first, second, third = asyncio.run(go())
+        gw.flush()
+        gw2.flush()
+        a, b, c = (run_started(gw.store, r) for r in (first, second, third))
+        assert a.versions == versions and b.versions == {}
+        assert a.tool_schema_fingerprint == b.tool_schema_fingerprint
+        assert a.tool_schema_fingerprint is not None and len(a.tool_schema_fingerprint) == 64
+        # Only the tool's schema changed: the tool-schema fingerprint moves with it.
+        assert c.tool_schema_fingerprint != a.tool_schema_fingerprint
+        with pytest.raises(InvalidInputError, match="versions"):
+            gw.open_run(tenant="t", agent="bot", task="x", versions={"prompt": "v" * 201})
+    finally:
+        gw.close()
+        gw2.close()
+
+
+async def test_versions_over_http_are_recorded_and_bad_ones_are_a_4xx(stack: Stack) -> None:
+    async with Gateway.connect(stack.url, api_key=stack.keys["bot"], workflow="shop") as gateway:
+        async with gateway.run(agent="bot", task="v", versions={"prompt": "v7"}) as run:
+            run_id = run.run_id
+    bot = stack.client("bot")
+    bad = bot.post(
+        "/v1/runs",
+        json={"workflow": "shop", "agent": "bot", "task": "v", "versions": {"prompt": 3}},
+    )
+    assert bad.status_code == 422 and bad.json()["type"].startswith("urn:warden:problem:")
+    store = Store(stack.store_url, create=False)
+    try:
+        started = run_started(store, run_id)
+    finally:
+        store.dispose()
+    assert started.versions == {"prompt": "v7"} and started.tool_schema_fingerprint

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,9 +38,17 @@ class SyncGateway:
 
     @contextmanager
     def run(
-        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        task: str,
+        task_type: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> Iterator[SyncRun]:
-        run = self.gateway.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        run = self.gateway.open_run(
+            tenant=tenant, agent=agent, task=task, task_type=task_type, versions=versions
+        )
         try:
             yield SyncRun(run, self._runner)
         except BaseException:

@@ -41,6 +41,10 @@ class RunStarted(_Event):
     task: str
     task_type: str | None = None
     tier: str
+    #: the tools' names, effects and schemas, hashed (absent on runs before it was recorded)
+    tool_schema_fingerprint: str | None = None
+    #: what the agent reported it runs (prompt, model, retrieval config, ...)
+    versions: dict[str, str] = Field(default_factory=dict)
 
 
 class RunFinished(_Event):

@@ -45,6 +45,7 @@ from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
 from warden.tools import ToolRegistry
+from warden.tools._fingerprint import tool_schema_fingerprint
 
 if TYPE_CHECKING:
     from warden.remote import RemoteGateway
@@ -57,6 +58,30 @@ def compiled_for(loaded: LoadedSpec, tools: ToolsArg) -> tuple[ToolRegistry, Pol
     it: a mistake fails here, with its line."""
     registry = ToolRegistry.build(loaded, tools)
     return registry, checked_policy(loaded, registry)
+
+
+#: ``versions`` an agent reports: at most this many keys, each value at most this long
+MAX_VERSIONS, MAX_VERSION_LEN = 20, 200
+
+
+def check_versions(versions: Mapping[str, str] | None) -> dict[str, str]:
+    """The versions a run records (``{"prompt": "v3", "model": ...}``), checked:
+    ``InvalidInputError`` for anything but a small mapping of short strings."""
+    if not versions:
+        return {}
+    if not isinstance(versions, Mapping) or len(versions) > MAX_VERSIONS:
+        raise InvalidInputError(f"versions must be a mapping of at most {MAX_VERSIONS} names")
+    out: dict[str, str] = {}
+    for key, value in versions.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise InvalidInputError("versions map names to strings, e.g. {\"prompt\": \"v3\"}")
+        if len(key) > 64 or len(value) > MAX_VERSION_LEN:
+            raise InvalidInputError(
+                f"versions: {key[:64]!r} is too long (names up to 64, values up to "
+                f"{MAX_VERSION_LEN} characters)"
+            )
+        out[key] = value
+    return out
 
 
 class Gateway:
@@ -98,6 +123,8 @@ class Gateway:
             secrets=secrets or SecretResolver(),
             sinks=[LedgerSink(ledger), OutboxSink(loaded.spec.name, clock), *sinks],
         )
+        #: recorded on every run_started: the tools' names, effects and schemas, hashed
+        self.tool_schema_fingerprint = tool_schema_fingerprint(registry)
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
         self.pipeline = Pipeline(self.svc)
@@ -212,11 +239,15 @@ class Gateway:
         task_type: str | None = None,
         end_user: str | None = None,
         opened_by: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> Run:
         """Open a run. ``end_user``: on whose behalf (bounds approval requests per person);
-        ``opened_by``: the caller's identity (it may not approve the run's actions)."""
+        ``opened_by``: the caller's identity (it may not approve the run's actions);
+        ``versions``: what the agent reports it runs (``{"prompt": "v3", "model": ...}``),
+        recorded on ``run_started``."""
         if not tenant or not agent:
             raise UsageError("a run needs a tenant and an agent")
+        checked_versions = check_versions(versions)
         spec = self.svc.loaded.spec
         if (
             end_user is None
@@ -276,6 +307,8 @@ class Gateway:
                     "task": task,
                     "task_type": task_type,
                     "tier": spec.tier.value,
+                    "tool_schema_fingerprint": self.tool_schema_fingerprint,
+                    **({"versions": checked_versions} if checked_versions else {}),
                 },
             )
         self._live[state.run_id] = state
@@ -283,9 +316,17 @@ class Gateway:
 
     @asynccontextmanager
     async def run(
-        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        task: str,
+        task_type: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Run]:
-        run = self.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        run = self.open_run(
+            tenant=tenant, agent=agent, task=task, task_type=task_type, versions=versions
+        )
         try:
             yield run
         except BaseException:

@@ -11,7 +11,7 @@ spin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,6 +85,7 @@ class RemoteGateway:
         tenant: str | None = None,
         task_type: str | None = None,
         end_user: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> AsyncIterator[RemoteRun]:
         name = workflow or self.workflow
         if not name:
@@ -99,6 +100,8 @@ class RemoteGateway:
         ):
             if value is not None:
                 body[key] = value
+        if versions:
+            body["versions"] = dict(versions)
         opened = await self.request("POST", "/v1/runs", json=body)
         run = RemoteRun(self, opened["run_id"])
         try:

@@ -63,6 +63,7 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
         task_type=body.task_type,
         end_user=body.end_user,
         opened_by=caller.identity,
+        versions=body.versions,
     )
     return _out(await state.run_sync(_run_row, state, run.run_id))
 
