@@ -15,7 +15,7 @@ from _stack import Stack
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from warden import Gateway, tool
+from warden import Gateway, Pending, tool
 from warden import events as ev
 from warden.cli._app import app
 from warden.errors import InvalidInputError
@@ -444,3 +444,121 @@ async def test_versions_over_http_are_recorded_and_bad_ones_are_a_4xx(stack: Sta
     finally:
         store.dispose()
     assert started.versions == {"prompt": "v7"} and started.tool_schema_fingerprint
+
+
+# -- approvals as labelled cases ---------------------------------------------------------------
+
+ENV_PY = '''
+from typing import Any
+
+from warden import tool
+from warden.evals import MemoryEnvironment
+
+
+def make() -> MemoryEnvironment:
+    def tools(env: MemoryEnvironment) -> list[Any]:
+        @tool
+        def get_order(order_id: str) -> dict[str, Any]:
+            return dict(env.data["orders"][order_id])
+
+        @tool(effect="money")
+        def refund(order_id: str, amount: float) -> dict[str, Any]:
+            env.data["orders"][order_id]["refunded"] = amount
+            return {"ok": True}
+
+        return [get_order, refund]
+
+    return MemoryEnvironment(tools)
+'''
+
+AGENT_PY = '''
+from warden.testing import ScriptedAgent
+
+
+async def work(case, run):
+    steps = case.input["steps"]
+    await ScriptedAgent([(s["tool"], s["args"]) for s in steps]).run(run)
+'''
+
+
+def test_decided_approvals_export_as_cases_that_eval_run_loads_and_runs(
+    store_url: str, orders: Orders, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from warden.evals import evaluate, load_suite
+
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    gw = Gateway(load_spec_text(SPEC, "shop.yaml"), orders.tools(), store=store_url)
+    try:
+
+        async def go() -> None:
+            async with gw.run(tenant="t", agent="bot", task="big refunds") as run:
+                pending = [
+                    await run.call("refund", {"order_id": o, "amount": a})
+                    for o, a in (("o1", 150.0), ("o2", 200.0), ("o3", 300.0))
+                ]
+                ids = [p.approval_id for p in pending if isinstance(p, Pending)]
+                lead = ["lead"]
+                await gw.approve(ids[0], approver="ann", rationale="known customer", roles=lead)
+                await gw.reject(ids[1], approver="ann", rationale="duplicate", roles=lead)
+                await gw.approve(
+                    ids[2],
+                    approver="ann",
+                    rationale="only the item",
+                    args={"order_id": "o3", "amount": 90.0},
+                    roles=lead,
+                )
+
+        asyncio.run(go())
+        gw.flush()
+    finally:
+        gw.close()
+    out_file = tmp_path / "suite" / "approvals.yaml"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "import-approvals", "--since", since.isoformat(), "--out", str(out_file),
+         "--store", store_url],
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 cases" in result.output and "1 edited" in result.output
+    (tmp_path / "suite" / "shop.yaml").write_text(SPEC)
+    (tmp_path / "suite" / "env.py").write_text(ENV_PY)
+    (tmp_path / "suite" / "agent.py").write_text(AGENT_PY)
+    owners = {"o1": "c1", "o2": "c1", "o3": "c1"}
+    fixtures = {"orders": {o: {"id": o, "customer_id": c} for o, c in owners.items()}}
+    (tmp_path / "suite" / "suite.yaml").write_text(
+        json.dumps(
+            {
+                "name": "approvals",
+                "spec": "shop.yaml",
+                "environment": "env.py:make",
+                "agent": "agent.py:work",
+                "identity": "bot",
+                "fixtures": fixtures,
+                "cases": [{"include": "approvals.yaml"}],
+            }
+        )
+    )
+    suite = load_suite(tmp_path / "suite" / "suite.yaml")
+    by_tag = {c.tags[1]: c for c in suite.cases}
+    assert set(by_tag) == {"approved", "rejected", "edited"}
+    approved, edited = by_tag["approved"], by_tag["edited"]
+    assert [(d.effect, d.args) for d in approved.expect.decisions] == [
+        ("allow", {"order_id": "o1", "amount": 150.0})
+    ]
+    assert by_tag["rejected"].expect.decisions[0].effect == "deny"
+    assert [(d.effect, d.args["amount"]) for d in edited.expect.decisions] == [
+        ("deny", 300.0),
+        ("allow", 90.0),
+    ]
+    assert edited.input["recorded_facts"] == {"order": {"id": "o3", "customer_id": "c1"}}
+    assert "ann (lead): only the item" in edited.description  # type: ignore[operator]
+    # The policy sends every one of them to approval: the labels disagree with it, and the
+    # decisions scorer says so, case by case.
+    report = evaluate(tmp_path / "suite" / "suite.yaml")
+    failed = {
+        r.case.id: [s.name for t in r.trials for s in t.failures] for r in report.results
+    }
+    assert len(failed) == 3 and all("decisions" in names for names in failed.values()), failed
+    assert {r.status for r in report.results} == {"failed"}

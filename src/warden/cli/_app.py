@@ -47,6 +47,7 @@ app.command("costs")(_costs.costs)
 app.add_typer(eval_app, name="eval")
 app.command("replay")(_replay.replay_cmd)
 app.command("diff")(_replay.diff_cmd)
+eval_app.command("import-approvals")(_replay.import_approvals_cmd)
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()

@@ -243,3 +243,49 @@ def diff_cmd(
                     highlight=False,
                     soft_wrap=True,
                 )
+
+
+def import_approvals_cmd(
+    since: Annotated[
+        str, typer.Option(help="Approvals decided at or after this time (ISO 8601, UTC).")
+    ],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The cases file to write (YAML), for a suite's include:.")
+    ],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's approvals.")] = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cases as JSON too.")] = False,
+) -> None:
+    """Export decided approvals (with approver edits) as labelled eval cases: the call as
+    proposed, and the expected decision what the human decided (approved: allow,
+    rejected: deny, edited: the proposal denied and the edited call allowed)."""
+    from warden.evals._approvals import approval_cases, write_cases
+    from warden.store import Store, default_store_url
+
+    moment = _since(since)
+    url = store or default_store_url()
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path != ":memory:" and not Path(path).exists():
+            raise _usage(f"no store at {path}; pass --store URL")
+    try:
+        st = Store(url, create=False)
+        try:
+            cases = approval_cases(st, moment, tenant=tenant)
+        finally:
+            st.dispose()
+        write_cases(cases, out_file)
+    except WardenError as exc:
+        raise _usage(str(exc)) from None
+    except OSError as exc:
+        raise _usage(f"{exc.filename}: {exc.strerror}") from None
+    if as_json:
+        typer.echo(json.dumps(cases, indent=2, ensure_ascii=False))
+    else:
+        verdicts = [c["tags"][1] for c in cases]
+        out.print(
+            f"wrote {len(cases)} cases to {escape(str(out_file))} ("
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in ("approved", "rejected", "edited"))
+            + ")",
+            highlight=False,
+        )
