@@ -428,22 +428,35 @@ def test_a_run_records_the_tool_schema_fingerprint_and_the_versions_the_agent_re
         gw2.close()
 
 
-async def test_versions_over_http_are_recorded_and_bad_ones_are_a_4xx(stack: Stack) -> None:
+async def test_versions_and_confidence_over_http_are_recorded_and_bad_ones_are_a_4xx(stack: Stack) -> None:
     async with Gateway.connect(stack.url, api_key=stack.keys["bot"], workflow="shop") as gateway:
         async with gateway.run(agent="bot", task="v", versions={"prompt": "v7"}) as run:
             run_id = run.run_id
+            await run.call("get_order", {"order_id": "o1"}, confidence=0.7)
     bot = stack.client("bot")
     bad = bot.post(
         "/v1/runs",
         json={"workflow": "shop", "agent": "bot", "task": "v", "versions": {"prompt": 3}},
     )
     assert bad.status_code == 422 and bad.json()["type"].startswith("urn:warden:problem:")
+    live = bot.post("/v1/runs", json={"workflow": "shop", "agent": "bot", "task": "c"}).json()
+    too_sure = bot.post(
+        f"/v1/runs/{live['run_id']}/actions",
+        json={"tool": "get_order", "args": {"order_id": "o1"}, "confidence": 2},
+    )
+    assert too_sure.status_code == 422 and "confidence" in too_sure.text
     store = Store(stack.store_url, create=False)
     try:
         started = run_started(store, run_id)
+        (requested,) = [
+            e.event
+            for e in iter_events(store, run_id=run_id)
+            if isinstance(e.event, ev.ActionRequested)
+        ]
     finally:
         store.dispose()
     assert started.versions == {"prompt": "v7"} and started.tool_schema_fingerprint
+    assert isinstance(requested, ev.ActionRequested) and requested.confidence == 0.7
 
 
 # -- approvals as labelled cases ---------------------------------------------------------------
@@ -562,3 +575,72 @@ def test_decided_approvals_export_as_cases_that_eval_run_loads_and_runs(
     }
     assert len(failed) == 3 and all("decisions" in names for names in failed.values()), failed
     assert {r.status for r in report.results} == {"failed"}
+
+
+# -- confidence and calibration ----------------------------------------------------------------
+
+CONFIDENT_AGENT_PY = '''
+async def work(case, run):
+    for s in case.input["steps"]:
+        await run.call(s["tool"], s["args"], confidence=s.get("confidence"))
+'''
+
+
+def test_eval_reports_calibration_of_the_confidence_the_agent_reports(tmp_path: Path) -> None:
+    """Two calls at 0.9, one of them held for approval; one at 0.2 that runs: ECE =
+    2/3 x |0.5 - 0.9| + 1/3 x |1.0 - 0.2| = 0.5333."""
+    from warden.evals import evaluate
+
+    (tmp_path / "shop.yaml").write_text(SPEC)
+    (tmp_path / "env.py").write_text(ENV_PY)
+    (tmp_path / "agent.py").write_text(CONFIDENT_AGENT_PY)
+
+    def step(order: str, amount: float, confidence: float | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"tool": "refund", "args": {"order_id": order, "amount": amount}}
+        if confidence is not None:
+            out["confidence"] = confidence
+        return out
+
+    cases = [
+        {"id": "sure-and-right", "input": {"steps": [step("o1", 20.0, 0.9)]}},
+        {"id": "sure-and-held", "input": {"steps": [step("o2", 150.0, 0.9)]}},
+        {"id": "unsure-and-right", "input": {"steps": [step("o3", 30.0, 0.2)]}},
+        {"id": "silent", "input": {"steps": [step("o1", 10.0, None)]}},
+    ]
+    fixtures = {"orders": {o: {"id": o, "customer_id": "c1"} for o in ("o1", "o2", "o3")}}
+    (tmp_path / "suite.yaml").write_text(
+        json.dumps(
+            {
+                "name": "confidence",
+                "spec": "shop.yaml",
+                "environment": "env.py:make",
+                "agent": "agent.py:work",
+                "fixtures": fixtures,
+                "cases": cases,
+            }
+        )
+    )
+    report = evaluate(tmp_path / "suite.yaml")
+    cal = report.calibration
+    assert cal is not None and cal.actions == 3
+    assert cal.ece == pytest.approx(0.5333, abs=1e-4)
+    filled = [(b.low, b.count, b.mean_confidence, b.accuracy) for b in cal.bins if b.count]
+    assert filled == [(0.2, 1, 0.2, 1.0), (0.9, 2, 0.9, 0.5)]
+    from warden.evals import markdown, to_json
+
+    assert to_json(report)["calibration"]["ece"] == cal.ece
+    assert "Calibration: ECE 0.533 over 3 actions" in markdown(report)
+
+
+def test_a_confidence_out_of_range_is_refused(store_url: str, orders: Orders) -> None:
+    gw = Gateway(load_spec_text(SPEC, "shop.yaml"), orders.tools(), store=store_url)
+    try:
+
+        async def go() -> None:
+            async with gw.run(tenant="t", agent="bot", task="c") as run:
+                with pytest.raises(InvalidInputError, match="confidence"):
+                    await run.call("refund", {"order_id": "o1", "amount": 1.0}, confidence=1.5)
+
+        asyncio.run(go())
+    finally:
+        gw.close()

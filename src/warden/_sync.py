@@ -136,10 +136,18 @@ class SyncRun:
         idempotency_key: str | None = None,
         wait: float | None = None,
         actor: str | None = None,
+        confidence: float | None = None,
     ) -> Result:
         return _run_sync(
             self._runner,
-            self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait, actor=actor),
+            self.run.call(
+                tool,
+                args,
+                idempotency_key=idempotency_key,
+                wait=wait,
+                actor=actor,
+                confidence=confidence,
+            ),
         )
 
     def finish(self, outcome: str = "completed") -> None:

@@ -66,6 +66,8 @@ class ActionRequested(_Event):
     step: int
     idempotency_key: str | None = None
     proposed_by: str | None = None
+    #: how sure the agent said it was that the call is right (0..1), when it said
+    confidence: float | None = None
 
 
 class ActionResumed(_Event):

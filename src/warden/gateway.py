@@ -528,14 +528,22 @@ class Run:
         wait: float | None = None,
         actor: str | None = None,
         api_key: str | None = None,
+        confidence: float | None = None,
     ) -> Result:
         """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
         (an approved action then runs at once); ``actor``: who proposes it (an API key's
         identity), when not the run's opener; it may not approve it. ``api_key``: the id
         of the API key the call came with (the server passes it; rules read it as
-        ``principal.key``)."""
+        ``principal.key``). ``confidence``: how sure the agent is that the call is right
+        (0 to 1), recorded for calibration."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
+        if confidence is not None and not (
+            isinstance(confidence, int | float)
+            and not isinstance(confidence, bool)
+            and 0.0 <= confidence <= 1.0
+        ):
+            raise InvalidInputError(f"confidence must be a number from 0 to 1, got {confidence!r}")
         state = self.state
         call = Call(
             state,
@@ -546,6 +554,7 @@ class Run:
             wait_s=wait,
             actor=actor,
             api_key=api_key,
+            confidence=None if confidence is None else float(confidence),
         )
         return await self._gateway.pipeline.call(call)
 

@@ -174,8 +174,10 @@ class RemoteRun:
         *,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        confidence: float | None = None,
     ) -> Result:
-        """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``."""
+        """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``;
+        ``confidence``: how sure the agent is the call is right (0 to 1), recorded."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         loop = asyncio.get_running_loop()
@@ -183,6 +185,8 @@ class RemoteRun:
         body: dict[str, Any] = {"tool": tool, "args": args or {}}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if confidence is not None:
+            body["confidence"] = confidence
         result = _result(
             await self._gateway.request("POST", f"/v1/runs/{self.run_id}/actions", json=body)
         )

@@ -62,6 +62,9 @@ class ActionCreate(_In):
     wait_s: float = Field(
         default=0.0, ge=0.0, le=60.0, description="wait this long for an approval"
     )
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="how sure the agent is the call is right"
+    )
 
 
 class ApprovalDecision(_In):

@@ -161,6 +161,7 @@ async def govern(
         wait=body.wait_s,
         actor=caller.identity,
         api_key=caller.key_id,
+        confidence=body.confidence,
     )
     await state.save_run(run)
     return ActionResult.of(result)
