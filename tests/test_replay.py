@@ -644,3 +644,44 @@ def test_a_confidence_out_of_range_is_refused(store_url: str, orders: Orders) ->
         asyncio.run(go())
     finally:
         gw.close()
+
+
+def test_since_in_the_middle_of_a_run_rebuilds_the_run_from_its_earlier_steps(
+    store_url: str, orders: Orders
+) -> None:
+    """No windows in the candidate: the run's first steps, before ``since``, are still read
+    for its run_started and per-tool counts."""
+    from datetime import UTC, datetime
+
+    gw = Gateway(load_spec_text(SPEC, "shop.yaml"), orders.tools(), store=store_url)
+    try:
+
+        async def go() -> datetime:
+            async with gw.run(tenant="t", agent="bot", task="spans") as run:
+                for order_id, amount in CALLS[:3]:
+                    await run.call("refund", {"order_id": order_id, "amount": amount})
+                gw.flush()
+                await asyncio.sleep(0.01)
+                middle = datetime.now(UTC)
+                for order_id, amount in CALLS[3:]:
+                    await run.call("refund", {"order_id": order_id, "amount": amount})
+            return middle
+
+        since = asyncio.run(go())
+        gw.flush()
+    finally:
+        gw.close()
+    no_windows = (
+        SPEC.replace("windows:\n", "")
+        .replace("  per_customer: {tool: refund, group_by: facts.order.customer_id, period: 24h}\n", "")
+        .replace("escalation:", with_rule("four_a_run", 'run.counts[\\"refund\\"] >= 4', "deny"))
+    )
+    store = Store(store_url, create=False)
+    try:
+        report = replay(store, load_spec_text(no_windows, "c.yaml"), since=since)
+    finally:
+        store.dispose()
+    assert [(c.step, c.status, c.new_rules) for c in report.calls] == [
+        (4, "changed", ("four_a_run",)),
+        (5, "changed", ("four_a_run",)),
+    ]

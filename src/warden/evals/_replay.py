@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from warden.errors import WardenError
 from warden.policy import Policy, WindowKeyError
@@ -301,17 +301,20 @@ def replay(
             if tenant is not None:
                 query = query.where(ledger_events.c.tenant == tenant)
             tenants = sorted(r[0] for r in conn.execute(query))
-            # Runs already open at ``since``: their earlier steps count (run.counts, step).
+            # Runs that started before ``since`` and went on after it: their earlier steps
+            # count (run_started, run.counts, cost so far).
             if tenants:
+                active = select(ledger_events.c.run_id).where(
+                    ledger_events.c.ts >= _ts_text(since),
+                    ledger_events.c.tenant.in_(tenants),
+                    ledger_events.c.run_id.is_not(None),
+                )
                 opened = conn.execute(
-                    select(runs.c.started_at)
-                    .where(runs.c.tenant.in_(tenants), runs.c.status == "running")
-                    .order_by(runs.c.started_at)
-                    .limit(1)
-                ).first()
-                if opened is not None and opened[0] < start:
-                    start = opened[0]
-        lower = _ts_text(start - longest - timedelta(seconds=1))
+                    select(func.min(runs.c.started_at)).where(runs.c.run_id.in_(active))
+                ).scalar()
+                if opened is not None and opened < start:
+                    start = opened
+        lower = _ts_text(start - longest)
         run_rows = {
             r.run_id: r
             for r in conn.execute(
@@ -421,8 +424,19 @@ def replay(
             out.append(
                 _decide(action, run, activation, problem, policy, history, now_us)
             )
-        if (action.executed or action.awaiting) and activation is not None:
+        else:  # an earlier call of the run, not replayed: its risk as recorded
+            run.risk = max(run.risk, float((action.decision or {}).get("risk") or 0.0))
+        if not (action.executed or action.awaiting):
+            continue
+        if activation is not None:
             _enter(action, activation, history, now_us)
+        else:
+            # It took effect, but the candidate's windows cannot place it: any later call
+            # reading them cannot be decided as the store would.
+            for name in history.by_tool.get(action.tool, ()):
+                history.broken.setdefault(
+                    (action.tenant, name), f"action {action.action_id}: {problem}"
+                )
     for action in undecided:
         if action.decision is None and selected(action):
             why = action.refused or (
