@@ -270,6 +270,10 @@ def test_cli_replay_lists_changed_decisions_and_fails_on_change(
     result = runner.invoke(app, ["replay", "--spec", str(path), "--store", store_url])
     assert result.exit_code == 2
     assert "exactly one of --run" in result.output
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    result = runner.invoke(app, ["replay", "--spec", str(path), "--run", run_id, "--store", missing])
+    assert result.exit_code == 2 and "no store at" in result.output
+    assert not (tmp_path / "none.db").exists()  # nothing created
 
 
 def test_diff_shows_tools_and_rules_added_removed_and_changed(tmp_path: Path) -> None:

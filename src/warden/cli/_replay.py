@@ -39,6 +39,32 @@ def _load(path: Path) -> Any:
         raise _usage(f"{path}: {exc.strerror}") from None
 
 
+def _open_store(url: str | None) -> Any:
+    """The store, read-only in intent: never created or migrated here; a missing SQLite
+    file, an unreachable database or an old schema is a usage error (one line)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from warden.store import Store, default_store_url
+    from warden.store._migrate import display_url
+
+    url = url or default_store_url()
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path != ":memory:" and not Path(path).exists():
+            raise _usage(f"no store at {path}; pass --store URL")
+    try:
+        store = Store(url, create=False)
+    except WardenError as exc:
+        raise _usage(str(exc)) from None
+    try:
+        store.check_schema()
+    except (WardenError, SQLAlchemyError) as exc:
+        store.dispose()
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _usage(f"cannot read the store {display_url(url)}: {detail}") from None
+    return store
+
+
 def _since(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -98,20 +124,14 @@ def replay_cmd(
     decision that would change (old effect and rules -> new ones, and why) and every call
     that cannot be replayed (and why)."""
     from warden.evals._replay import replay
-    from warden.store import Store, default_store_url
 
     if (run is None) == (since is None):
         raise _usage("give exactly one of --run ID or --since TIME")
     loaded = None if spec is None else _load(spec)
-    url = store or default_store_url()
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path != ":memory:" and not Path(path).exists():
-            raise _usage(f"no store at {path}; pass --store URL")
     if sandbox:
         if run is None or suite is None:
             raise _usage("--sandbox needs --run ID and --suite SUITE")
-        _sandbox(url, run, suite, loaded, as_json)
+        _sandbox(store, run, suite, loaded, as_json)
         return
     if loaded is None:
         raise _usage("give the candidate spec: --spec FILE")
@@ -124,7 +144,7 @@ def replay_cmd(
             tool_fns = list(found) if isinstance(found, list | tuple) else None
             if tool_fns is None:
                 raise WardenError(f"--tools {tools}: not a list of tool functions")
-        st = Store(url, create=False)
+        st = _open_store(store)
         try:
             report = replay(
                 st,
@@ -173,12 +193,11 @@ def replay_cmd(
         raise typer.Exit(1)
 
 
-def _sandbox(url: str, run: str, suite: Path, loaded: Any, as_json: bool) -> None:
+def _sandbox(url: str | None, run: str, suite: Path, loaded: Any, as_json: bool) -> None:
     from warden.evals._sandbox import sandbox_replay
-    from warden.store import Store
 
     try:
-        st = Store(url, create=False)
+        st = _open_store(url)
         try:
             report = sandbox_replay(st, run, suite, spec=loaded)
         finally:
@@ -260,16 +279,10 @@ def import_approvals_cmd(
     proposed, and the expected decision what the human decided (approved: allow,
     rejected: deny, edited: the proposal denied and the edited call allowed)."""
     from warden.evals._approvals import approval_cases, write_cases
-    from warden.store import Store, default_store_url
 
     moment = _since(since)
-    url = store or default_store_url()
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path != ":memory:" and not Path(path).exists():
-            raise _usage(f"no store at {path}; pass --store URL")
     try:
-        st = Store(url, create=False)
+        st = _open_store(store)
         try:
             cases = approval_cases(st, moment, tenant=tenant)
         finally:

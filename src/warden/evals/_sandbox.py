@@ -115,7 +115,12 @@ def sandbox_replay(
     if suite.file.environment is None:
         raise UsageError(f"suite {suite.name!r} names no 'environment:' (MOD:FUNC)")
     factory = load_ref(suite.file.environment, suite.directory)
-    env = factory() if callable(factory) else factory
+    try:
+        env = factory() if callable(factory) else factory
+    except Exception as exc:
+        raise UsageError(
+            f"the environment {suite.file.environment!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         if not isinstance(env, Environment):
             raise UsageError(f"{suite.file.environment!r} did not give an Environment")
