@@ -689,3 +689,15 @@ def test_since_in_the_middle_of_a_run_rebuilds_the_run_from_its_earlier_steps(
         (4, "changed", ("four_a_run",)),
         (5, "changed", ("four_a_run",)),
     ]
+
+
+def test_a_tool_whose_effect_only_its_code_declares_needs_the_tools(
+    recorded: tuple[Store, str], orders: Orders
+) -> None:
+    store, run_id = recorded
+    spec = load_spec_text(SPEC.replace("refund: {effect: money}", "refund: {}"), "c.yaml")
+    blind = replay(store, spec, run_id=run_id)
+    assert blind.counts["not_replayable"] == 5
+    assert "does not declare tool 'refund''s effect" in blind.of("not_replayable")[0].why[0]
+    seeing = replay(store, spec, run_id=run_id, tools=orders.tools())
+    assert seeing.counts == {"same": 5, "changed": 0, "not_replayable": 0, "not_decided": 0}
