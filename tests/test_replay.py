@@ -701,3 +701,26 @@ def test_a_tool_whose_effect_only_its_code_declares_needs_the_tools(
     assert "does not declare tool 'refund''s effect" in blind.of("not_replayable")[0].why[0]
     seeing = replay(store, spec, run_id=run_id, tools=orders.tools())
     assert seeing.counts == {"same": 5, "changed": 0, "not_replayable": 0, "not_decided": 0}
+
+
+def test_the_demo_with_model_calls_routes_and_approvals_replays_unchanged(
+    store_url: str,
+) -> None:
+    """``warden demo``'s traffic (model calls through a route, budgets, approvals, windows)
+    under the shipped spec: every decided call the same, none unreplayable."""
+    from datetime import UTC, datetime, timedelta
+
+    from warden.spec import load_spec
+
+    result = CliRunner().invoke(app, ["demo", "--store", store_url, "--tickets", "30", "-q"])
+    assert result.exit_code == 0, result.output
+    store = Store(store_url, create=False)
+    try:
+        report = replay(
+            store, load_spec(DEMO / "workflow.yaml"), since=datetime.now(UTC) - timedelta(hours=1)
+        )
+    finally:
+        store.dispose()
+    assert report.counts["changed"] == report.counts["not_replayable"] == 0, report.to_json()
+    routed = [c for c in report.of("same") if c.tool == "model:classify"]
+    assert routed and report.counts["same"] > 100

@@ -65,6 +65,12 @@ def _open_store(url: str | None) -> Any:
     return store
 
 
+def _short(args: Any, limit: int = 160) -> str:
+    """A call's arguments on one line, cut at ``limit`` characters (``--json`` has all)."""
+    text = json.dumps(args, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _since(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -176,7 +182,7 @@ def replay_cmd(
         for call in report.of("changed"):
             out.print(
                 f"[yellow]changed[/yellow] {call.action_id} {call.tool} "
-                f"{escape(json.dumps(call.args, default=str))}: {call.old_effect} "
+                f"{escape(_short(call.args))}: {call.old_effect} "
                 f"{list(call.old_rules)} -> {call.new_effect} {list(call.new_rules)}"
                 + (f" ({escape('; '.join(call.why))})" if call.why else ""),
                 highlight=False,

@@ -153,6 +153,12 @@ class _Action:
     executed: bool = False
     awaiting: bool = False
     refused: str | None = None
+    #: a model call: the model that answered (``usage``), and why it was not the one
+    #: asked for (a budget's reroute), for calls of a route (``model:<route>``)
+    model: str | None = None
+    rerouted: str | None = None
+    #: the tool the policy decided for: the requested one, or a route's model
+    resolved: str = ""
 
 
 _ENDED = frozenset({"denied", "failed", "drafted", "approval_expired", "approval_cancelled"})
@@ -361,6 +367,9 @@ def replay(
             run.started = True
             continue
         if kind == "usage":
+            used = actions.get(payload.get("action_id", ""))
+            if used is not None:
+                used.model, used.rerouted = payload.get("model"), payload.get("rerouted")
             run.cost_usd += float(payload.get("cost_usd") or 0)
             usage = payload.get("usage")
             if usage is not None:
@@ -433,7 +442,7 @@ def replay(
         else:
             # It took effect, but the candidate's windows cannot place it: any later call
             # reading them cannot be decided as the store would.
-            for name in history.by_tool.get(action.tool, ()):
+            for name in history.by_tool.get(action.resolved or action.tool, ()):
                 history.broken.setdefault(
                     (action.tenant, name), f"action {action.action_id}: {problem}"
                 )
@@ -480,9 +489,20 @@ def _activation(
     loaded: LoadedSpec,
     now_text: str,
 ) -> tuple[dict[str, Any] | None, str | None]:
-    tool_ctx = contexts.get(action.tool)
+    action.resolved = action.tool
+    route = action.tool.removeprefix(MODEL_TOOL_PREFIX)
+    if action.tool.startswith(MODEL_TOOL_PREFIX) and route in loaded.spec.routes:
+        # The route picked a model before the policy decided; the pick is recorded only
+        # with the call's usage, and not when a budget then rerouted it.
+        if action.model is None or action.rerouted is not None:
+            return None, (
+                f"a call of the route {route!r}: the model it picked was not recorded"
+                + ("" if action.rerouted is None else f" (rerouted: {action.rerouted})")
+            )
+        action.resolved = MODEL_TOOL_PREFIX + action.model
+    tool_ctx = contexts.get(action.resolved)
     if tool_ctx is None:
-        return None, f"the candidate spec has no tool {action.tool!r}"
+        return None, f"the candidate spec has no tool {action.resolved!r}"
     if isinstance(tool_ctx, str):
         return None, tool_ctx
     if not run.started or run.tier is None:
@@ -490,7 +510,7 @@ def _activation(
     decision = action.decision or {}
     activation: dict[str, Any] = {
         "tool": tool_ctx,
-        "model": model_context(loaded.spec.models, action.tool),
+        "model": model_context(loaded.spec.models, action.resolved),
         "args": action.args if isinstance(action.args, dict) else {},
         "principal": {"agent": run.agent, "scopes": run.scopes, "key": None},
         "tenant": action.tenant,
@@ -544,7 +564,7 @@ def _decide(
             )
         return ReplayedCall(**base, status="not_replayable", why=(problem,))
     assert activation is not None
-    tool_policy = policy.for_tool(action.tool)
+    tool_policy = policy.for_tool(action.resolved)
     missing = sorted(tool_policy.facts - set(activation["facts"]))
     if missing:
         return ReplayedCall(
@@ -601,7 +621,7 @@ def _enter(
     action: _Action, activation: Mapping[str, Any], history: _WindowHistory, now_us: int
 ) -> None:
     """Add a recorded action that took effect to the candidate's windows."""
-    for name in history.by_tool.get(action.tool, ()):
+    for name in history.by_tool.get(action.resolved, ()):
         window = history.windows[name]
         missing = window.facts - set(activation["facts"])
         try:
