@@ -377,6 +377,13 @@ def test_sandbox_rerun_reproduces_the_run_and_shows_where_a_weaker_spec_differs(
         (4, "denied deny policy_block", "executed allow")
     ]
     assert weaker.diff["refunds"]["inserted"]
+    result = CliRunner().invoke(
+        app,
+        ["replay", "--run", run_id, "--sandbox", "--suite", str(suite), "--spec", str(weak),
+         "--store", url],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 differ" in result.output and "recorded denied deny policy_block -> now executed allow" in result.output
 
 
 # -- versions ---------------------------------------------------------------------------------

@@ -221,6 +221,7 @@ def _sandbox(url: str | None, run: str, suite: Path, loaded: Any, as_json: bool)
         f"re-ran {len(report.steps)} calls of run {run} in a sandbox of {suite.name}: "
         f"{sum(1 for s in report.steps if s.differs)} differ",
         highlight=False,
+        soft_wrap=True,
     )
     for s in report.steps:
         if s.differs:
@@ -307,4 +308,5 @@ def import_approvals_cmd(
             + ", ".join(f"{verdicts.count(v)} {v}" for v in ("approved", "rejected", "edited"))
             + ")",
             highlight=False,
+            soft_wrap=True,
         )
