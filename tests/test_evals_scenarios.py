@@ -153,6 +153,20 @@ def test_the_evals_public_names_are_pinned() -> None:
     assert sorted(warden.evals.__all__) == sorted(
         [
             "BUILT_IN",
+            # replay, versions, approvals as cases, calibration
+            "Calibration",
+            "CalibrationBin",
+            "ReplayReport",
+            "ReplayedCall",
+            "SandboxReport",
+            "SandboxStep",
+            "SpecDiff",
+            "approval_cases",
+            "calibration",
+            "diff_specs",
+            "replay",
+            "sandbox_replay",
+            "write_cases",
             "Action",
             "Baseline",
             "BlockingRun",

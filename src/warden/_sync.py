@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,9 +38,17 @@ class SyncGateway:
 
     @contextmanager
     def run(
-        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        task: str,
+        task_type: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> Iterator[SyncRun]:
-        run = self.gateway.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        run = self.gateway.open_run(
+            tenant=tenant, agent=agent, task=task, task_type=task_type, versions=versions
+        )
         try:
             yield SyncRun(run, self._runner)
         except BaseException:
@@ -128,10 +136,18 @@ class SyncRun:
         idempotency_key: str | None = None,
         wait: float | None = None,
         actor: str | None = None,
+        confidence: float | None = None,
     ) -> Result:
         return _run_sync(
             self._runner,
-            self.run.call(tool, args, idempotency_key=idempotency_key, wait=wait, actor=actor),
+            self.run.call(
+                tool,
+                args,
+                idempotency_key=idempotency_key,
+                wait=wait,
+                actor=actor,
+                confidence=confidence,
+            ),
         )
 
     def finish(self, outcome: str = "completed") -> None:

@@ -41,6 +41,10 @@ class RunStarted(_Event):
     task: str
     task_type: str | None = None
     tier: str
+    #: the tools' names, effects and schemas, hashed (absent on runs before it was recorded)
+    tool_schema_fingerprint: str | None = None
+    #: what the agent reported it runs (prompt, model, retrieval config, ...)
+    versions: dict[str, str] = Field(default_factory=dict)
 
 
 class RunFinished(_Event):
@@ -62,6 +66,8 @@ class ActionRequested(_Event):
     step: int
     idempotency_key: str | None = None
     proposed_by: str | None = None
+    #: how sure the agent said it was that the call is right (0..1), when it said
+    confidence: float | None = None
 
 
 class ActionResumed(_Event):

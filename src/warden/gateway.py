@@ -46,6 +46,7 @@ from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
 from warden.telemetry import Alerts, Rollups, Vault, pii_redactor
 from warden.tools import ToolRegistry
+from warden.tools._fingerprint import tool_schema_fingerprint
 
 if TYPE_CHECKING:
     from warden.remote import RemoteGateway
@@ -58,6 +59,30 @@ def compiled_for(loaded: LoadedSpec, tools: ToolsArg) -> tuple[ToolRegistry, Pol
     it: a mistake fails here, with its line."""
     registry = ToolRegistry.build(loaded, tools)
     return registry, checked_policy(loaded, registry)
+
+
+#: ``versions`` an agent reports: at most this many keys, each value at most this long
+MAX_VERSIONS, MAX_VERSION_LEN = 20, 200
+
+
+def check_versions(versions: Mapping[str, str] | None) -> dict[str, str]:
+    """The versions a run records (``{"prompt": "v3", "model": ...}``), checked:
+    ``InvalidInputError`` for anything but a small mapping of short strings."""
+    if not versions:
+        return {}
+    if not isinstance(versions, Mapping) or len(versions) > MAX_VERSIONS:
+        raise InvalidInputError(f"versions must be a mapping of at most {MAX_VERSIONS} names")
+    out: dict[str, str] = {}
+    for key, value in versions.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise InvalidInputError("versions map names to strings, e.g. {\"prompt\": \"v3\"}")
+        if len(key) > 64 or len(value) > MAX_VERSION_LEN:
+            raise InvalidInputError(
+                f"versions: {key[:64]!r} is too long (names up to 64, values up to "
+                f"{MAX_VERSION_LEN} characters)"
+            )
+        out[key] = value
+    return out
 
 
 class Gateway:
@@ -116,6 +141,8 @@ class Gateway:
             vault=vault,
             pii=pii_redactor(loaded.spec.pii, vault, ledger.defer),
         )
+        #: recorded on every run_started: the tools' names, effects and schemas, hashed
+        self.tool_schema_fingerprint = tool_schema_fingerprint(registry)
         if loaded.spec.models:
             self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
         self.pipeline = Pipeline(self.svc)
@@ -236,11 +263,15 @@ class Gateway:
         task_type: str | None = None,
         end_user: str | None = None,
         opened_by: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> Run:
         """Open a run. ``end_user``: on whose behalf (bounds approval requests per person);
-        ``opened_by``: the caller's identity (it may not approve the run's actions)."""
+        ``opened_by``: the caller's identity (it may not approve the run's actions);
+        ``versions``: what the agent reports it runs (``{"prompt": "v3", "model": ...}``),
+        recorded on ``run_started``."""
         if not tenant or not agent:
             raise UsageError("a run needs a tenant and an agent")
+        checked_versions = check_versions(versions)
         spec = self.svc.loaded.spec
         if (
             end_user is None
@@ -304,6 +335,8 @@ class Gateway:
                     "task": task,
                     "task_type": task_type,
                     "tier": spec.tier.value,
+                    "tool_schema_fingerprint": self.tool_schema_fingerprint,
+                    **({"versions": checked_versions} if checked_versions else {}),
                 },
             )
         self._live[state.run_id] = state
@@ -311,9 +344,17 @@ class Gateway:
 
     @asynccontextmanager
     async def run(
-        self, *, tenant: str, agent: str, task: str, task_type: str | None = None
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        task: str,
+        task_type: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Run]:
-        run = self.open_run(tenant=tenant, agent=agent, task=task, task_type=task_type)
+        run = self.open_run(
+            tenant=tenant, agent=agent, task=task, task_type=task_type, versions=versions
+        )
         try:
             yield run
         except BaseException:
@@ -518,14 +559,22 @@ class Run:
         wait: float | None = None,
         actor: str | None = None,
         api_key: str | None = None,
+        confidence: float | None = None,
     ) -> Result:
         """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
         (an approved action then runs at once); ``actor``: who proposes it (an API key's
         identity), when not the run's opener; it may not approve it. ``api_key``: the id
         of the API key the call came with (the server passes it; rules read it as
-        ``principal.key``)."""
+        ``principal.key``). ``confidence``: how sure the agent is that the call is right
+        (0 to 1), recorded for calibration."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
+        if confidence is not None and not (
+            isinstance(confidence, int | float)
+            and not isinstance(confidence, bool)
+            and 0.0 <= confidence <= 1.0
+        ):
+            raise InvalidInputError(f"confidence must be a number from 0 to 1, got {confidence!r}")
         state = self.state
         call = Call(
             state,
@@ -536,6 +585,7 @@ class Run:
             wait_s=wait,
             actor=actor,
             api_key=api_key,
+            confidence=None if confidence is None else float(confidence),
         )
         return await self._gateway.pipeline.call(call)
 

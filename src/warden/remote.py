@@ -11,7 +11,7 @@ spin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,6 +103,7 @@ class RemoteGateway:
         tenant: str | None = None,
         task_type: str | None = None,
         end_user: str | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> AsyncIterator[RemoteRun]:
         name = workflow or self.workflow
         if not name:
@@ -117,6 +118,8 @@ class RemoteGateway:
         ):
             if value is not None:
                 body[key] = value
+        if versions:
+            body["versions"] = dict(versions)
         opened = await self.request("POST", "/v1/runs", json=body)
         run = RemoteRun(self, opened["run_id"])
         try:
@@ -189,8 +192,10 @@ class RemoteRun:
         *,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        confidence: float | None = None,
     ) -> Result:
-        """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``."""
+        """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``;
+        ``confidence``: how sure the agent is the call is right (0 to 1), recorded."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         loop = asyncio.get_running_loop()
@@ -198,6 +203,8 @@ class RemoteRun:
         body: dict[str, Any] = {"tool": tool, "args": args or {}}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if confidence is not None:
+            body["confidence"] = confidence
         result = _result(
             await self._gateway.request("POST", f"/v1/runs/{self.run_id}/actions", json=body)
         )

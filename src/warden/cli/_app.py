@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from warden.cli import _costs, _policy, _serve, _slo
+from warden.cli import _costs, _policy, _replay, _serve, _slo
 from warden.cli._common import StoreOpt, err, guard, out
 from warden.cli._db import db_app
 from warden.cli._eval import eval_app
@@ -51,6 +51,9 @@ app.command("costs")(_costs.costs)
 app.command("slo")(_slo.slo)
 app.command("alerts")(_slo.alerts)
 app.add_typer(eval_app, name="eval")
+app.command("replay")(_replay.replay_cmd)
+app.command("diff")(_replay.diff_cmd)
+eval_app.command("import-approvals")(_replay.import_approvals_cmd)
 
 def _store(url: str | None, *, must_exist: bool = True) -> Store:
     url = url or default_store_url()

@@ -189,6 +189,20 @@ def _print(report: object) -> None:
             f"quarantined {', '.join(report.quarantine_added)} (recorded in {report.quarantine_file})",
             highlight=False,
         )
+    cal = report.calibration
+    if cal is not None:
+        out.print(
+            f"calibration: ECE {cal.ece:.3f} over {cal.actions} actions with a confidence "
+            "(right = executed by itself)",
+            highlight=False,
+        )
+        for b in cal.bins:
+            if b.count:
+                out.print(
+                    f"  {b.low:.1f}-{b.high:.1f}: {b.count} actions, mean confidence "
+                    f"{_r(b.mean_confidence)}, executed {_r(b.accuracy)}",
+                    highlight=False,
+                )
     for check in report.checks:
         mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
         out.print(f"gate {check.name}: {mark} {check.detail}", highlight=False, soft_wrap=True)

@@ -1,6 +1,9 @@
 """Evals: scenario suites run against the agent under test through the governed pipeline,
 scored from the ledger and the environment's state, gated for CI (docs/evals.md)."""
 
+from warden.evals._approvals import approval_cases, write_cases
+from warden.evals._calibration import Calibration, CalibrationBin, calibration
+from warden.evals._diff import SpecDiff, diff_specs
 from warden.evals._env import (
     CollectionDiff,
     Environment,
@@ -22,8 +25,10 @@ from warden.evals._gate import (
     pass_hat_k,
     write_baseline,
 )
+from warden.evals._replay import ReplayedCall, ReplayReport, replay
 from warden.evals._report import Report, markdown, to_json, write_junit
 from warden.evals._runner import BlockingRun, CaseResult, EvalRunner, TrialResult, load_ref
+from warden.evals._sandbox import SandboxReport, SandboxStep, sandbox_replay
 from warden.evals._scenario import (
     CallMatch,
     Case,
@@ -43,6 +48,8 @@ __all__ = [
     "Action",
     "Baseline",
     "BlockingRun",
+    "Calibration",
+    "CalibrationBin",
     "CallMatch",
     "Case",
     "CaseResult",
@@ -57,16 +64,24 @@ __all__ = [
     "Figures",
     "MemoryEnvironment",
     "Quarantine",
+    "ReplayReport",
+    "ReplayedCall",
     "Report",
     "SQLiteEnvironment",
+    "SandboxReport",
+    "SandboxStep",
     "Score",
     "Scorer",
+    "SpecDiff",
     "State",
     "StateExpect",
     "Suite",
     "Trial",
     "TrialResult",
     "Updated",
+    "approval_cases",
+    "calibration",
+    "diff_specs",
     "diff_states",
     "evaluate",
     "figures",
@@ -79,7 +94,10 @@ __all__ = [
     "pass_at_k",
     "pass_hat_k",
     "pii_scorer",
+    "replay",
+    "sandbox_replay",
     "to_json",
     "write_baseline",
+    "write_cases",
     "write_junit",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from warden.errors import UsageError
+from warden.evals._calibration import calibration
 from warden.evals._env import Environment, close_environment
 from warden.evals._gate import Baseline, Quarantine, figures, gate, quarantine_path, write_baseline
 from warden.evals._report import Report
@@ -113,4 +114,5 @@ def evaluate(
         quarantine_file=str(held.path),
         quarantine_added=added,
         quarantine_released=released,
+        calibration=calibration(a for r in results for t in r.trials for a in t.trial.actions),
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warden.evals._calibration import Calibration
 from warden.evals._gate import Check, Figures, pass_at_k, pass_hat_k
 from warden.evals._runner import CaseResult
 
@@ -23,6 +24,9 @@ class Report:
     quarantine_file: str
     quarantine_added: list[str]
     quarantine_released: list[str]
+    #: the agent's reported confidence per action against what Warden let run (None when
+    #: no action carried one)
+    calibration: Calibration | None = None
 
     @property
     def passed(self) -> bool:
@@ -73,6 +77,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "released": report.quarantine_released,
         },
         "cases": [_case_json(r) for r in report.results],
+        "calibration": None if report.calibration is None else report.calibration.to_json(),
     }
 
 
@@ -157,6 +162,21 @@ def markdown(report: Report) -> str:
         f"| p95 latency | {'—' if f.p95_latency_ms is None else f'{f.p95_latency_ms:.0f} ms'} |",
         f"| flaky (quarantined now) / quarantined before | {f.flaky} / {f.quarantined} |",
     ]
+    cal = report.calibration
+    if cal is not None:
+        lines += [
+            "",
+            f"### Calibration: ECE {cal.ece:.3f} over {cal.actions} actions",
+            "",
+            "| confidence | actions | mean confidence | executed by itself |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {b.low:.1f}-{b.high:.1f} | {b.count} | {_rate(b.mean_confidence)} "
+            f"| {_rate(b.accuracy)} |"
+            for b in cal.bins
+            if b.count
+        ]
     failed = [r for r in report.results if r.gating and r.status == "failed"]
     if failed:
         lines += ["", "### Failed cases", "", "| case | why |", "| --- | --- |"]

@@ -102,10 +102,16 @@ class BlockingRun:
         return self.run.run_id
 
     def call(
-        self, tool: str, args: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+        self,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        confidence: float | None = None,
     ) -> Result:
         future = asyncio.run_coroutine_threadsafe(
-            self.run.call(tool, args, idempotency_key=idempotency_key), self._loop
+            self.run.call(tool, args, idempotency_key=idempotency_key, confidence=confidence),
+            self._loop,
         )
         return future.result()
 

@@ -35,6 +35,8 @@ class Action:
     #: the refusal's or failure's kind (``policy_block``, ``scope_denied``, ...)
     kind: str | None = None
     cost_usd: Decimal = Decimal(0)
+    #: how sure the agent said it was that the call is right (0..1), when it said
+    confidence: float | None = None
 
     @property
     def is_model(self) -> bool:
@@ -92,8 +94,10 @@ def read_actions(
     for event in events:
         trial.events.append(event)
         match event:
-            case ev.ActionRequested(action_id=action_id, tool=tool, args=args):
-                new = Action(action_id, tool, args, effects.get(tool))
+            case ev.ActionRequested(
+                action_id=action_id, tool=tool, args=args, confidence=confidence
+            ):
+                new = Action(action_id, tool, args, effects.get(tool), confidence=confidence)
                 by_id[action_id] = new
                 trial.actions.append(new)
             case ev.DecisionMade(action_id=action_id, effect=effect, rules=rules, matched=m):

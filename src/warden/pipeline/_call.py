@@ -118,6 +118,9 @@ class Call:
     actor: str | None = None
     #: the id of the API key that sent the call (``principal.key``); None in process
     api_key: str | None = None
+    #: how sure the agent says it is that this call is right (0..1), recorded on
+    #: ``action_requested`` for calibration (``warden eval``); None when not reported
+    confidence: float | None = None
     approval: ApprovalRecord | None = None
     tool: ToolDef | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)

@@ -34,6 +34,10 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+VersionName = Annotated[str, Field(min_length=1, max_length=64)]
+VersionValue = Annotated[str, Field(max_length=200)]
+
+
 class RunCreate(_In):
     workflow: str = Field(min_length=1, max_length=120, pattern=ID_PATTERN)
     agent: str = Name
@@ -43,6 +47,8 @@ class RunCreate(_In):
     )
     task_type: str | None = Field(default=None, max_length=120)
     end_user: str | None = Field(default=None, min_length=1, max_length=200)
+    #: what the agent reports it runs: ``{"prompt": "v3", "model": "...", "retrieval": "..."}``
+    versions: dict[VersionName, VersionValue] | None = Field(default=None, max_length=20)
 
 
 class RunFinish(_In):
@@ -55,6 +61,9 @@ class ActionCreate(_In):
     idempotency_key: Text | None = Field(default=None, min_length=1, max_length=128)
     wait_s: float = Field(
         default=0.0, ge=0.0, le=60.0, description="wait this long for an approval"
+    )
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="how sure the agent is the call is right"
     )
 
 

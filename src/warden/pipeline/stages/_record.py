@@ -33,19 +33,17 @@ class RecordStage:
             # The ledger canonicalises the event as it takes it: arguments it cannot record
             # (a lone surrogate) raise InvalidInputError here, naming where, before the
             # call is counted or anything else happens: the caller's error, this call alone.
-            svc.emit(
-                run.run_id,
-                run.tenant,
-                "action_requested",
-                {
-                    "action_id": call.action_id,
-                    "tool": call.tool_name,
-                    "args": raw,
-                    "step": run.steps + 1,
-                    "idempotency_key": call.given_key,
-                    "proposed_by": call.proposer,
-                },
-            )
+            requested: dict[str, Any] = {
+                "action_id": call.action_id,
+                "tool": call.tool_name,
+                "args": raw,
+                "step": run.steps + 1,
+                "idempotency_key": call.given_key,
+                "proposed_by": call.proposer,
+            }
+            if call.confidence is not None:
+                requested["confidence"] = call.confidence
+            svc.emit(run.run_id, run.tenant, "action_requested", requested)
             run.steps += 1
             run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1
         else:

@@ -64,6 +64,7 @@ async def open_run(body: RunCreate, state: State, caller: Caller) -> RunOut:
         task_type=body.task_type,
         end_user=body.end_user,
         opened_by=caller.identity,
+        versions=body.versions,
     )
     return _out(await state.run_sync(_run_row, state, run.run_id))
 
@@ -187,6 +188,7 @@ async def govern(
         wait=body.wait_s,
         actor=caller.identity,
         api_key=caller.key_id,
+        confidence=body.confidence,
     )
     await state.save_run(run)
     return ActionResult.of(result)
