@@ -86,6 +86,11 @@ def fingerprint(spec: WorkflowSpec) -> str:
             del data[key]
     if spec.pii == PiiSpec():
         del data["pii"]
+    if not data["alerts"]:
+        del data["alerts"]
+    for key in ("p50_latency_ms", "policy_violation_rate_max"):  # added with live SLOs
+        if data["slo"].get(key) is None:
+            data["slo"].pop(key, None)
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
