@@ -364,7 +364,7 @@ async def test_custom_and_pii_scorers(tmp_path: Path, env: SQLiteEnvironment) ->
     finally:
         r.close()
     scores = {s.name: s for s in result.trials[0].scores}
-    assert (scores["pii"].passed, scores["pii"].detail) == (False, "notify: ada@bank.example")
+    assert (scores["pii"].passed, scores["pii"].detail) == (False, "notify: email (tokenized by Warden)")
     assert scores["calls"].passed
 
 
