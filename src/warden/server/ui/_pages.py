@@ -181,7 +181,10 @@ async def runs_page(
 
 async def _steps(ui: Console, run_id: str) -> _views.Timeline:
     try:
-        events = (await admin.run_events(run_id, ui.request, Response(), ui.state, ui.principal, None, 5000)).items
+        listed = await admin.run_events(
+            run_id, ui.request, Response(), ui.state, ui.principal, None, 5000
+        )
+        events = listed.items
     except ApiProblem as exc:
         if exc.status != 404:
             raise
@@ -342,7 +345,7 @@ async def ledger_page(ui: ConsoleDep) -> HTMLResponse:
 
 @router.get("/ledger/export")
 async def ledger_export(ui: ConsoleDep) -> Response:
-    response = await admin.export_ledger(ui.state, ui.principal, tenant=None)
+    response = await admin.export_ledger(ui.state, ui.principal, tenant=None, after=None, limit=None)
     response.headers["Content-Disposition"] = 'attachment; filename="warden-ledger.jsonl"'
     return response
 
