@@ -122,6 +122,10 @@ async def test_pages_need_a_session_and_a_valid_key(world: World) -> None:
     for path in ["/ui/approvals", "/ui/runs", "/ui/switches", "/ui/ledger", "/ui/costs"]:
         r = await anonymous.get(path)
         assert r.status_code == 303 and r.headers["location"].startswith("/ui/signin?next=")
+        # The sign-in page reads ``next`` itself (the API's 422 for unknown query
+        # parameters is not the console's)
+        signin = await anonymous.get(r.headers["location"])
+        assert signin.status_code == 200 and 'name="key"' in signin.text, signin.text[:300]
     bad = await anonymous.sign_in("wdn_0123_notakey")
     assert bad.status_code == 401 and "unknown, revoked or expired" in bad.text
     assert "warden_session" not in anonymous.http.cookies
@@ -526,3 +530,4 @@ async def test_ledger_page_verifies_the_chain(world: World) -> None:
     export = await audit.get("/ui/ledger/export")
     lines = [json.loads(x) for x in export.text.splitlines()]
     assert lines and {e["tenant"] for e in lines} == {"acme"}
+

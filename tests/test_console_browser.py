@@ -74,13 +74,17 @@ class Server:
             check=False,
         )
         assert demo.returncode == 0, demo.stderr
+        # The server's output goes to a file: a pipe nobody reads fills up and blocks the
+        # server's logging, and with it every request.
+        self.log = home / "serve.log"
+        self._log = self.log.open("w")
         self.process = subprocess.Popen(
             # Two workers: a sign-in made on one is honoured by the other (the secret
             # `warden serve` hands both).
             [sys.executable, "-m", "warden", "serve", "--port", str(self.port), "--workers", "2"],
             cwd=home,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         deadline = time.monotonic() + 30
@@ -90,7 +94,7 @@ class Server:
                     break
             except httpx.HTTPError:
                 pass
-            assert self.process.poll() is None, self.process.communicate()[1]
+            assert self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "server not ready"
             time.sleep(0.1)
         store = Store(f"sqlite:///{home / '.warden' / 'warden.db'}")
@@ -129,7 +133,8 @@ class Server:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=60)
+        self.process.wait(timeout=60)
+        self._log.close()
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,10 @@ def any_query(endpoint: F) -> F:
     return endpoint
 
 
+#: the operator console's pages (warden.server.ui), which are not the API
+CONSOLE_PREFIX = "/ui"
+
+
 async def reject_unknown_query(request: Request) -> None:
     """422 for a query parameter the route does not declare, naming it (an app-wide
     dependency: every route, one place). Costs nothing for a request without a query
@@ -129,6 +133,10 @@ async def reject_unknown_query(request: Request) -> None:
         return
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or route.endpoint in _ANY_QUERY:
+        return
+    if route.path.startswith(CONSOLE_PREFIX):
+        # The console's pages read their own parameters (a redirect's ``next``, a
+        # decision's ``done``) and, as web pages do, ignore what they do not know.
         return
     allowed = _declared(route)
     unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in allowed]
