@@ -1,6 +1,15 @@
 """Evals: scenario suites run against the agent under test through the governed pipeline,
 scored from the ledger and the environment's state, gated for CI (docs/evals.md)."""
 
+from warden.evals._adversarial import KINDS, Attack, Instruction, Tamper, find_instructions
+from warden.evals._attack_run import (
+    AttackResult,
+    KindFigures,
+    PackReport,
+    adversarial,
+    follow_injections,
+    spec_without_policies,
+)
 from warden.evals._env import (
     CollectionDiff,
     Environment,
@@ -40,7 +49,10 @@ from warden.evals._trial import Action, Trial
 
 __all__ = [
     "BUILT_IN",
+    "KINDS",
     "Action",
+    "Attack",
+    "AttackResult",
     "Baseline",
     "BlockingRun",
     "CallMatch",
@@ -55,7 +67,10 @@ __all__ = [
     "EvalRunner",
     "Expectations",
     "Figures",
+    "Instruction",
+    "KindFigures",
     "MemoryEnvironment",
+    "PackReport",
     "Quarantine",
     "Report",
     "SQLiteEnvironment",
@@ -64,12 +79,16 @@ __all__ = [
     "State",
     "StateExpect",
     "Suite",
+    "Tamper",
     "Trial",
     "TrialResult",
     "Updated",
+    "adversarial",
     "diff_states",
     "evaluate",
     "figures",
+    "find_instructions",
+    "follow_injections",
     "gate",
     "load_cases",
     "load_ref",
@@ -79,6 +98,7 @@ __all__ = [
     "pass_at_k",
     "pass_hat_k",
     "pii_scorer",
+    "spec_without_policies",
     "to_json",
     "write_baseline",
     "write_junit",
