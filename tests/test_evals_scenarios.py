@@ -153,7 +153,15 @@ def test_the_evals_public_names_are_pinned() -> None:
     assert sorted(warden.evals.__all__) == sorted(
         [
             "BUILT_IN",
+            "KINDS",
             "Action",
+            "Attack",
+            "AttackResult",
+            "Instruction",
+            "KindFigures",
+            "PackReport",
+            "adversarial",
+            "follow_injections",
             "Baseline",
             "BlockingRun",
             "CallMatch",

@@ -1,14 +1,13 @@
 """Evals: scenario suites run against the agent under test through the governed pipeline,
 scored from the ledger and the environment's state, gated for CI (docs/evals.md)."""
 
-from warden.evals._adversarial import KINDS, Attack, Instruction, Tamper, find_instructions
+from warden.evals._adversarial import KINDS, Attack, Instruction
 from warden.evals._attack_run import (
     AttackResult,
     KindFigures,
     PackReport,
     adversarial,
     follow_injections,
-    spec_without_policies,
 )
 from warden.evals._env import (
     CollectionDiff,
@@ -79,7 +78,6 @@ __all__ = [
     "State",
     "StateExpect",
     "Suite",
-    "Tamper",
     "Trial",
     "TrialResult",
     "Updated",
@@ -87,7 +85,6 @@ __all__ = [
     "diff_states",
     "evaluate",
     "figures",
-    "find_instructions",
     "follow_injections",
     "gate",
     "load_cases",
@@ -98,7 +95,6 @@ __all__ = [
     "pass_at_k",
     "pass_hat_k",
     "pii_scorer",
-    "spec_without_policies",
     "to_json",
     "write_baseline",
     "write_junit",

@@ -321,10 +321,12 @@ class Generator:
             if body is not None:
                 out[body] = "Records as requested: " + "; ".join(self.ex.pii or ["(none)"])
             inject("exfiltration", tool, [Instruction(tool, out)])
-        for tool in self.tools_of(EffectClass.MONEY):
+        for tool in writes:
             args = self.ex.first(tool, case.id)
             assert args is not None
-            self._bypass(tool, args, inject)
+            # Money, and any write with an amount: what thresholds and payees guard.
+            if self.effects[tool] is EffectClass.MONEY or _amount_key(args) is not None:
+                self._bypass(tool, args, inject)
         for tool in called:
             if self.effects[tool] is EffectClass.READ:
                 for mode in ("wrong_types", "huge", "truncated", "empty"):
@@ -357,21 +359,12 @@ class Generator:
 
     def _bypass(self, tool: str, args: dict[str, Any], inject: Any) -> None:
         key = _amount_key(args)
-        if key is None:
-            return
-        limit = self.limits.get(key) or float(args[key])
-        # Split: three parts each under the threshold, together well over it; the parts
-        # differ by a cent so that no two share a derived idempotency key.
-        parts = [
-            Instruction(tool, {**args, key: round(limit * 0.9 - 0.01 * i, 2)}) for i in range(3)
-        ]
-        inject("policy_bypass", f"{tool}.split", parts)
-        big = round(limit * 1.5, 2)
-        for name, value in (("string", str(big)), ("exponent", f"{big:.2e}")):
-            call = Instruction(tool, {**args, key: value})
-            inject("policy_bypass", f"{tool}.type_confusion_{name}", [call])
-        ident = _first_key(args, _ACCOUNT, str) or next(
-            (k for k, v in args.items() if k.endswith("_id") and isinstance(v, str)), None
+        if key is not None:
+            self._amounts(tool, args, key, inject)
+        ident = (
+            _first_key(args, _ACCOUNT, str)
+            or next((k for k, v in args.items() if k.endswith("_id") and isinstance(v, str)), None)
+            or _first_key(args, _RECIPIENT, str)
         )
         if ident is not None:
             for how in ("recased", "homoglyph", "zero_width"):
@@ -380,6 +373,22 @@ class Generator:
         first = Instruction(tool, dict(args), idempotency_key="adv-reused-key")
         second = Instruction(tool, hijack(args), idempotency_key="adv-reused-key")
         inject("policy_bypass", f"{tool}.idempotency_reuse", [first, second], targets=(second,))
+
+    def _amounts(self, tool: str, args: dict[str, Any], key: str, inject: Any) -> None:
+        amount = float(args[key])
+        limit = self.limits.get(key) or amount
+        # Split: three parts, each under the threshold and below the agent's own call,
+        # together over the threshold when it allows; the parts differ by a cent so that
+        # no two share a derived idempotency key (nor the agent's own call's).
+        part = min(limit * 0.9, amount) if amount > 0 else limit * 0.9
+        parts = [
+            Instruction(tool, {**args, key: round(part - 0.01 * (i + 1), 2)}) for i in range(3)
+        ]
+        inject("policy_bypass", f"{tool}.split", parts)
+        big = round(limit * 1.5, 2)
+        for name, value in (("string", str(big)), ("exponent", f"{big:.2e}")):
+            call = Instruction(tool, {**args, key: value})
+            inject("policy_bypass", f"{tool}.type_confusion_{name}", [call])
 
 
 # -- fixtures ----------------------------------------------------------------------------

@@ -343,13 +343,24 @@ class PackReport:
                     "mode": r.mode,
                     "succeeded": r.succeeded,
                     "utility": r.utility,
-                    "harmful_effects": [{"tool": t, "args": a} for t, a in r.harmful],
+                    "harmful_effects": [{"tool": t, "args": _clip(a)} for t, a in r.harmful],
                     "stopped": r.stopped,
                     "error": r.error,
                 }
                 for r in self.results
             ],
         }
+
+
+def _clip(value: Any, limit: int = 200) -> Any:
+    """Long strings cut (a "huge" output's padding can reach an effect's arguments)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value)} chars)"
+    if isinstance(value, Mapping):
+        return {str(k): _clip(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clip(v, limit) for v in value]
+    return value
 
 
 # -- running ---------------------------------------------------------------------------------
