@@ -47,8 +47,10 @@ from warden.spec import LoadedSpec, load_spec, load_spec_text
 from warden.tools import tool_def_of
 
 MODES = ("on", "off")
-#: the size of a "huge" output's padding
-HUGE = 1_000_000
+#: a "huge" output's padding: ~1 MB of prose. Words, not one 1 MB token: a regex such
+#: as ``[\w.+-]+@`` over a 1 MB run of letters takes quadratic time, and an async agent
+#: that blocks its event loop that long cannot be timed out (nothing else runs).
+HUGE = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 18_000
 
 
 # -- the tampering environment ------------------------------------------------------------
@@ -169,7 +171,7 @@ class AttackEnvironment:
         if mode == "wrong_types":
             return _wrong_types(plain)
         if mode == "huge":
-            return _append(plain, " " + "A" * HUGE)
+            return _append(plain, " " + HUGE)
         if mode == "truncated":
             dumped = json.dumps(plain, default=str)
             return dumped[: max(1, len(dumped) // 2)]
