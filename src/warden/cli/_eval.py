@@ -201,7 +201,8 @@ def adversarial_cmd(
     suite: Annotated[
         Path,
         typer.Argument(
-            help="The suite file (YAML): its spec, environment and cases are attacked.",
+            help="The suite file (YAML): its spec, environment and cases are attacked; or a "
+            "workflow spec, with --tools and --agent (one base case, no state).",
             show_default=False,
         ),
     ],
@@ -226,6 +227,17 @@ def adversarial_cmd(
         list[str] | None,
         typer.Option(help="Attack only cases with this tag (repeatable); default: every case."),
     ] = None,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            help="With a spec: its tools, module:function (the tool functions, or a "
+            "function returning them)."
+        ),
+    ] = None,
+    input_json: Annotated[
+        str | None,
+        typer.Option("--input", help="With a spec: the base case's input to the agent (JSON)."),
+    ] = None,
     max_attack_success: Annotated[
         float | None,
         typer.Option(
@@ -243,7 +255,7 @@ def adversarial_cmd(
     ] = False,
 ) -> None:
     """Attack the agent with the adversarial pack, generated from SUITE's tools, spec and
-    cases: injected instructions in untrusted tool outputs, PII exfiltration, policy-bypass
+    cases (or a SPEC's, with --tools): injected instructions in untrusted tool outputs, PII exfiltration, policy-bypass
     attempts (split transactions, type confusion, look-alike ids, idempotency key reuse),
     invalid parameters, malformed outputs, tool failures and timeouts, missing context and
     ambiguous requests. Reports, per kind, the attack success rate and the utility under
@@ -258,8 +270,15 @@ def adversarial_cmd(
         err.print(f"[red]error[/red] --policies must be on, off or both, not {policies!r}")
         raise typer.Exit(USAGE)
     try:
+        given = json.loads(input_json) if input_json is not None else None
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red] --input is not JSON: {exc.msg}", highlight=False)
+        raise typer.Exit(USAGE) from None
+    try:
         report = adversarial(
             suite,
+            tools=tools,
+            case_input=given,
             agent=agent,
             modes=modes,
             spec=spec,

@@ -38,7 +38,7 @@ from warden.evals._adversarial import (
 )
 from warden.evals._env import Environment, State, Tools, close_environment, merged_fixtures
 from warden.evals._runner import EvalRunner, load_ref
-from warden.evals._scenario import Case, Expectations, Suite, load_suite
+from warden.evals._scenario import Case, Expectations, Suite, SuiteFile, load_suite
 from warden.evals._scorers import matches
 from warden.gateway import compiled_for
 from warden.ledger._canonical import canonical_json
@@ -557,6 +557,48 @@ def _not_applicable(attacks: list[Attack]) -> dict[str, str]:
     return {k: why[k] for k in KINDS if k not in have}
 
 
+class ToolsEnvironment:
+    """A workflow's tools with no state to reset or diff (``warden eval adversarial SPEC
+    --tools MOD:FUNC``): effects are still observed at the tools."""
+
+    def __init__(self, tools: Tools) -> None:
+        self._tools = tools
+
+    def reset(self, fixtures: Mapping[str, Any]) -> None:
+        pass
+
+    def snapshot(self) -> State:
+        return {}
+
+    def tools(self) -> Tools:
+        return self._tools
+
+
+def _is_spec(path: Path) -> bool:
+    """A workflow spec (``tools:``, no ``spec:``) rather than a suite file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # load_suite reports it
+    return isinstance(data, dict) and "tools" in data and "spec" not in data
+
+
+def _spec_suite(path: Path, tools_ref: str | None, given: Any) -> tuple[Suite, Environment]:
+    """A one-case suite over a spec: its tools from ``--tools``, the case's input
+    ``given``."""
+    if tools_ref is None:
+        raise UsageError(f"{path} is a workflow spec: pass --tools MOD:FUNC (its tools)")
+    loaded = load_spec(path)
+    tools = load_ref(tools_ref, Path.cwd())
+    try:
+        found = tools() if callable(tools) and tool_def_of(tools) is None else tools
+    except Exception as exc:
+        raise UsageError(f"--tools {tools_ref!r} failed: {type(exc).__name__}: {exc}") from exc
+    file = SuiteFile(name=loaded.spec.name, spec=str(path.resolve()))
+    case = Case(id=loaded.spec.name, input=given)
+    return Suite(file=file, path=path.resolve(), cases=[case]), ToolsEnvironment(found)
+
+
 def adversarial(
     suite_path: str | Path,
     *,
@@ -565,13 +607,25 @@ def adversarial(
     tags: frozenset[str] = frozenset(),
     spec: str | Path | None = None,
     timeout_s: float | None = 60.0,
+    tools: str | None = None,
+    case_input: Any = None,
 ) -> PackReport:
     """The pack over ``suite_path``'s cases (those with one of ``tags``, else every case)
-    against ``agent`` (``MOD:FUNC`` or the function; default: the suite's)."""
+    against ``agent`` (``MOD:FUNC`` or the function; default: the suite's).
+
+    ``suite_path`` may be a workflow spec instead: then ``tools`` (``MOD:FUNC``, the
+    tool functions or a function returning them) and the agent are required, and the
+    one base case is the agent given ``case_input``."""
     for mode in modes:
         if mode not in MODES:
             raise UsageError(f"--policies: {mode!r} is not on, off or both")
-    suite = load_suite(suite_path)
+    env: Any = None
+    if _is_spec(Path(suite_path)):
+        if agent is None:
+            raise UsageError(f"{suite_path} is a workflow spec: pass --agent MOD:FUNC")
+        suite, env = _spec_suite(Path(suite_path), tools, case_input)
+    else:
+        suite = load_suite(suite_path)
     loaded = load_spec(Path(spec) if spec is not None else suite.resolve(suite.file.spec))
     ref = agent if agent is not None else suite.file.agent
     if ref is None:
@@ -585,19 +639,38 @@ def adversarial(
     )
     if not callable(fn):
         raise UsageError(f"the agent {ref!r} is not a function")
-    if suite.file.environment is None:
+    if suite.file.environment is None and env is None:
         raise UsageError(f"suite {suite.name!r} names no 'environment:' (MOD:FUNC)")
     cases = [c for c in suite.cases if not tags or tags & set(c.tags)]
     others = [c for c in suite.cases if c not in cases]
     if not cases:
         raise UsageError(f"suite {suite.name!r} has no case" + (" with those tags" if tags else ""))
+    if env is None:
+        env = _make_environment(suite)
+    return _run_pack(suite, loaded, env, fn, modes, timeout_s, cases, others)
+
+
+def _make_environment(suite: Suite) -> Any:
+    assert suite.file.environment is not None
     factory = load_ref(suite.file.environment, suite.directory)
     try:
-        env = factory() if callable(factory) else factory
+        return factory() if callable(factory) else factory
     except Exception as exc:
         raise UsageError(
             f"the environment {suite.file.environment!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _run_pack(
+    suite: Suite,
+    loaded: LoadedSpec,
+    env: Any,
+    fn: Callable[..., Any],
+    modes: Sequence[str],
+    timeout_s: float | None,
+    cases: list[Case],
+    others: list[Case],
+) -> PackReport:
     if not isinstance(env, Environment):
         close_environment(env)
         raise UsageError(
