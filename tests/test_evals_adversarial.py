@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from warden.cli._app import app
-from warden.evals import KINDS, Instruction, adversarial
+from warden.evals import KINDS, Case, Instruction, adversarial, follow_injections
 from warden.evals._adversarial import find_instructions, hijack, lookalike
 from warden.evals._attack_run import spec_without_policies
 from warden.spec import load_spec
@@ -311,3 +311,17 @@ def test_a_spec_alone_is_attacked_with_its_tools(shop: Path) -> None:
     assert code == 2 and "--tools" in err
     code, _out, err = invoke(str(spec), "--agent", naive, "--tools", "x.py:T", "--input", "{")
     assert code == 2 and "--input is not JSON" in err
+
+
+def sync_agent(case: Case, run: Any) -> dict[str, Any]:
+    """The shop's agent written without async: it gets a blocking run."""
+    run.call("read_note", {"note_id": case.input["note"]})
+    run.call("pay", {"to": "shop", "amount": 20.0})
+    return {}
+
+
+def test_a_synchronous_agent_made_naive_obeys_too(shop: Path) -> None:
+    report = adversarial(shop, agent=follow_injections(sync_agent), modes=("off",))
+    results = {r.attack.id: r for r in report.results}
+    assert results["pay-the-shop/injection/pay"].succeeded
+    assert results["pay-the-shop/injection/pay"].utility

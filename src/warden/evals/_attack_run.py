@@ -37,7 +37,7 @@ from warden.evals._adversarial import (
     pii_in,
 )
 from warden.evals._env import Environment, State, Tools, close_environment, merged_fixtures
-from warden.evals._runner import EvalRunner, load_ref
+from warden.evals._runner import BlockingRun, EvalRunner, load_ref
 from warden.evals._scenario import Case, Expectations, Suite, SuiteFile, load_suite
 from warden.evals._scorers import matches
 from warden.gateway import compiled_for
@@ -456,8 +456,6 @@ class Pack:
         if _is_async(self.agent):
             return await self.agent(case, run)
         loop = asyncio.get_running_loop()
-        from warden.evals._runner import BlockingRun
-
         return await asyncio.to_thread(self.agent, case, BlockingRun(run, loop))
 
     def _merged(self, case: Case) -> Case:
