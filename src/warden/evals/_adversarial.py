@@ -293,7 +293,12 @@ class Generator:
 
     def attacks(self, case: Case, clean: Trial, fixtures: Mapping[str, Any]) -> list[Attack]:
         found: list[Attack] = []
-        called = list(dict.fromkeys(a.tool for a in clean.actions if a.tool in self.effects))
+        # Model calls are the pipeline's, not a tool function the pack can wrap.
+        called = list(
+            dict.fromkeys(
+                a.tool for a in clean.actions if a.tool in self.effects and not a.is_model
+            )
+        )
         channel = next((t for t in called if t in self.untrusted), None)
 
         def add(kind: str, variant: str, **kw: Any) -> None:
