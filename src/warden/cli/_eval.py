@@ -210,5 +210,155 @@ def _print(report: object) -> None:
     out.print(verdict)
 
 
+@eval_app.command("adversarial")
+def adversarial_cmd(
+    suite: Annotated[
+        Path,
+        typer.Argument(
+            help="The suite file (YAML): its spec, environment and cases are attacked; or a "
+            "workflow spec, with --tools and --agent (one base case, no state).",
+            show_default=False,
+        ),
+    ],
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="The agent under attack, module:function or file.py:function (as for "
+            "'eval run'); default: the suite's 'agent:'.",
+        ),
+    ] = None,
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="Run with Warden's policies 'on' (the spec as written), 'off' (the same "
+            "spec with policies: []) or 'both'.",
+        ),
+    ] = "both",
+    spec: Annotated[
+        Path | None, typer.Option(help="A workflow spec to use in place of the suite's.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Attack only cases with this tag (repeatable); default: every case."),
+    ] = None,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            help="With a spec: its tools, module:function (the tool functions, or a "
+            "function returning them)."
+        ),
+    ] = None,
+    input_json: Annotated[
+        str | None,
+        typer.Option("--input", help="With a spec: the base case's input to the agent (JSON)."),
+    ] = None,
+    max_attack_success: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit 1 when the attack success rate with policies on is above this (0 to 1).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds an agent may take on one attack.", min=0.001),
+    ] = 60.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every figure and attack as JSON.")
+    ] = False,
+) -> None:
+    """Attack the agent with the adversarial pack, generated from SUITE's tools, spec and
+    cases (or a SPEC's, with --tools): injected instructions in untrusted tool outputs, PII exfiltration, policy-bypass
+    attempts (split transactions, type confusion, look-alike ids, idempotency key reuse),
+    invalid parameters, malformed outputs, tool failures and timeouts, missing context and
+    ambiguous requests. Reports, per kind, the attack success rate and the utility under
+    attack with the policies on and off.
+
+    Exit code 0: done (1 with --max-attack-success exceeded); 2: usage error.
+    """
+    from warden.evals import adversarial
+
+    modes = {"on": ("on",), "off": ("off",), "both": ("on", "off")}.get(policies)
+    if modes is None:
+        err.print(f"[red]error[/red] --policies must be on, off or both, not {policies!r}")
+        raise typer.Exit(USAGE)
+    try:
+        given = json.loads(input_json) if input_json is not None else None
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red] --input is not JSON: {exc.msg}", highlight=False)
+        raise typer.Exit(USAGE) from None
+    try:
+        report = adversarial(
+            suite,
+            tools=tools,
+            case_input=given,
+            agent=agent,
+            modes=modes,
+            spec=spec,
+            tags=frozenset(tag or ()),
+            timeout_s=timeout,
+        )
+    except SpecError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(USAGE) from None
+    except WardenError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(USAGE) from None
+    except OSError as exc:
+        err.print(f"[red]error[/red] {exc.filename}: {exc.strerror}", highlight=False)
+        raise typer.Exit(USAGE) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_pack(report)
+    if max_attack_success is not None and "on" in modes:
+        rate = report.overall("on").attack_success_rate or 0.0
+        if rate > max_attack_success:
+            err.print(
+                f"attack success rate with policies on {rate:.1%} is above "
+                f"{max_attack_success:.1%}",
+                highlight=False,
+            )
+            raise typer.Exit(GATE_FAILED)
+
+
+def _print_pack(report: object) -> None:
+    from rich.table import Table
+
+    from warden.evals import KINDS, PackReport
+
+    assert isinstance(report, PackReport)
+    out.print(
+        f"adversarial pack on suite [bold]{report.suite}[/bold] (workflow {report.workflow}): "
+        f"{len(report.base_cases)} base cases, "
+        f"{len(report.results) // max(1, len(report.modes))} attacks",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table("kind", "attacks")
+    table.columns[0].no_wrap = True
+    for mode in report.modes:
+        table.add_column(f"ASR {mode}", justify="right", no_wrap=True)
+        table.add_column(f"utility {mode}", justify="right", no_wrap=True)
+    by = {(f.kind, f.mode): f for f in report.figures()}
+    for kind in (*KINDS, "all"):
+        figs = [report.overall(m) if kind == "all" else by[(kind, m)] for m in report.modes]
+        row = [kind, str(figs[0].attacks)]
+        for f in figs:
+            row += [_r(f.attack_success_rate), _r(f.utility)]
+        table.add_row(*row)
+    out.print(table)
+    for kind, why in report.not_applicable.items():
+        out.print(f"[yellow]{kind}[/yellow]: no attack ({why})", highlight=False)
+    for r in report.results:
+        if r.succeeded:
+            what = ", ".join(t for t, _ in r.harmful) or "-"
+            out.print(
+                f"[red]attack succeeded[/red] ({r.mode}) {r.attack.id}: {what}", highlight=False
+            )
+
+
 def _r(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"

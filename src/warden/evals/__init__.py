@@ -1,7 +1,15 @@
 """Evals: scenario suites run against the agent under test through the governed pipeline,
 scored from the ledger and the environment's state, gated for CI (docs/evals.md)."""
 
+from warden.evals._adversarial import KINDS, Attack, Instruction
 from warden.evals._approvals import approval_cases, write_cases
+from warden.evals._attack_run import (
+    AttackResult,
+    KindFigures,
+    PackReport,
+    adversarial,
+    follow_injections,
+)
 from warden.evals._calibration import Calibration, CalibrationBin, calibration
 from warden.evals._diff import SpecDiff, diff_specs
 from warden.evals._env import (
@@ -45,7 +53,10 @@ from warden.evals._trial import Action, Trial
 
 __all__ = [
     "BUILT_IN",
+    "KINDS",
     "Action",
+    "Attack",
+    "AttackResult",
     "Baseline",
     "BlockingRun",
     "Calibration",
@@ -62,7 +73,10 @@ __all__ = [
     "EvalRunner",
     "Expectations",
     "Figures",
+    "Instruction",
+    "KindFigures",
     "MemoryEnvironment",
+    "PackReport",
     "Quarantine",
     "ReplayReport",
     "ReplayedCall",
@@ -79,12 +93,14 @@ __all__ = [
     "Trial",
     "TrialResult",
     "Updated",
+    "adversarial",
     "approval_cases",
     "calibration",
     "diff_specs",
     "diff_states",
     "evaluate",
     "figures",
+    "follow_injections",
     "gate",
     "load_cases",
     "load_ref",
