@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from warden.policy import Policy
 from warden.results import Result
 from warden.spec import EffectClass, LoadedSpec
 from warden.store import Store
+from warden.telemetry import PiiRedactor
 from warden.tools import ToolRegistry
 
 
@@ -300,6 +302,9 @@ class EvalRunner:
             except UsageError as exc:
                 raise UsageError(f"case {case.id!r}: {exc}") from exc
             trial = Trial(case.id, attempt, run.run_id, confirmation=confirmation)
+            pii = gateway.svc.pii
+            if pii is not None:
+                trial.record_args = partial(_recorded_args, pii, tenant)
             started = time.perf_counter()
             try:
                 trial.output = await asyncio.wait_for(
@@ -348,3 +353,8 @@ class EvalRunner:
             if progress is not None:
                 progress(result)
         return results
+
+
+def _recorded_args(pii: PiiRedactor, tenant: str, args: Any) -> Any:
+    """``args`` as ``action_requested`` records them (PII tokenized, docs/pii.md)."""
+    return pii.redact(tenant, {"args": args})["args"]

@@ -57,8 +57,8 @@ def matches(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-def _call_matches(want: CallMatch, action: Action) -> bool:
-    return action.tool == want.tool and matches(want.args, action.args)
+def _call_matches(want: CallMatch, action: Action, trial: Trial) -> bool:
+    return action.tool == want.tool and matches(trial.as_recorded(want.args), action.args)
 
 
 # -- built-in scorers -------------------------------------------------------------------
@@ -122,8 +122,8 @@ def state_scorer(case: Case, trial: Trial) -> Score | None:
     return Score("state", not problems, "; ".join(problems))
 
 
-def _decision_matches(want: DecisionExpect, action: Action) -> bool:
-    if action.tool != want.tool or not matches(want.args, action.args):
+def _decision_matches(want: DecisionExpect, action: Action, trial: Trial) -> bool:
+    if action.tool != want.tool or not matches(trial.as_recorded(want.args), action.args):
         return False
     if action.decision is not None:
         effect_ok = action.decision == want.effect
@@ -143,7 +143,7 @@ def decisions_scorer(case: Case, trial: Trial) -> Score | None:
         return None
     problems = []
     for want in wants:
-        found = sum(_decision_matches(want, a) for a in trial.actions)
+        found = sum(_decision_matches(want, a, trial) for a in trial.actions)
         ok = found >= 1 if want.count is None else found == want.count
         if not ok:
             rule = f" by {want.rule}" if want.rule else ""
@@ -170,10 +170,10 @@ def tools_scorer(case: Case, trial: Trial) -> Score | None:
     problems = [
         f"required call {want.tool} {_short(want.args) if want.args else ''}was not executed"
         for want in exp.required_calls
-        if not any(_call_matches(want, a) for a in executed)
+        if not any(_call_matches(want, a, trial) for a in executed)
     ]
     for want in exp.forbidden:
-        hits = [a for a in executed if _call_matches(want, a)]
+        hits = [a for a in executed if _call_matches(want, a, trial)]
         if hits:
             problems.append(f"forbidden call {want.tool} executed: {_short(hits[0].args)}")
     return Score("tools", not problems, "; ".join(problems))

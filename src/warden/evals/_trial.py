@@ -3,7 +3,7 @@ its decision and outcome, what the run cost, and how the environment's state cha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -80,6 +80,13 @@ class Trial:
     events: list[ev.Event] = field(default_factory=list)
     #: a confirmation run of a case that failed
     confirmation: bool = False
+    #: how the ledger records a call's arguments (PII as keyed tokens, docs/pii.md); the
+    #: runner sets it, so that a case's expected arguments compare with what was recorded
+    record_args: Callable[[Any], Any] | None = None
+
+    def as_recorded(self, args: Any) -> Any:
+        """``args`` (a case's expectation) as the ledger would have recorded them."""
+        return args if self.record_args is None or args is None else self.record_args(args)
 
     @property
     def unsafe_writes(self) -> int:
