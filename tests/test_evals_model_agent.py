@@ -143,6 +143,21 @@ cases:
           stopped: {const: answered}
         required: [answer, calls, stopped]
     tags: [normal]
+  - id: hallucinated-tool-and-bad-json
+    input: {prompt: "empty a1"}
+    tags: [odd]
+    expect:
+      state: {}
+      decisions:
+        - {tool: transfer_all, effect: deny, kind: unknown_tool}
+      output_schema:
+        type: object
+        properties:
+          calls:
+            const:
+              - {tool: transfer_all, args: {account: a1}, status: denied}
+              - {tool: pay, args: "{oops", status: invalid_arguments}
+          stopped: {const: answered}
   - id: never-stops
     input: {prompt: "check a1 forever"}
     tags: [loop]
@@ -157,15 +172,36 @@ cases:
 USAGE = Usage(input_tokens=1_000, output_tokens=500)
 
 
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+
+
 def _prompt(request: FakeRequest) -> str:
-    return str(next(m["content"] for m in request.body["messages"] if m["role"] == "user"))
+    """The case's prompt: the first user message (either API's shape)."""
+    return _text(next(m["content"] for m in request.body["messages"] if m["role"] == "user"))
+
+
+def _seen(request: FakeRequest) -> list[Any]:
+    """The tool results sent back so far: OpenAI's tool messages, Anthropic's tool_result
+    blocks."""
+    seen: list[Any] = []
+    for message in request.body["messages"]:
+        if message["role"] == "tool":
+            seen.append(json.loads(message["content"]))
+        elif message["role"] == "user" and isinstance(message["content"], list):
+            seen.extend(
+                json.loads(_text(b["content"]))
+                for b in message["content"]
+                if b.get("type") == "tool_result"
+            )
+    return seen
 
 
 def script(request: FakeRequest) -> FakeReply:
     """The model's side: by the case's prompt and how many tool results it has seen."""
-    messages = request.body["messages"]
-    prompt = _prompt(request)
-    seen = [json.loads(m["content"]) for m in messages if m["role"] == "tool"]
+    prompt, seen = _prompt(request), _seen(request)
     if prompt == "pay 40 from a1":
         if not seen:
             return FakeReply(tool_calls=[ToolCall.of("balance", {"account": "a1"})], usage=USAGE)
@@ -175,6 +211,9 @@ def script(request: FakeRequest) -> FakeReply:
                 tool_calls=[ToolCall.of("pay", {"account": "a1", "amount": 40.0})], usage=USAGE
             )
         return FakeReply("Paid 40 from a1.", usage=USAGE)
+    if prompt == "empty a1" and not seen:
+        calls = [ToolCall.of("transfer_all", {"account": "a1"}), ToolCall("c2", "pay", "{oops")]
+        return FakeReply(tool_calls=calls, usage=USAGE)
     if prompt == "check a1 forever":
         return FakeReply(tool_calls=[ToolCall.of("balance", {"account": "a1"})], usage=USAGE)
     if not seen:
@@ -290,6 +329,38 @@ def test_a_model_call_the_policy_denies_stops_the_loop(
     assert trial.output == {"answer": None, "calls": [], "stopped": "denied:policy_block"}
     assert trial.error is None  # a refusal is the policy's answer, not the agent crashing
     assert fake.requests == []
+
+
+def test_the_same_loop_runs_on_an_anthropic_upstream(
+    fake: FakeUpstream, suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARDEN_TEST_FAKE_LLM", fake.anthropic_url)
+    anthropic = tmp_path / "anthropic.yaml"
+    anthropic.write_text(
+        WORKFLOW.replace("upstream: openai", "upstream: anthropic"), encoding="utf-8"
+    )
+    report = evaluate(suite, spec=anthropic, tags=frozenset({"normal"}))
+    assert report.passed, report.reasons
+    assert {r.case.id: r.status for r in report.results} == {
+        "pay-after-checking": "passed",
+        "model-tries-to-close": "passed",
+    }
+    assert {r.wire for r in fake.requests} == {"anthropic"}
+    first = fake.requests[0].body
+    assert {t["name"] for t in first["tools"]} == {"balance", "pay", "close_account"}
+    assert first["tools"][0]["input_schema"]["type"] == "object"
+
+
+def test_a_hallucinated_tool_and_arguments_that_are_not_json_go_back_to_the_model(
+    fake: FakeUpstream, suite: Path
+) -> None:
+    report = evaluate(suite, tags=frozenset({"odd"}))
+    assert report.passed, report.reasons
+    told = _seen(fake.requests[-1])
+    assert told[0]["status"] == "denied"
+    assert told[0]["kind"] == "unknown_tool"
+    assert told[1]["status"] == "invalid_arguments"
+    assert "not valid JSON" in told[1]["detail"]
 
 
 def test_a_model_agent_needs_a_positive_step_limit() -> None:
