@@ -363,6 +363,8 @@ def test_a_hallucinated_tool_and_arguments_that_are_not_json_go_back_to_the_mode
     assert "not valid JSON" in told[1]["detail"]
 
 
-def test_a_model_agent_needs_a_positive_step_limit() -> None:
+def test_a_model_agent_needs_a_positive_step_limit_and_its_own_loop_parameters() -> None:
     with pytest.raises(UsageError, match="at least 1"):
         ModelAgent(max_steps=0)
+    with pytest.raises(UsageError, match="cannot set stream, tools"):
+        ModelAgent(params={"stream": True, "tools": [], "temperature": 0})

@@ -92,6 +92,11 @@ class ModelAgent:
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise UsageError(f"ModelAgent max_steps must be at least 1, not {self.max_steps}")
+        taken = {"messages", "tools", "stream", "wire"} & set(self.params)
+        if taken:
+            raise UsageError(
+                f"ModelAgent params cannot set {', '.join(sorted(taken))}: the loop sets them"
+            )
 
     def _model_for(self, run: Run) -> str:
         if self.model is not None:
@@ -117,7 +122,7 @@ class ModelAgent:
             params["tools"] = tools
         for _ in range(self.max_steps):
             reply = await run.chat(model, messages, **params)
-            if isinstance(reply, ChatStreamResult):  # never asked for; kept for the types
+            if isinstance(reply, ChatStreamResult):  # never asked for (params cannot)
                 raise UsageError("ModelAgent does not stream")
             if not isinstance(reply, ChatResult):
                 return {"answer": None, "calls": made, "stopped": _stop(reply)}
