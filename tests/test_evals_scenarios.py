@@ -167,6 +167,10 @@ def test_the_evals_public_names_are_pinned() -> None:
             "replay",
             "sandbox_replay",
             "write_cases",
+            # the model-driven agent
+            "ModelAgent",
+            "model_agent",
+            "tool_definitions",
             "KINDS",
             "Action",
             "Attack",

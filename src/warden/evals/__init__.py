@@ -33,6 +33,7 @@ from warden.evals._gate import (
     pass_hat_k,
     write_baseline,
 )
+from warden.evals._model_agent import ModelAgent, model_agent, tool_definitions
 from warden.evals._replay import ReplayedCall, ReplayReport, replay
 from warden.evals._report import Report, markdown, to_json, write_junit
 from warden.evals._runner import BlockingRun, CaseResult, EvalRunner, TrialResult, load_ref
@@ -76,6 +77,7 @@ __all__ = [
     "Instruction",
     "KindFigures",
     "MemoryEnvironment",
+    "ModelAgent",
     "PackReport",
     "Quarantine",
     "ReplayReport",
@@ -107,12 +109,14 @@ __all__ = [
     "load_suite",
     "markdown",
     "matches",
+    "model_agent",
     "pass_at_k",
     "pass_hat_k",
     "pii_scorer",
     "replay",
     "sandbox_replay",
     "to_json",
+    "tool_definitions",
     "write_baseline",
     "write_cases",
     "write_junit",

@@ -321,7 +321,9 @@ class EvalRunner:
                 trial, (e.event for e in iter_events(store, run_id=run.run_id)), self._effects
             )
         finally:
-            gateway.close()  # disposes of the store's connections too
+            # aclose: the model upstreams' connections belong to this loop; then the
+            # store's connections are disposed of too.
+            await gateway.aclose()
         trial.diff = diff_states(before, self._env(case, "snapshot", self.env.snapshot))
         return TrialResult(trial, run_scorers(self.scorers, case, trial))
 
