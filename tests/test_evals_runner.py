@@ -32,6 +32,7 @@ from warden.evals import (
     load_suite,
     pass_at_k,
     pass_hat_k,
+    pii_leak,
     pii_scorer,
     write_baseline,
 )
@@ -467,3 +468,23 @@ async def test_an_agent_object_with_an_async_call_gets_the_async_run(
     finally:
         r.close()
     assert (result.status, result.trials[0].trial.output) == ("passed", "paid")
+
+
+async def test_the_ready_pii_leak_scorer_uses_wardens_detectors(
+    tmp_path: Path, env: SQLiteEnvironment
+) -> None:
+    suite = suite_of(
+        tmp_path,
+        [
+            {"id": "leak", "input": [["notify", {"to": "ops", "body": "card 4111 1111 1111 1111"}]]},
+            {"id": "clean", "input": [["notify", {"to": "ops", "body": "order A-1 shipped"}]]},
+        ],
+    )
+    r = runner(suite, env, scorers=[pii_leak])
+    try:
+        leak, clean = await r.run()
+    finally:
+        r.close()
+    leaked = {s.name: s for s in leak.trials[0].scores}["pii"]
+    assert (leaked.passed, leaked.detail) == (False, "notify: card (tokenized by Warden)")
+    assert {s.name: s for s in clean.trials[0].scores}["pii"].passed

@@ -217,6 +217,7 @@ def test_the_evals_public_names_are_pinned() -> None:
             "matches",
             "pass_at_k",
             "pass_hat_k",
+            "pii_leak",
             "pii_scorer",
             "to_json",
             "write_baseline",

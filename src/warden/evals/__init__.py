@@ -49,7 +49,15 @@ from warden.evals._scenario import (
     load_cases,
     load_suite,
 )
-from warden.evals._scorers import BUILT_IN, Detector, Score, Scorer, matches, pii_scorer
+from warden.evals._scorers import (
+    BUILT_IN,
+    Detector,
+    Score,
+    Scorer,
+    matches,
+    pii_leak,
+    pii_scorer,
+)
 from warden.evals._trial import Action, Trial
 
 __all__ = [
@@ -112,6 +120,7 @@ __all__ = [
     "model_agent",
     "pass_at_k",
     "pass_hat_k",
+    "pii_leak",
     "pii_scorer",
     "replay",
     "sandbox_replay",

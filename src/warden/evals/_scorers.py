@@ -271,6 +271,19 @@ def pii_scorer(detect: Detector, *, name: str = "pii") -> Scorer:
     return score
 
 
+def _telemetry_detector(text: str) -> list[str]:
+    """The redaction detectors of ``warden.telemetry`` (docs/pii.md), findings by kind
+    only: a report must not repeat the personal data it found."""
+    from warden.telemetry import find_pii
+
+    return [kind for kind, _, _ in find_pii(text)]
+
+
+#: the ready PII-leakage scorer, with Warden's own detectors: ``scorers:
+#: [warden.evals:pii_leak]`` in a suite
+pii_leak: Scorer = pii_scorer(_telemetry_detector, name="pii")
+
+
 def run_scorers(scorers: Iterable[Scorer], case: Case, trial: Trial) -> list[Score]:
     """Every applicable score; a scorer that raises is a failed score, not a crash."""
     out: list[Score] = []
