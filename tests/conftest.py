@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from warden import Gateway
+from warden.auth import KeyStore
 from warden.spec import load_spec_text
 from warden.store import Store, metadata
 
@@ -221,3 +223,26 @@ def gateway(store_url: str, effects: Effects) -> Iterator[Gateway]:
     gw = make_gateway(store_url, effects)
     yield gw
     gw.close()
+
+
+@pytest.fixture
+async def client_for(app: Any) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+    """API clients of the module's ``app`` fixture, each with a new key of ``role`` in
+    ``tenant`` (and its binding: agent, approval roles)."""
+    keys = KeyStore(app.state.warden.store, cache_s=0.0)
+    made: list[httpx.AsyncClient] = []
+
+    def client(role: str, tenant: str, **binding: Any) -> httpx.AsyncClient:
+        name = f"{role}-{tenant}"
+        secret = keys.create(name=name, role=role, tenant=tenant, created_by="t", **binding)[1]
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://warden.test",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        made.append(c)
+        return c
+
+    yield client
+    for c in made:
+        await c.aclose()

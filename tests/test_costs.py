@@ -26,7 +26,6 @@ import pytest
 from conftest import SPEC as SHOP_SPEC
 
 from warden import Gateway, SpecError
-from warden.auth import KeyStore
 from warden.economics import CostReport, cost_report, parse_by, parse_since
 from warden.errors import InvalidInputError
 from warden.events import strict_event
@@ -430,26 +429,6 @@ async def app(
     yield made
     await lifespan.__aexit__(None, None, None)
 
-
-@pytest.fixture
-async def client_for(app: Any) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    keys = KeyStore(app.state.warden.store, cache_s=0.0)
-    made: list[httpx.AsyncClient] = []
-
-    def client(role: str, tenant: str, **binding: Any) -> httpx.AsyncClient:
-        name = f"{role}-{tenant}"
-        secret = keys.create(name=name, role=role, tenant=tenant, created_by="t", **binding)[1]
-        c = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://warden.test",
-            headers={"Authorization": f"Bearer {secret}"},
-        )
-        made.append(c)
-        return c
-
-    yield client
-    for c in made:
-        await c.aclose()
 
 
 async def test_http_report_is_scoped_to_the_keys_tenant(

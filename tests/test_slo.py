@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from warden import Gateway
-from warden.auth import KeyStore
 from warden.server import ServerSettings, create_app
 from warden.spec import load_spec_text
 from warden.store import Store
@@ -296,26 +295,6 @@ async def app(store_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     yield made
     await lifespan.__aexit__(None, None, None)
 
-
-@pytest.fixture
-async def client_for(app: Any) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    keys = KeyStore(app.state.warden.store, cache_s=0.0)
-    made: list[httpx.AsyncClient] = []
-
-    def client(role: str, tenant: str, **binding: Any) -> httpx.AsyncClient:
-        name = f"{role}-{tenant}"
-        secret = keys.create(name=name, role=role, tenant=tenant, created_by="t", **binding)[1]
-        c = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://warden.test",
-            headers={"Authorization": f"Bearer {secret}"},
-        )
-        made.append(c)
-        return c
-
-    yield client
-    for c in made:
-        await c.aclose()
 
 
 async def test_http_slo_is_scoped_and_judged(
