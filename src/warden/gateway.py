@@ -132,7 +132,8 @@ class Gateway:
             ledger=ledger,
             # One board per process where the caller shares one (the server does): every
             # check of a call, the last one before the side effect included, sees one view.
-            switches=switches or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
+            switches=switches
+            or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s, vault=vault),
             approvals=ApprovalQueue(self.store, ledger, vault=vault),
             windows=Windows(self.store, policy.windows),
             clock=clock,

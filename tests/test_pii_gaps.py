@@ -1,0 +1,96 @@
+"""PII written outside ``Services.emit`` (docs/pii.md): kill switch changes and
+settlements are tokenized before they are stored, and the ledger still verifies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from test_ledger_reconcile import _stuck_write
+from typer.testing import CliRunner
+
+from warden.cli._app import app
+from warden.ledger import LedgerWriter, iter_events, settle, verify
+from warden.pipeline import Scope, SwitchBoard
+from warden.store import Store
+from warden.store._tables import metadata
+from warden.telemetry import Vault
+from warden.telemetry._redact import SYSTEM_TENANT, PiiRedactor
+
+ADDRESS = "ada@bank.example"
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    made = Store(store_url)
+    yield made
+    made.dispose()
+
+
+def _stored_text(store: Store, url: str) -> str:
+    """Every row of every table, as text; on SQLite also the database files' bytes."""
+    parts: list[str] = []
+    with store.read() as conn:
+        for table in metadata.sorted_tables:
+            parts.extend(repr(tuple(row)) for row in conn.execute(select(table)))
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///"))
+        for path in (db, db.with_name(db.name + "-wal")):
+            if path.exists():
+                parts.append(path.read_bytes().decode("latin-1"))
+    return "\n".join(parts)
+
+
+def test_a_switch_reason_and_author_are_stored_as_tokens(store: Store, store_url: str) -> None:
+    result = runner.invoke(
+        app,
+        ["switch", "on", "global", "--by", "ops@bank.example",
+         "--reason", f"mail {ADDRESS}", "--store", store_url],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    board = SwitchBoard(store, LedgerWriter(store))
+    board.set(Scope.TENANT, "acme", active=True, by="dpo", reason=f"customer {ADDRESS} asked")
+    board._ledger.flush()
+
+    stored = _stored_text(store, store_url)
+    assert ADDRESS not in stored and "ops@bank.example" not in stored
+    vault = Vault(store)
+    # the same address, under the key of the tenant the switch belongs to
+    system = PiiRedactor(vault.token_key).token(SYSTEM_TENANT, "email", ADDRESS)
+    acme = PiiRedactor(vault.token_key).token("acme", "email", ADDRESS)
+    assert system != acme
+    events = [e for e in iter_events(store) if e.type == "switch_changed"]
+    assert [e.payload["reason"] for e in events] == [f"mail {system}", f"customer {acme} asked"]
+    switches = {(s.scope, s.target): s for s in board.list()}
+    assert switches[(Scope.TENANT, "acme")].reason == f"customer {acme} asked"
+    assert switches[(Scope.GLOBAL, "*")].set_by.startswith("pii:email:")
+    assert verify(store).ok
+
+
+def test_a_settlement_note_and_result_are_tokenized_and_sealed(
+    store: Store, store_url: str
+) -> None:
+    action = _stuck_write(store, "run_pii")
+    ledger = LedgerWriter(store)
+    settle(
+        store, ledger, action, outcome="done", note=f"PSP mailed {ADDRESS}",
+        by="ops@bank.example", result={"receipt_to": ADDRESS},
+    )  # fmt: skip
+    ledger.close()
+
+    assert ADDRESS not in _stored_text(store, store_url)
+    [event] = [e for e in iter_events(store, run_id="run_pii") if e.type == "reconciled"]
+    assert event.payload["note"].startswith("PSP mailed pii:email:")
+    assert event.payload["by"].startswith("pii:email:")
+    assert event.payload["result"]["receipt_to"].startswith("pii:email:")
+    assert verify(store).ok
+    # the result a repeat is answered with is sealed with the tenant's key, not lost
+    from test_ledger_reconcile import _key
+
+    state, sealed = _key(store, "run_pii") or ("", None)
+    assert state == "done" and sealed is not None
+    assert json.loads(Vault(store).unseal("t1", sealed)) == {"receipt_to": ADDRESS}
