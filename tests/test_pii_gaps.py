@@ -94,3 +94,39 @@ def test_a_settlement_note_and_result_are_tokenized_and_sealed(
     state, sealed = _key(store, "run_pii") or ("", None)
     assert state == "done" and sealed is not None
     assert json.loads(Vault(store).unseal("t1", sealed)) == {"receipt_to": ADDRESS}
+
+
+async def test_a_cached_model_reply_is_sealed_and_a_shred_empties_the_cache(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_model_calls import gateway
+
+    from warden.pipeline._models import ChatResult
+    from warden.store._tables import model_cache
+    from warden.testing import FakeReply, FakeUpstream
+    from warden.upstream import Usage
+
+    with FakeUpstream(api_key="sk-upstream") as fake:
+        gw = gateway(store_url, fake, monkeypatch)
+        fake.push(*(FakeReply(f"write to {ADDRESS} ({i})", usage=Usage(10, 5)) for i in range(2)))
+
+        async def ask() -> ChatResult:
+            async with gw.run(tenant="acme", agent="bot", task="t") as run:
+                asked = [{"role": "user", "content": "whom do I mail?"}]
+                result = await run.chat("small", asked, temperature=0, max_tokens=60)
+            assert isinstance(result, ChatResult), result
+            return result
+
+        first = await ask()
+        again = await ask()
+        assert (first.cached, again.cached) == (False, True)
+        assert again.text == first.text == f"write to {ADDRESS} (0)"  # the hit still answers
+        with gw.store.read() as conn:
+            [reply] = conn.execute(select(model_cache.c.reply)).scalars()
+        assert reply.startswith("vault:1:") and ADDRESS not in reply
+        assert gw.svc.vault is not None
+        gw.svc.vault.shred("acme", by="dpo")
+        after = await ask()
+        assert not after.cached and after.text == f"write to {ADDRESS} (1)"
+        assert len(fake.requests) == 2
+        await gw.aclose()

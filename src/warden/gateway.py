@@ -145,7 +145,7 @@ class Gateway:
         #: recorded on every run_started: the tools' names, effects and schemas, hashed
         self.tool_schema_fingerprint = tool_schema_fingerprint(registry)
         if loaded.spec.models:
-            self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
+            self.svc.models = Models(loaded, self.store, self.svc.secrets, clock, vault=vault)
         self.pipeline = Pipeline(self.svc)
         self.desk = ApprovalDesk(self.svc, load_run=lambda run_id: self._load_run(run_id)[0])
         # Runs opened by this process and still referenced: a resumed run or an approved

@@ -147,6 +147,7 @@ def settle(
     # imported here: the telemetry package imports the pipeline, which imports the ledger
     from warden.telemetry._redact import redact_record
     from warden.telemetry._vault import Vault
+
     if outcome not in ("done", "not-executed"):
         raise UsageError(f"--as must be done or not-executed, not {outcome!r}")
     if not note.strip() or not by.strip():

@@ -41,6 +41,7 @@ from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
 from warden.spec._loader import ROUTE_ROOTS
 from warden.store import Store
 from warden.store._tables import model_cache
+from warden.telemetry._vault import Vault, VaultError
 from warden.upstream import (
     AnthropicUpstream,
     ChatReply,
@@ -324,6 +325,8 @@ class Models:
     clock: Callable[[], datetime]
     pricing: dict[str, ModelPricing] = field(default_factory=dict)
     limits: tuple[Limit, ...] = ()
+    #: seals cached replies with the tenant's key (None: stored as the model gave them)
+    vault: Vault | None = None
     budgets: Budgets = field(init=False)
     #: each route's rules, compiled: (condition or None for "always", model, reason)
     routes: dict[str, list[tuple[CompiledExpression | None, str, str | None]]] = field(
@@ -445,7 +448,13 @@ class Models:
             ).first()
         if row is None:
             return None
-        data = json.loads(row[0])
+        text = row[0]
+        if self.vault is not None:
+            try:
+                text = self.vault.unseal(tenant, text)
+            except VaultError:
+                return None  # the tenant was shredded: its replies are gone, ask the model
+        data = json.loads(text)
         usage = Usage(**data["usage"]) if data.get("usage") else None
         return CachedReply(
             ChatReply(
@@ -479,6 +488,11 @@ class Models:
                 "cost_usd": None if cost is None else str(cost),
             }
         )
+        if self.vault is not None:
+            # a reply repeats what the prompt held (names, addresses): sealed at rest, and
+            # unreadable once the tenant is shredded; sealed before the write transaction
+            # (a tenant's first seal makes its key, in a write of its own)
+            value = self.vault.seal(tenant, value)
         row = {
             "tenant": tenant,
             "cache_key": key,
