@@ -130,3 +130,50 @@ async def test_a_cached_model_reply_is_sealed_and_a_shred_empties_the_cache(
         assert not after.cached and after.text == f"write to {ADDRESS} (1)"
         assert len(fake.requests) == 2
         await gw.aclose()
+
+
+async def test_run_identities_are_stored_as_tokens_and_still_compare(
+    store_url: str, tmp_path: Path
+) -> None:
+    from conftest import SPEC, Effects, make_gateway
+
+    from warden import Denied, FailureKind, Pending, UsageError
+    from warden.store._tables import runs
+
+    spec_text = SPEC.replace(
+        "on_timeout: escalate", "on_timeout: escalate\n  max_requests_per_end_user_per_day: 2"
+    )
+    gw = make_gateway(store_url, Effects(), spec_text)
+    results = []
+    opened = []
+    for i in range(3):  # one approval per run, three runs for the same end user
+        run = gw.open_run(
+            tenant="t", agent="bot", task=f"user run {i}", end_user=ADDRESS,
+            opened_by="ops@bank.example",
+        )  # fmt: skip
+        opened.append(run)
+        results.append(
+            await run.call("pay", {"order_id": "o1", "customer_id": "c1", "amount": 300.0 + i})
+        )
+    gw.flush()
+    # the per-end-user cap still counts one person across runs
+    assert [type(r) for r in results] == [Pending, Pending, Denied]
+    assert isinstance(results[2], Denied) and results[2].kind is FailureKind.APPROVAL_LIMIT
+    with gw.store.read() as conn:
+        rows = conn.execute(select(runs.c.end_user, runs.c.opened_by)).all()
+    assert {r.end_user for r in rows} == {gw.svc.pii.token("t", "email", ADDRESS)}  # type: ignore[union-attr]
+    assert all(r.opened_by.startswith("pii:email:") for r in rows)
+    # whoever opened the run still cannot approve its actions
+    first = results[0]
+    assert isinstance(first, Pending)
+    with pytest.raises(UsageError, match="cannot approve"):
+        await gw.approve(
+            first.approval_id, approver="ops@bank.example", roles=["lead"], rationale="mine"
+        )
+    gw.close()
+    # a run resumed by another process gives its rules the identities as given
+    other = make_gateway(store_url, Effects(), spec_text)
+    resumed = other.resume_run(opened[1].run_id)
+    assert resumed.state.end_user == ADDRESS and resumed.state.opened_by == "ops@bank.example"
+    other.close()
+    assert ADDRESS not in _stored_text(gw.store, store_url)

@@ -41,6 +41,7 @@ from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
 from warden.spec._loader import ROUTE_ROOTS
 from warden.store import Store
 from warden.store._tables import model_cache
+from warden.telemetry._redact import PiiRedactor, stored_identity
 from warden.telemetry._vault import Vault, VaultError
 from warden.upstream import (
     AnthropicUpstream,
@@ -327,6 +328,8 @@ class Models:
     limits: tuple[Limit, ...] = ()
     #: seals cached replies with the tenant's key (None: stored as the model gave them)
     vault: Vault | None = None
+    #: tokenizes an end user's PII in the budget counters' keys (None: kept as given)
+    pii: PiiRedactor | None = None
     budgets: Budgets = field(init=False)
     #: each route's rules, compiled: (condition or None for "always", model, reason)
     routes: dict[str, list[tuple[CompiledExpression | None, str, str | None]]] = field(
@@ -384,7 +387,7 @@ class Models:
             workflow=run.workflow,
             agent=run.agent,
             run_id=run.run_id,
-            end_user=run.end_user,
+            end_user=stored_identity(self.pii, run.tenant, run.end_user),
         )
 
     def route(self, route: str, call: Call) -> str | None:

@@ -412,6 +412,15 @@ def redact_record(vault: Vault, tenant: str, payload: dict[str, Any]) -> dict[st
     return redacted
 
 
+def stored_identity(pii: PiiRedactor | None, tenant: str, value: str | None) -> str | None:
+    """How an identity (a run's end user, who opened it, an approver) is stored and
+    compared in the store: its PII tokenized (an e-mail address is a token, an opaque id
+    stays as it is), so one identity is one stored value and equality still holds."""
+    if value is None or pii is None or value.startswith(TOKEN_PREFIX):
+        return value
+    return pii.redact_text(tenant, value)
+
+
 def _nothing() -> None:
     return None
 
@@ -432,4 +441,5 @@ __all__ = [
     "normal_form",
     "pii_redactor",
     "redact_record",
+    "stored_identity",
 ]
