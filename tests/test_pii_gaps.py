@@ -138,7 +138,7 @@ async def test_run_identities_are_stored_as_tokens_and_still_compare(
     from conftest import SPEC, Effects, make_gateway
 
     from warden import Denied, FailureKind, Pending, UsageError
-    from warden.store._tables import runs
+    from warden.store._tables import approvals, runs
 
     spec_text = SPEC.replace(
         "on_timeout: escalate", "on_timeout: escalate\n  max_requests_per_end_user_per_day: 2"
@@ -163,6 +163,9 @@ async def test_run_identities_are_stored_as_tokens_and_still_compare(
         rows = conn.execute(select(runs.c.end_user, runs.c.opened_by)).all()
     assert {r.end_user for r in rows} == {gw.svc.pii.token("t", "email", ADDRESS)}  # type: ignore[union-attr]
     assert all(r.opened_by.startswith("pii:email:") for r in rows)
+    with gw.store.read() as conn:
+        asked_by = conn.execute(select(approvals.c.requested_by)).scalars().all()
+    assert asked_by and all(who.startswith("pii:email:") for who in asked_by)
     # whoever opened the run still cannot approve its actions
     first = results[0]
     assert isinstance(first, Pending)

@@ -187,7 +187,8 @@ class ApprovalStage:
                 role=role,
                 sla_class=decision.sla_class,
                 escalation_level=level,
-                requested_by=call.proposer,
+                # stored tokenized where it is PII, as the run's opened_by is
+                requested_by=stored_identity(svc.pii, run.tenant, call.proposer) or "",
                 created_at=now,
                 deadline=deadline,
             )
