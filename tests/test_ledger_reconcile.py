@@ -16,6 +16,7 @@ from warden.errors import ConflictError, NotFoundError, UsageError
 from warden.ledger import LedgerWriter, iter_events, settle, unsettled, verify
 from warden.store import Store
 from warden.store._tables import idempotency, runs
+from warden.telemetry import Vault
 
 runner = CliRunner()
 
@@ -73,7 +74,10 @@ def _key(store: Store, run_id: str) -> tuple[str, str | None] | None:
                 idempotency.c.key == f"key-{run_id}"
             )
         ).first()
-    return None if row is None else (row.state, row.result)
+    if row is None:
+        return None
+    # stored sealed with the tenant's key (docs/pii.md)
+    return row.state, None if row.result is None else Vault(store).unseal("t1", row.result)
 
 
 def test_an_intent_without_outcome_is_listed_and_settled_as_done(store: Store) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select, update
 from warden._sync import SyncGateway, SyncRun
 from warden.approvals import ApprovalQueue, ApprovalRecord
 from warden.errors import InvalidInputError, NotFoundError, UsageError
-from warden.ledger import LedgerWriter, VerifyReport, verify
+from warden.ledger import LedgerWriter, VerifyReport, canonical_json, verify
 from warden.pipeline import Call, Pipeline, RunState, Services, SwitchBoard
 from warden.pipeline._desk import ApprovalDesk
 from warden.pipeline._models import ChatResult, ChatStreamResult, Models
@@ -45,6 +45,7 @@ from warden.store import Store, default_store_url
 from warden.store._tables import approvals as approvals_table
 from warden.store._tables import runs
 from warden.telemetry import Alerts, Rollups, Vault, pii_redactor
+from warden.telemetry._redact import stored_identity
 from warden.tools import ToolRegistry
 from warden.tools._fingerprint import tool_schema_fingerprint
 
@@ -132,7 +133,8 @@ class Gateway:
             ledger=ledger,
             # One board per process where the caller shares one (the server does): every
             # check of a call, the last one before the side effect included, sees one view.
-            switches=switches or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s),
+            switches=switches
+            or SwitchBoard(self.store, ledger, refresh_s=switch_refresh_s, vault=vault),
             approvals=ApprovalQueue(self.store, ledger, vault=vault),
             windows=Windows(self.store, policy.windows),
             clock=clock,
@@ -144,7 +146,9 @@ class Gateway:
         #: recorded on every run_started: the tools' names, effects and schemas, hashed
         self.tool_schema_fingerprint = tool_schema_fingerprint(registry)
         if loaded.spec.models:
-            self.svc.models = Models(loaded, self.store, self.svc.secrets, clock)
+            self.svc.models = Models(
+                loaded, self.store, self.svc.secrets, clock, vault=vault, pii=self.svc.pii
+            )
         self.pipeline = Pipeline(self.svc)
         self.desk = ApprovalDesk(self.svc, load_run=lambda run_id: self._load_run(run_id)[0])
         # Runs opened by this process and still referenced: a resumed run or an approved
@@ -303,6 +307,13 @@ class Gateway:
             # made now, not inside a transaction of a later call that seals a value
             self.svc.vault.token_key(tenant)
         stored_task = task if self.svc.pii is None else self.svc.pii.redact_text(tenant, task)
+        stored_user = stored_identity(self.svc.pii, tenant, end_user)
+        stored_opener = stored_identity(self.svc.pii, tenant, opened_by)
+        # The row holds them tokenized; the raw ones travel sealed in the run's state, so
+        # a replica that resumes the run gives its rules what the run was opened with.
+        first_state = None
+        if self.svc.vault is not None and (stored_user, stored_opener) != (end_user, opened_by):
+            first_state = self.svc.vault.seal(tenant, canonical_json(state.counters()))
         with self.svc.ledger.transaction() as conn:
             conn.execute(
                 insert(runs).values(
@@ -314,8 +325,11 @@ class Gateway:
                     agent=agent,
                     task=stored_task,
                     task_type=task_type,
-                    end_user=end_user,
-                    opened_by=opened_by,
+                    # tokenized where they hold PII (one identity, one stored value:
+                    # the per-end-user cap and budgets still compare them)
+                    end_user=stored_user,
+                    opened_by=stored_opener,
+                    state=first_state,
                     tier=spec.tier.value,
                     status="running",
                     started_at=now,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, select, update
 
@@ -23,6 +23,9 @@ from warden.ledger._crosscheck import OUTCOMES
 from warden.ledger._writer import LedgerWriter
 from warden.store import Store
 from warden.store._tables import approvals, idempotency, ledger_events
+
+if TYPE_CHECKING:
+    from warden.telemetry._vault import Vault
 
 Settlement = Literal["done", "not-executed"]
 
@@ -127,6 +130,7 @@ def settle(
     note: str,
     by: str,
     result: Any = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
     """Record what happened to a write whose outcome was never recorded (or is unknown).
 
@@ -134,7 +138,16 @@ def settle(
     answered with it. ``not-executed``: it did not; the key is released, so a corrected
     retry may run. Either way a ``reconciled`` event records who said so and why, and an
     approval left ``executing`` for the action is closed. Returns the event's payload.
+
+    The note, who and the result are free text a person typed: their PII is tokenized
+    under the run's tenant key before the event is stored, and the result kept for
+    repeats (and on the approval) is sealed with that key, as the pipeline stores them
+    (``vault``: default, one over ``store``).
     """
+    # imported here: the telemetry package imports the pipeline, which imports the ledger
+    from warden.telemetry._redact import redact_record
+    from warden.telemetry._vault import Vault
+
     if outcome not in ("done", "not-executed"):
         raise UsageError(f"--as must be done or not-executed, not {outcome!r}")
     if not note.strip() or not by.strip():
@@ -148,6 +161,7 @@ def settle(
             else f"no write {action_id!r} with an intent on the ledger"
         )
     item = found[0]
+    vault = vault if vault is not None else Vault(store)
     payload = {
         "action_id": action_id,
         "settled_as": outcome,
@@ -157,6 +171,11 @@ def settle(
         "idempotency_key": item.idempotency_key,
         "result": result if outcome == "done" else None,
     }
+    payload = redact_record(vault, item.tenant, payload)
+    # sealed before the transaction: a tenant's first seal makes its key, in a write of
+    # its own (inside this one it would wait on this one's lock, on SQLite)
+    kept = vault.seal(item.tenant, canonical_json(result))
+    closed = vault.seal(item.tenant, canonical_json(result if outcome == "done" else payload))
     with ledger.transaction() as conn:
         if item.idempotency_key is not None:
             key_match = (idempotency.c.tenant == item.tenant) & (
@@ -166,7 +185,7 @@ def settle(
                 conn.execute(
                     update(idempotency)
                     .where(key_match, idempotency.c.state.in_(("started", "unknown")))
-                    .values(state="done", result=canonical_json(result))
+                    .values(state="done", result=kept)
                 )
             else:
                 conn.execute(
@@ -179,7 +198,7 @@ def settle(
             .where(approvals.c.action_id == action_id, approvals.c.state == "executing")
             .values(
                 state="executed" if outcome == "done" else "failed",
-                result=canonical_json(result if outcome == "done" else payload),
+                result=closed,
             )
         )
         ledger.append(item.run_id, item.tenant, item.run_id, "reconciled", payload)

@@ -58,7 +58,7 @@ class RunState:
     def counters(self) -> dict[str, Any]:
         """What must survive between calls when a run's calls reach different processes
         (the step count is kept apart, in ``runs.steps``: see ``pipeline._runs``)."""
-        return {
+        found: dict[str, Any] = {
             "retries": dict(self.retries),
             "counts": dict(self.counts),
             "last_tool": self.last_tool,
@@ -70,6 +70,12 @@ class RunState:
             "cost_nusd": self.cost_nusd,
             "tokens": self.tokens,
         }
+        # kept here, sealed, as given: the run's row holds them tokenized (docs/pii.md)
+        if self.end_user is not None:
+            found["end_user"] = self.end_user
+        if self.opened_by is not None:
+            found["opened_by"] = self.opened_by
+        return found
 
     def restore(self, data: dict[str, Any]) -> None:
         self.retries = dict(data.get("retries", {}))
@@ -83,6 +89,9 @@ class RunState:
         self.tokens = int(data.get("tokens", 0))
         self.provenance = ProvenanceTracker.restore(data.get("provenance", {}))
         self.provenance.observe_trusted_request(self.task)
+        # the raw identities (the run's row holds them tokenized): rules decide on these
+        self.end_user = data.get("end_user", self.end_user)
+        self.opened_by = data.get("opened_by", self.opened_by)
 
     def context(self) -> dict[str, Any]:
         """The ``run`` value rules see."""

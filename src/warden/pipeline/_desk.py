@@ -21,6 +21,7 @@ from warden.pipeline._services import Services
 from warden.pipeline.stages import PolicyStage, plain
 from warden.results import Denied, FailureKind
 from warden.store._tables import runs
+from warden.telemetry._redact import stored_identity
 from warden.tools import SchemaViolation
 
 
@@ -114,7 +115,10 @@ class ApprovalDesk:
             ).first()
         barred = {record.requested_by, *(opener or ())} - {None}
         for who in (approver, on_behalf_of):
-            if who is not None and who in barred:
+            # the run's row holds who opened it tokenized where it is PII
+            if who is not None and (
+                who in barred or stored_identity(self.svc.pii, record.tenant, who) in barred
+            ):
                 raise UsageError(
                     f"{who!r} proposed this action or opened its run and cannot approve it "
                     "(separation of duties)"

@@ -41,6 +41,8 @@ from warden.spec import MODEL_TOOL_PREFIX, LoadedSpec, ModelSpec
 from warden.spec._loader import ROUTE_ROOTS
 from warden.store import Store
 from warden.store._tables import model_cache
+from warden.telemetry._redact import PiiRedactor, stored_identity
+from warden.telemetry._vault import Vault, VaultError
 from warden.upstream import (
     AnthropicUpstream,
     ChatReply,
@@ -324,6 +326,10 @@ class Models:
     clock: Callable[[], datetime]
     pricing: dict[str, ModelPricing] = field(default_factory=dict)
     limits: tuple[Limit, ...] = ()
+    #: seals cached replies with the tenant's key (None: stored as the model gave them)
+    vault: Vault | None = None
+    #: tokenizes an end user's PII in the budget counters' keys (None: kept as given)
+    pii: PiiRedactor | None = None
     budgets: Budgets = field(init=False)
     #: each route's rules, compiled: (condition or None for "always", model, reason)
     routes: dict[str, list[tuple[CompiledExpression | None, str, str | None]]] = field(
@@ -381,7 +387,7 @@ class Models:
             workflow=run.workflow,
             agent=run.agent,
             run_id=run.run_id,
-            end_user=run.end_user,
+            end_user=stored_identity(self.pii, run.tenant, run.end_user),
         )
 
     def route(self, route: str, call: Call) -> str | None:
@@ -445,7 +451,13 @@ class Models:
             ).first()
         if row is None:
             return None
-        data = json.loads(row[0])
+        text = row[0]
+        if self.vault is not None:
+            try:
+                text = self.vault.unseal(tenant, text)
+            except VaultError:
+                return None  # the tenant was shredded: its replies are gone, ask the model
+        data = json.loads(text)
         usage = Usage(**data["usage"]) if data.get("usage") else None
         return CachedReply(
             ChatReply(
@@ -479,6 +491,11 @@ class Models:
                 "cost_usd": None if cost is None else str(cost),
             }
         )
+        if self.vault is not None:
+            # a reply repeats what the prompt held (names, addresses): sealed at rest, and
+            # unreadable once the tenant is shredded; sealed before the write transaction
+            # (a tenant's first seal makes its key, in a write of its own)
+            value = self.vault.seal(tenant, value)
         row = {
             "tenant": tenant,
             "cache_key": key,

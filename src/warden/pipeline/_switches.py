@@ -27,6 +27,8 @@ from warden.ledger import LedgerWriter
 from warden.store import Store
 from warden.store._ops import insert_if_absent
 from warden.store._tables import switches, utc_text
+from warden.telemetry._redact import SYSTEM_TENANT, redact_record
+from warden.telemetry._vault import Vault
 
 SWITCH_STREAM = "switches"
 log = logging.getLogger("warden.switches")
@@ -56,8 +58,18 @@ class Switch:
 
 
 class SwitchBoard:
-    def __init__(self, store: Store, ledger: LedgerWriter, *, refresh_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ledger: LedgerWriter,
+        *,
+        refresh_s: float = 0.25,
+        vault: Vault | None = None,
+    ) -> None:
+        """``vault``: whose tenant keys tokenize the PII in who changed a switch and why
+        (default: one over ``store``, made on the first change)."""
         self._store = store
+        self._vault = vault
         self._ledger = ledger
         self._refresh_s = refresh_s
         self._active: dict[tuple[Scope, str], Switch] = {}
@@ -78,6 +90,14 @@ class SwitchBoard:
             raise UsageError(f"a {scope.value} switch needs a target ({scope.value} name)")
         if not by.strip() or not reason.strip():
             raise UsageError("a switch change needs who (by) and why (reason)")
+        # Who and why are free text (an e-mail address, a ticket quoting a customer):
+        # tokenized before anything is stored, under the target tenant's key, or the
+        # system tenant's for a switch that belongs to no tenant.
+        if self._vault is None:
+            self._vault = Vault(self._store)
+        owner = target if scope is Scope.TENANT else SYSTEM_TENANT
+        said = redact_record(self._vault, owner, {"by": by, "reason": reason})
+        by, reason = said["by"], said["reason"]
         switch = Switch(scope, target, active, by, reason, datetime.now(UTC))
         values = {
             "active": active,

@@ -398,6 +398,29 @@ def pii_redactor(
     return PiiRedactor(vault.token_key, fields=spec.redact, kinds=spec.detect, keep=keep)
 
 
+#: the tenant whose key tokenizes what belongs to no tenant: kill switches at global,
+#: workflow and tool scope (the ledger files them under this tenant too)
+SYSTEM_TENANT: Final = "*"
+
+
+def redact_record(vault: Vault, tenant: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with the PII of its free text (a switch's reason, a settlement's note,
+    who did it) tokenized under ``tenant``'s key, every detector on: for records written
+    outside ``Services.emit`` (switch changes, settlements), which no workflow's ``pii:``
+    governs."""
+    redacted: dict[str, Any] = PiiRedactor(vault.token_key).redact(tenant, payload)
+    return redacted
+
+
+def stored_identity(pii: PiiRedactor | None, tenant: str, value: str | None) -> str | None:
+    """How an identity (a run's end user, who opened it, an approver) is stored and
+    compared in the store: its PII tokenized (an e-mail address is a token, an opaque id
+    stays as it is), so one identity is one stored value and equality still holds."""
+    if value is None or pii is None or value.startswith(TOKEN_PREFIX):
+        return value
+    return pii.redact_text(tenant, value)
+
+
 def _nothing() -> None:
     return None
 
@@ -410,10 +433,13 @@ __all__ = [
     "LEAF",
     "SECRET_KEYS",
     "STRUCTURAL",
+    "SYSTEM_TENANT",
     "TOKEN_PREFIX",
     "PiiRedactor",
     "compile_paths",
     "is_token",
     "normal_form",
     "pii_redactor",
+    "redact_record",
+    "stored_identity",
 ]

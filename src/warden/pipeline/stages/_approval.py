@@ -26,6 +26,7 @@ from warden.spec import Effect
 from warden.store import _fast as fast
 from warden.store._statements import Statement
 from warden.store._tables import approvals, runs, utc_text
+from warden.telemetry._redact import stored_identity
 
 _PER_RUN = Statement(
     lambda _: (
@@ -186,7 +187,8 @@ class ApprovalStage:
                 role=role,
                 sla_class=decision.sla_class,
                 escalation_level=level,
-                requested_by=call.proposer,
+                # stored tokenized where it is PII, as the run's opened_by is
+                requested_by=stored_identity(svc.pii, run.tenant, call.proposer) or "",
                 created_at=now,
                 deadline=deadline,
             )
@@ -216,7 +218,8 @@ class ApprovalStage:
     def _over_limit(self, conn: Any, call: Call, now: datetime) -> str | None:
         esc = self.svc.loaded.spec.escalation
         store = self.svc.store
-        store.lock(conn, f"approvals:{call.run.run_id}", f"approvals-user:{call.run.end_user}")
+        end_user = stored_identity(self.svc.pii, call.run.tenant, call.run.end_user)
+        store.lock(conn, f"approvals:{call.run.run_id}", f"approvals-user:{end_user}")
         per_run = fast.one(conn, _PER_RUN, {"run_id": call.run.run_id})
         if per_run is not None and per_run[0] >= esc.max_requests_per_run:
             return f"this run already asked for {per_run[0]} approvals (max_requests_per_run)"
@@ -226,7 +229,7 @@ class ApprovalStage:
         per_user = fast.one(
             conn,
             _PER_USER,
-            {"end_user": call.run.end_user, "tenant": call.run.tenant, "since": since},
+            {"end_user": end_user, "tenant": call.run.tenant, "since": since},
         )
         if per_user is not None and per_user[0] >= esc.max_requests_per_end_user_per_day:
             return (

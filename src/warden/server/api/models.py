@@ -36,6 +36,7 @@ from warden.server._paging import any_query
 from warden.server._problems import MEDIA, PREFIX, ApiProblem, problem_responses
 from warden.server._state import ServerState
 from warden.store._tables import runs
+from warden.telemetry._redact import stored_identity
 from warden.upstream import Wire
 
 router = APIRouter(tags=["model proxy"])
@@ -329,8 +330,9 @@ def _open_run_of(
                 runs.c.workflow == workflow,
                 runs.c.tenant == tenant,
                 runs.c.agent == agent,
-                runs.c.task == task,
-                runs.c.opened_by == caller.identity,
+                # stored tokenized where they hold PII (docs/pii.md)
+                runs.c.task == stored_identity(gateway.svc.pii, tenant, task),
+                runs.c.opened_by == stored_identity(gateway.svc.pii, tenant, caller.identity),
                 runs.c.status == "running",
             )
             .order_by(runs.c.started_at.desc())
