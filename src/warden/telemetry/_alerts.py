@@ -42,7 +42,14 @@ from warden.spec._economics import BudgetPeriod
 from warden.spec._models import SLO, WorkflowSpec
 from warden.store import Store
 from warden.store._ops import insert_if_absent
-from warden.store._tables import alert_hits, alert_state, approvals, runs, utc_text
+from warden.store._tables import (
+    alert_hits,
+    alert_state,
+    approvals,
+    parse_utc_text,
+    runs,
+    utc_text,
+)
 from warden.telemetry._slo import SloFigures, read_sums, slo_report, window_start
 
 if TYPE_CHECKING:
@@ -435,8 +442,6 @@ def _queue(conn: Connection, wf: str, alert: ApprovalQueueAlert, now: datetime) 
         why.append(f"{depth} pending, more than max_depth {alert.max_depth}")
     age = None
     if oldest is not None:
-        from warden.store._tables import parse_utc_text
-
         age = now - (oldest if isinstance(oldest, datetime) else parse_utc_text(oldest))
         if alert.max_age is not None and age > alert.max_age:
             why.append(f"oldest pending for {int(age.total_seconds())} s, past max_age")
@@ -461,6 +466,31 @@ def _queue(conn: Connection, wf: str, alert: ApprovalQueueAlert, now: datetime) 
         resolve(conn, key, now)
 
 
+def _fire_and_resolve(
+    conn: Connection,
+    wf: str,
+    alert: SloBreachAlert | CostGrowthAlert,
+    current: dict[str, tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Fire ``alert`` for each subject that holds now (``subject -> (tenant, detail)``) and
+    resolve the ones firing that no longer hold."""
+    for subject, (tenant, detail) in current.items():
+        fire(
+            conn,
+            workflow=wf,
+            name=alert.key,
+            kind=alert.kind,
+            tenant=tenant,
+            subject=subject,
+            detail=detail,
+            now=now,
+        )
+    for row in firing(conn, wf, alert.key):
+        if row["subject"] not in current:
+            resolve(conn, row["alert_key"], now)
+
+
 def _slo_breaches(
     conn: Connection, store: Store, wf: str, slo: SLO, alert: SloBreachAlert, now: datetime
 ) -> None:
@@ -476,20 +506,7 @@ def _slo_breaches(
             tenant = str(group.key["tenant"])
             subject = f"{tenant}/{group.key['task_type'] or '-'}/{b.target}"
             current[subject] = (tenant, {**b.to_json(), "runs": figures.runs_started})
-    for subject, (tenant, detail) in current.items():
-        fire(
-            conn,
-            workflow=wf,
-            name=alert.key,
-            kind=alert.kind,
-            tenant=tenant,
-            subject=subject,
-            detail=detail,
-            now=now,
-        )
-    for row in firing(conn, wf, alert.key):
-        if row["subject"] not in current:
-            resolve(conn, row["alert_key"], now)
+    _fire_and_resolve(conn, wf, alert, current, now)
 
 
 def _cost_growth(
@@ -519,20 +536,7 @@ def _cost_growth(
                     "increase_pct": float(pct.quantize(Decimal("0.1"))),
                 },
             )
-    for subject, (tenant, detail) in current.items():
-        fire(
-            conn,
-            workflow=wf,
-            name=alert.key,
-            kind=alert.kind,
-            tenant=tenant,
-            subject=subject,
-            detail=detail,
-            now=now,
-        )
-    for row in firing(conn, wf, alert.key):
-        if row["subject"] not in current:
-            resolve(conn, row["alert_key"], now)
+    _fire_and_resolve(conn, wf, alert, current, now)
 
 
 def list_alerts(
