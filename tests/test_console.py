@@ -125,9 +125,11 @@ async def test_pages_need_a_session_and_a_valid_key(world: World) -> None:
         # The sign-in page reads ``next`` itself (the API's 422 for unknown query
         # parameters is not the console's)
         signin = await anonymous.get(r.headers["location"])
-        assert signin.status_code == 200 and 'name="key"' in signin.text, signin.text[:300]
+        assert signin.status_code == 200, signin.text[:300]
+        assert 'name="key"' in signin.text
     bad = await anonymous.sign_in("wdn_0123_notakey")
-    assert bad.status_code == 401 and "unknown, revoked or expired" in bad.text
+    assert bad.status_code == 401
+    assert "unknown, revoked or expired" in bad.text
     assert "warden_session" not in anonymous.http.cookies
     # An API key in a header does not open the console: the console has its own session.
     header = await world.agent.get("/ui/approvals")

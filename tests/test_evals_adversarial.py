@@ -220,7 +220,8 @@ def test_the_refund_demo_under_attack(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2_with_one_line(shop: Path) -> None:
     code, _out, err = invoke(str(shop), "--policies", "sometimes")
-    assert code == 2 and "on, off or both" in err
+    assert code == 2
+    assert "on, off or both" in err
     code, _out, err = invoke(str(shop), "--tag", "nothing-has-this")
     assert code == 2 and "no case" in err
     code, _out, err = invoke(str(shop.parent / "missing.yaml"))

@@ -502,7 +502,8 @@ models:
     gw = Gateway(load_spec_text(text, "envurl.yaml"), [], store=store_url)
     async with gw.run(tenant="acme", agent="bot", task="t") as run:
         unset = await run.chat("m", HELLO)
-        assert isinstance(unset, Failed) and "WARDEN_TEST_MODEL_URL" in unset.detail
+        assert isinstance(unset, Failed)
+        assert "WARDEN_TEST_MODEL_URL" in unset.detail
     await gw.aclose()
     monkeypatch.setenv("WARDEN_TEST_MODEL_URL", fake.openai_url)
     gw = Gateway(load_spec_text(text, "envurl.yaml"), [], store=store_url)

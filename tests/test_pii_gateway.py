@@ -227,7 +227,8 @@ async def test_a_shredded_approval_runs_nothing_even_where_the_schema_accepts_an
         gw.svc.vault.shred("acme", by="dpo")
         await gw.approve(pending.approval_id, approver="lead", roles=["lead"], rationale="ok")
         result = await gw.execute_approved(pending.approval_id)
-        assert isinstance(result, Failed) and "shredded" in result.detail
+        assert isinstance(result, Failed)
+        assert "shredded" in result.detail
         assert called == []
         assert gw.approvals.get(pending.approval_id).state == "failed"
     finally:

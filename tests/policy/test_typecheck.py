@@ -224,7 +224,8 @@ def test_a_fact_argument_of_the_wrong_type() -> None:
     text = edit("args: {user_id: args.user_id}", "args: {user_id: size(args.role)}")
     (issue,) = issues(text)
     assert issue.path == "facts.user.args.user_id"
-    assert "lookup_user takes a string as 'user_id', and this gives an int" in issue.message
+    expected = "lookup_user takes a string as 'user_id', and this gives an int"
+    assert expected in issue.message
 
 
 def test_summing_a_parameter_that_is_not_a_number() -> None:
