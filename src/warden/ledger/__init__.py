@@ -19,7 +19,7 @@ from warden.ledger._otlp import OtlpLogSink, otlp_logs_enabled
 from warden.ledger._read import LedgerEvent, export_jsonl, iter_events
 from warden.ledger._reconcile import Unsettled, settle, unsettled
 from warden.ledger._verify import Problem, VerifyReport, verify
-from warden.ledger._writer import LedgerWriter
+from warden.ledger._writer import LedgerWriter, flush_writers
 
 __all__ = [
     "KEY_ENV",
@@ -40,6 +40,7 @@ __all__ = [
     "decode_cursor",
     "export_jsonl",
     "export_page",
+    "flush_writers",
     "generate_key",
     "iter_events",
     "key_path",

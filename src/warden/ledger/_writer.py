@@ -418,6 +418,15 @@ def _flush_loop(ref: weakref.ref[LedgerWriter], due: threading.Event, max_age_s:
         del writer
 
 
+def flush_writers(store: Store) -> None:
+    """Write what every ledger writer of this process holds for ``store``: an export or a
+    checkpoint then has every call answered so far (reads are answered before their
+    batch is written)."""
+    for writer in list(_LIVE_WRITERS):
+        if writer._store is store and not writer._closed:
+            writer.flush()
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     """Buffered events of a process that exits normally are not lost."""

@@ -21,6 +21,7 @@ from warden.errors import NotFoundError, UsageError
 from warden.ledger import (
     MAX_PAGE,
     export_page,
+    flush_writers,
     iter_events,
     stored_checkpoints,
     take_checkpoint,
@@ -115,9 +116,12 @@ async def run_events(
     tenant = None if caller.tenant == ALL_TENANTS else caller.tenant
     start = decode_cursor(after, 1)
     if start is not None and not isinstance(start[0], int):
-        raise ApiProblem(422, "validation", "after is not a cursor of this list",
-                         errors=[{"loc": ["query", "after"], "msg": "not a cursor",
-                                  "type": "value_error"}])
+        raise ApiProblem(
+            422,
+            "validation",
+            "after is not a cursor of this list",
+            errors=[{"loc": ["query", "after"], "msg": "not a cursor", "type": "value_error"}],
+        )
     if bound_agent(caller) is not None:  # an agent key reads its own agent's runs only
         with state.store.read() as conn:
             run = conn.execute(
@@ -125,7 +129,9 @@ async def run_events(
             ).first()
         if run is None:
             raise ApiProblem(404, "not-found", f"no events for run {run_id!r}")
-        visible(caller, run.tenant, f"events for run {run_id!r}", agent=run.agent, workflow=run.workflow)
+        visible(
+            caller, run.tenant, f"events for run {run_id!r}", agent=run.agent, workflow=run.workflow
+        )
 
     def read() -> list[EventOut]:
         for gateway in state.gateways.values():
@@ -200,6 +206,9 @@ async def export_ledger(
 ) -> StreamingResponse:
     require(caller, Role.AUDITOR)
     scope = tenant if caller.tenant == ALL_TENANTS else tenant_for(caller, tenant)
+    # Reads are answered before their events' batch is written: write what this process
+    # holds first, so the export has every call it answered and the checkpoint covers it.
+    await state.run_sync(flush_writers, state.store)
     if state.ledger_key is not None:
         # As `warden ledger export --key`: the heads that moved are signed first, so the
         # export can be verified offline up to its end (GET /v1/ledger/checkpoints).
