@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 from sqlalchemy import Connection
 
@@ -56,8 +56,10 @@ def _now_text() -> str:
     return f"{prefix}.{int((now - whole) * 1_000_000):06d}Z"
 
 
-@dataclass(frozen=True, slots=True)
-class _Buffered:
+class _Buffered(NamedTuple):
+    """One event waiting for its batch (a tuple: a frozen dataclass's ``__init__`` cost
+    ~0.25 µs more per event, three or more events per governed call)."""
+
     stream: str
     tenant: str
     run_id: str | None
