@@ -192,8 +192,53 @@ _UNLABELLED = """() => Array.from(document.querySelectorAll(
 
 
 def accessible(page: Any) -> None:
-    """Every control is labelled and reachable with Tab (none has a negative tabindex)."""
+    """Every control is labelled and reachable with Tab (none has a negative tabindex),
+    and every visible text meets WCAG AA contrast."""
     assert page.evaluate(_UNLABELLED) == []
     assert (
         page.locator("input:not([type=hidden])[tabindex='-1'], button[tabindex='-1']").count() == 0
     )
+    assert low_contrast(page) == []
+
+
+# WCAG 2.x contrast of every visible text against the background it is drawn on (the
+# nearest ancestor with an opaque-enough background colour, composited over white).
+# Large text (24 px, or 18.66 px bold) needs 3:1, other text 4.5:1 (AA).
+_LOW_CONTRAST = """() => {
+  const rgba = (s) => { const m = s.match(/[\\d.]+/g) || ['0','0','0','0'];
+    return [Number(m[0]), Number(m[1]), Number(m[2]), m.length > 3 ? Number(m[3]) : 1]; };
+  const over = (top, below) => { const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + below[i] * (1 - a)).concat([1]); };
+  const lum = (c) => { const f = (v) => { v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const background = (el) => { const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    let bg = [255, 255, 255, 1];
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg; };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const text = Array.from(el.childNodes).filter(n => n.nodeType === 3)
+      .map(n => n.textContent.trim()).join('');
+    if (!text || !el.getClientRects().length) continue;
+    const st = getComputedStyle(el);
+    if (st.visibility === 'hidden' || Number(st.opacity) === 0) continue;
+    const bg = background(el);
+    const fg = over(rgba(st.color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(st.fontSize), bold = Number(st.fontWeight) >= 700;
+    const need = (size >= 24 || (bold && size >= 18.66)) ? 3 : 4.5;
+    if (ratio + 1e-6 < need) bad.push(`${el.tagName.toLowerCase()}.${el.className}`
+      + ` "${text.slice(0, 40)}" ${ratio.toFixed(2)}:1 < ${need}:1`);
+  }
+  return bad; }"""
+
+
+def low_contrast(page: Any) -> list[str]:
+    """Texts on the page under WCAG AA contrast (empty: every text meets it)."""
+    found: list[str] = page.evaluate(_LOW_CONTRAST)
+    return found

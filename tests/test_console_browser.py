@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _console_browser import Server, accessible, browser_needed, chromium, open_page, server, shot
+from _console_browser import (
+    Server,
+    accessible,
+    browser_needed,
+    chromium,
+    low_contrast,
+    open_page,
+    server,
+    shot,
+)
 
 __all__ = ["browser_needed", "chromium", "server"]  # fixtures, used by name
 
@@ -172,3 +181,16 @@ def test_a_cross_tenant_key_sees_nothing(chromium: Any, server: Server) -> None:
     assert page.locator("table.runs tbody tr").count() == 0
     shot(page, "cross-tenant")
     page.context.close()
+
+
+def test_the_contrast_check_finds_text_under_aa(chromium: Any, server: Server) -> None:
+    """The check ``accessible`` runs on every page can fail: grey #999 on white is 2.85:1."""
+    page = chromium.new_page()
+    page.set_content(
+        "<p style='color:#999'>too light</p><p style='color:#595959'>dark enough</p>"
+        "<h1 style='color:#888;font-size:32px'>large and 3.5:1</h1>"
+    )
+    found = low_contrast(page)
+    page.close()
+    assert len(found) == 1
+    assert "too light" in found[0]
