@@ -7,6 +7,8 @@ errors typer itself detects). No traceback reaches the user for bad input.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +25,8 @@ from warden.cli._store import store_app
 from warden.cli._vault import vault_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
-from warden.pipeline import Scope, SwitchBoard
+from warden.pipeline import Scope, Switch, SwitchBoard
+from warden.pipeline._replicas import LIVE_S, Replica, list_replicas, live_replicas
 from warden.spec import LoadedSpec
 from warden.store import Store, default_store_url
 
@@ -241,13 +244,34 @@ def _set_switch(
     guard(body)
 
 
+LiveOpt = Annotated[
+    float,
+    typer.Option(
+        "--live-s",
+        envvar="WARDEN_REPLICA_LIVE_S",
+        min=0.1,
+        help="A replica is live when seen within this many seconds.",
+    ),
+]
+
+
+def _seen_text(sw: Switch, live: list[Replica]) -> str:
+    if not live:
+        return "no live replica"
+    waiting = [r.label for r in live if not r.has_seen(sw.set_at)]
+    if not waiting:
+        return f"seen by {len(live)} of {len(live)}"
+    return f"waiting for {', '.join(waiting)}"
+
+
 @switch_app.command("list")
-def switch_list(store: StoreOpt = None) -> None:
-    """List every switch and its state."""
+def switch_list(store: StoreOpt = None, live_s: LiveOpt = LIVE_S) -> None:
+    """List every switch, its state, and which live replicas have read it."""
 
     def body() -> None:
         st = _store(store)
-        table = Table("scope", "target", "state", "set by", "at (UTC)", "reason")
+        live = live_replicas(st, live_s)
+        table = Table("scope", "target", "state", "set by", "at (UTC)", "reason", "replicas")
         for sw in SwitchBoard(st, LedgerWriter(st)).list():
             table.add_row(
                 sw.scope.value,
@@ -256,8 +280,58 @@ def switch_list(store: StoreOpt = None) -> None:
                 sw.set_by,
                 f"{sw.set_at:%Y-%m-%d %H:%M:%S}",
                 sw.reason,
+                _seen_text(sw, live),
             )
         out.print(table)
+
+    guard(body)
+
+
+@app.command("replicas")
+def replicas_cmd(
+    store: StoreOpt = None,
+    live_s: LiveOpt = LIVE_S,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the replicas as JSON.")] = False,
+) -> None:
+    """The processes registered on the store (every `warden serve` worker; SDK gateways that
+    registered): when each was last seen and last read the kill switches."""
+
+    def body() -> None:
+        found = list_replicas(_store(store))
+        now = datetime.now(UTC)
+        if as_json:
+            rows = [
+                {
+                    "replica_id": r.replica_id,
+                    "kind": r.kind,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "version": r.version,
+                    "started_at": r.started_at.isoformat(),
+                    "last_seen_at": r.last_seen_at.isoformat(),
+                    "switches_read_at": r.switches_read_at and r.switches_read_at.isoformat(),
+                    "live": r.live(now, live_s),
+                }
+                for r in found
+            ]
+            typer.echo(json.dumps({"live_s": live_s, "items": rows}, indent=2))
+            return
+        table = Table("replica", "kind", "host:pid", "version", "live", "last seen", "switches read")
+        for r in found:
+            table.add_row(
+                r.replica_id,
+                r.kind,
+                r.label,
+                r.version,
+                "yes" if r.live(now, live_s) else "[red]no[/red]",
+                f"{(now - r.last_seen_at).total_seconds():.1f} s ago",
+                "never"
+                if r.switches_read_at is None
+                else f"{(now - r.switches_read_at).total_seconds():.1f} s ago",
+            )
+        out.print(table)
+        live = sum(r.live(now, live_s) for r in found)
+        out.print(f"{live} live of {len(found)} registered (live: seen within {live_s:g} s)")
 
     guard(body)
 
