@@ -8,6 +8,7 @@ errors typer itself detects). No traceback reaches the user for bad input.
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from warden.cli import _costs, _policy, _replay, _serve, _slo
-from warden.cli._common import StoreOpt, err, guard, out
+from warden.cli._common import StoreOpt, err, fail, guard, out
 from warden.cli._db import db_app
 from warden.cli._eval import eval_app
 from warden.cli._ledger import ledger_app
@@ -189,15 +190,64 @@ def demo(
         int, typer.Option(help="Seed of the synthetic helpdesk and the scripted agent.")
     ] = 7,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then open the console: refunds waiting for approval, an approver key to "
+            "paste, and `warden serve` until Ctrl-C.",
+        ),
+    ] = False,
+    pending: Annotated[
+        int, typer.Option(help="With --serve: refunds put in the approval queue.", min=1, max=100)
+    ] = 5,
+    host: Annotated[str, typer.Option(help="With --serve: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --serve: TCP port.", min=1, max=65535)] = 8000,
 ) -> None:
-    """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden."""
-    from warden.demo import run_demo
+    """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden.
 
-    guard(
+    With --serve, leave the operator console running for a newcomer: refunds waiting for a
+    support lead, an approver key to sign in with, and the server on HOST:PORT."""
+    from warden.demo import QUEUE_ROLE, prepare_console, run_demo
+
+    if serve and not _port_free(host, port):
+        raise fail(f"{host}:{port} is in use: stop what listens there or pick another --port")
+    summary = guard(
         lambda: run_demo(
             store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet
         )
     )
+    if not serve:
+        return
+    ready = guard(lambda: prepare_console(store, summary["tenant"], pending, seed=seed))
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/ui"
+    rule = "-" * 72
+    for line in [
+        "",
+        rule,
+        f"The console is ready: {len(ready.approvals)} refunds over $100 wait for a "
+        f"{QUEUE_ROLE} in tenant {ready.tenant}.",
+        f"  Open      {url}",
+        "  Sign in   with this approver key (paste it; it is shown once, never put in a URL):",
+        f"  Key       {ready.approver_key}",
+        "  Ctrl-C stops the server.",
+        rule,
+    ]:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+    _serve.serve(host=host, port=port, store=store, migrate=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on now (checked before the demo's run, so a
+    busy port costs one line, not the demo's minute)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @switch_app.command("on")
