@@ -9,6 +9,7 @@ standing in for other processes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -339,3 +340,40 @@ async def test_an_approver_reads_seen_counts_but_not_the_replica_list(world: Wor
     page = await lead.get("/ui/switches")
     assert page.status_code == 200
     assert f"{beat.host}:{beat.pid} (serve)" not in page.text
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def _warden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "warden", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_the_cli_lists_replicas_and_who_has_read_each_switch(
+    store_url: str, tmp_path: Path
+) -> None:
+    store = Store(store_url)
+    try:
+        early, late = Heartbeat(store, "serve"), Heartbeat(store, "sdk")
+        on = _warden(
+            "switch", "on", "tool", "pay", "--by", "ops", "--reason", "x", "--store", store_url,
+            cwd=tmp_path,
+        )
+        assert on.returncode == 0, on.stderr
+        with store.read() as conn:
+            set_at = conn.execute(select(replicas.c.replica_id)).first()
+        early.beat(datetime.now(UTC) - timedelta(minutes=1))
+        late.beat(datetime.now(UTC) + timedelta(seconds=1))
+    finally:
+        store.dispose()
+    assert set_at is None  # nothing registered by the CLI itself
+    listed = _warden("replicas", "--json", "--store", store_url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert sorted((r["kind"], r["live"]) for r in found["items"]) == [("sdk", True), ("serve", True)]
+    switches = _warden("switch", "list", "--store", store_url, cwd=tmp_path)
+    assert f"waiting for {early.host}:{early.pid}" in switches.stdout

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from warden.cli import _costs, _policy, _replay, _serve, _slo
 from warden.cli._common import StoreOpt, err, fail, guard, out
@@ -306,11 +306,12 @@ LiveOpt = Annotated[
 
 
 def _seen_text(sw: Switch, live: list[Replica]) -> str:
+    """Which live replicas have read the switch: "2 of 2", or whom it waits for."""
     if not live:
-        return "no live replica"
+        return "-"
     waiting = [r.label for r in live if not r.has_seen(sw.set_at)]
     if not waiting:
-        return f"seen by {len(live)} of {len(live)}"
+        return f"{len(live)} of {len(live)}"
     return f"waiting for {', '.join(waiting)}"
 
 
@@ -321,7 +322,16 @@ def switch_list(store: StoreOpt = None, live_s: LiveOpt = LIVE_S) -> None:
     def body() -> None:
         st = _store(store)
         live = live_replicas(st, live_s)
-        table = Table("scope", "target", "state", "set by", "at (UTC)", "reason", "replicas")
+        # names and times stay whole; reasons and the replicas wrap
+        table = Table(
+            Column("scope", no_wrap=True),
+            Column("target", no_wrap=True),
+            Column("state", no_wrap=True),
+            "set by",
+            "at (UTC)",
+            Column("reason", overflow="fold"),
+            Column("seen by", overflow="fold"),
+        )
         for sw in SwitchBoard(st, LedgerWriter(st)).list():
             table.add_row(
                 sw.scope.value,
