@@ -319,6 +319,19 @@ async def test_the_switches_page_follows_a_flip_until_every_live_replica_has_see
     assert "seen by 1 of 1 live replica" in page.text
 
 
+async def test_a_global_switch_is_followed_too(world: World) -> None:
+    beat = Heartbeat(world.store, "serve")
+    beat.beat(datetime.now(UTC))
+    root = await world.browser("root")
+    csrf = _csrf((await root.get("/ui/switches")).text)
+    form = {"csrf": csrf, "scope": "global", "target": "", "active": "on",
+            "reason": "all stop", "confirm": "yes"}
+    done = await root.post("/ui/switches", data=form)
+    assert 'hx-get="/ui/switches/seen?scope=global"' in done.text
+    block = await root.get("/ui/switches/seen", params={"scope": "global"})
+    assert f"waiting for {beat.host}:{beat.pid}" in block.text
+
+
 async def test_a_foreign_tenants_key_sees_no_seen_status_of_anothers_switch(world: World) -> None:
     Heartbeat(world.store, "serve").beat(datetime.now(UTC))
     acme = await world.browser("acme-admin")
