@@ -153,6 +153,49 @@ def seed(path: Path, tickets: int, rng_seed: int) -> list[TicketPlan]:
     return plans
 
 
+def add_refund_requests(path: Path, count: int, rng_seed: int) -> list[str]:
+    """Add ``count`` tickets asking for a refund over $100, each from a new customer with a
+    new order (so no earlier refund counts against them); returns the tickets' ids.
+
+    What ``warden demo --serve`` puts in the approval queue for a newcomer to work.
+    """
+    rng = random.Random(rng_seed)
+    engine = create_engine(f"sqlite:///{path}")
+    made: list[str] = []
+    with engine.begin() as conn:
+
+        def next_no(table: str) -> int:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+        for _ in range(count):
+            i, o, t = next_no("customers"), next_no("orders"), next_no("tickets")
+            cid, order_id, tid = f"cus_{i:04d}", f"ord_{o:05d}", f"tkt_{t:05d}"
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+            email = f"{name.split()[0].lower()}.{i}@customer.example"
+            conn.execute(
+                text("INSERT INTO customers VALUES (:i, :n, :e, :t)"),
+                {"i": cid, "n": name, "e": email, "t": rng.choice(["basic", "plus", "pro"])},
+            )
+            conn.execute(
+                text("INSERT INTO payment_methods VALUES (:i, :c, :k, :l)"),
+                {"i": f"pm_{i:04d}", "c": cid, "k": "card", "l": f"{rng.randrange(10000):04d}"},
+            )
+            amount = round(rng.uniform(120, 450), 2)
+            conn.execute(
+                text("INSERT INTO orders VALUES (:i, :c, :a, 0, 'delivered', :p)"),
+                {"i": order_id, "c": cid, "a": round(amount * 1.2, 2), "p": f"pm_{i:04d}"},
+            )
+            subject, body = _ticket_text("large_refund", name, amount, order_id, rng)
+            conn.execute(
+                text("INSERT INTO tickets VALUES (:i, :c, :o, :k, :s, :b, :f, :a)"),
+                {"i": tid, "c": cid, "o": order_id, "k": "large_refund", "s": subject,
+                 "b": body, "f": email, "a": amount},
+            )
+            made.append(tid)
+    engine.dispose()
+    return made
+
+
 def _ticket_text(
     kind: str, name: str, amount: float, order_id: str, rng: random.Random
 ) -> tuple[str, str]:

@@ -32,11 +32,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from warden import events as ev
+from warden.auth import KeyStore
 from warden.economics import data_version
-from warden.errors import UsageError
+from warden.errors import UsageError, WardenError
 from warden.gateway import Gateway, Run
 from warden.ledger import iter_events, verify
 from warden.policy._engine import REVIEW_RULE
+from warden.results import Allowed, Pending
 from warden.spec import MODEL_TOOL_PREFIX
 from warden.store import Store, default_store_url
 from warden.testing import FakeUpstream
@@ -120,6 +122,7 @@ def run_demo(
             )
         gateway.flush()
         summary = _summarize(store, tenant, outcomes, helpdesk.counts())
+        summary["tenant"] = tenant
         summary["economics"]["caps"] = {
             b.name: b.usd for b in gateway.spec.spec.budgets if b.usd is not None
         }
@@ -526,6 +529,90 @@ def _print_economics(console: Console, e: dict[str, Any]) -> None:
     ]
     for line in lines:
         console.print(line, highlight=False)
+
+
+# -- `warden demo --serve`: a console ready for a newcomer ----------------------------------
+
+#: the approval role the queued refunds wait for (the spec's rule for refunds over $100)
+QUEUE_ROLE = "support_lead"
+
+
+@dataclass(frozen=True)
+class ConsoleReady:
+    """What ``warden demo --serve`` leaves: refunds waiting and a key to decide them."""
+
+    tenant: str
+    approvals: list[str]
+    approver_key: str
+
+
+def prepare_console(store_url: str | None, tenant: str, pending: int, *, seed: int) -> ConsoleReady:
+    """Put ``pending`` refunds over $100 in ``tenant``'s approval queue for a support lead
+    and create an approver key (that tenant, approval role ``support_lead``) to decide
+    them. Each refund is a new ticket in the demo helpdesk (``./.warden/helpdesk.db``, the
+    one ``warden serve`` uses) worked as the demo agent works one: read the ticket, look up
+    the customer and the order, refund what it asks. Their runs are left open: an approval
+    is cancelled when its run finishes. Running it again adds more."""
+    directory = example_dir()
+    helpdesk_mod = _load("helpdesk", directory)
+    path = Path(".warden") / "helpdesk.db"
+    if not path.exists():
+        helpdesk_mod.seed(path, 200, seed)
+    tickets = helpdesk_mod.add_refund_requests(path, pending, seed + len(tenant) + os.getpid())
+    helpdesk = helpdesk_mod.Helpdesk(path)
+    store = Store(store_url or default_store_url())
+    gateway = Gateway.from_spec(directory / "workflow.yaml", tools=helpdesk.tools(), store=store)
+    try:
+        approvals = asyncio.run(_queue(gateway, tenant, tickets))
+        gateway.flush()
+        _, key = KeyStore(store).create(
+            name=f"newcomer-{uuid.uuid4().hex[:6]}",
+            role="approver",
+            tenant=tenant,
+            created_by="warden demo --serve",
+            approval_roles=[QUEUE_ROLE],
+        )
+    finally:
+        gateway.close()
+        helpdesk.close()
+    return ConsoleReady(tenant, approvals, key)
+
+
+async def _queue(gateway: Gateway, tenant: str, tickets: list[str]) -> list[str]:
+    made: list[str] = []
+    for ticket_id in tickets:
+        run = gateway.open_run(
+            tenant=tenant, agent="refund-bot", task=f"ticket {ticket_id}", task_type="refund_request"
+        )
+
+        ticket = await _read(run, "get_ticket", {"ticket_id": ticket_id})
+        customer = await _read(run, "lookup_customer", {"customer_id": ticket["customer_id"]})
+        order = await _read(run, "lookup_order", {"order_id": ticket["order_id"]})
+        answer = await run.call(
+            "issue_refund",
+            {
+                "order_id": order["id"],
+                "customer_id": customer["id"],
+                "amount": ticket["requested_amount"],
+                "payment_method_id": order["payment_method_id"],
+                "reason": ticket["subject"],
+            },
+        )
+        if not isinstance(answer, Pending):
+            run.finish("error")
+            raise WardenError(f"demo --serve: the refund of ticket {ticket_id} did not wait: {answer}")
+        run.save()  # left open: finishing the run would cancel its approval
+        made.append(answer.approval_id)
+    return made
+
+
+async def _read(run: Run, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    answer = await run.call(tool, args)
+    if not isinstance(answer, Allowed):
+        run.finish("error")
+        raise WardenError(f"demo --serve: {tool} for {run.state.task}: {answer}")
+    result: dict[str, Any] = answer.result
+    return result
 
 
 def serve_tools() -> list[Any]:

@@ -7,15 +7,18 @@ errors typer itself detects). No traceback reaches the user for bad input.
 
 from __future__ import annotations
 
+import json
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from warden.cli import _costs, _policy, _replay, _serve, _slo
-from warden.cli._common import StoreOpt, err, guard, out
+from warden.cli._common import StoreOpt, err, fail, guard, out
 from warden.cli._db import db_app
 from warden.cli._eval import eval_app
 from warden.cli._ledger import ledger_app
@@ -23,7 +26,8 @@ from warden.cli._store import store_app
 from warden.cli._vault import vault_app
 from warden.errors import SpecError, SpecIssue, WardenError
 from warden.ledger import LedgerWriter
-from warden.pipeline import Scope, SwitchBoard
+from warden.pipeline import Scope, Switch, SwitchBoard
+from warden.pipeline._replicas import LIVE_S, Replica, list_replicas, live_replicas
 from warden.spec import LoadedSpec
 from warden.store import Store, default_store_url
 
@@ -186,15 +190,64 @@ def demo(
         int, typer.Option(help="Seed of the synthetic helpdesk and the scripted agent.")
     ] = 7,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then open the console: refunds waiting for approval, an approver key to "
+            "paste, and `warden serve` until Ctrl-C.",
+        ),
+    ] = False,
+    pending: Annotated[
+        int, typer.Option(help="With --serve: refunds put in the approval queue.", min=1, max=100)
+    ] = 5,
+    host: Annotated[str, typer.Option(help="With --serve: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --serve: TCP port.", min=1, max=65535)] = 8000,
 ) -> None:
-    """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden."""
-    from warden.demo import run_demo
+    """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden.
 
-    guard(
+    With --serve, leave the operator console running for a newcomer: refunds waiting for a
+    support lead, an approver key to sign in with, and the server on HOST:PORT."""
+    from warden.demo import QUEUE_ROLE, prepare_console, run_demo
+
+    if serve and not _port_free(host, port):
+        raise fail(f"{host}:{port} is in use: stop what listens there or pick another --port")
+    summary = guard(
         lambda: run_demo(
             store_url=store, tickets=tickets, seed=seed, console=out, progress=not quiet
         )
     )
+    if not serve:
+        return
+    ready = guard(lambda: prepare_console(store, summary["tenant"], pending, seed=seed))
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/ui"
+    rule = "-" * 72
+    for line in [
+        "",
+        rule,
+        f"The console is ready: {len(ready.approvals)} refunds over $100 wait for a "
+        f"{QUEUE_ROLE} in tenant {ready.tenant}.",
+        f"  Open      {url}",
+        "  Sign in   with this approver key (paste it; it is shown once, never put in a URL):",
+        f"  Key       {ready.approver_key}",
+        "  Ctrl-C stops the server.",
+        rule,
+    ]:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+    _serve.serve(host=host, port=port, store=store, migrate=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on now (checked before the demo's run, so a
+    busy port costs one line, not the demo's minute)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @switch_app.command("on")
@@ -241,13 +294,44 @@ def _set_switch(
     guard(body)
 
 
+LiveOpt = Annotated[
+    float,
+    typer.Option(
+        "--live-s",
+        envvar="WARDEN_REPLICA_LIVE_S",
+        min=0.1,
+        help="A replica is live when seen within this many seconds.",
+    ),
+]
+
+
+def _seen_text(sw: Switch, live: list[Replica]) -> str:
+    """Which live replicas have read the switch: "2 of 2", or whom it waits for."""
+    if not live:
+        return "-"
+    waiting = [r.label for r in live if not r.has_seen(sw.set_at)]
+    if not waiting:
+        return f"{len(live)} of {len(live)}"
+    return f"waiting for {', '.join(waiting)}"
+
+
 @switch_app.command("list")
-def switch_list(store: StoreOpt = None) -> None:
-    """List every switch and its state."""
+def switch_list(store: StoreOpt = None, live_s: LiveOpt = LIVE_S) -> None:
+    """List every switch, its state, and which live replicas have read it."""
 
     def body() -> None:
         st = _store(store)
-        table = Table("scope", "target", "state", "set by", "at (UTC)", "reason")
+        live = live_replicas(st, live_s)
+        # names and times stay whole; reasons and the replicas wrap
+        table = Table(
+            Column("scope", no_wrap=True),
+            Column("target", no_wrap=True),
+            Column("state", no_wrap=True),
+            "set by",
+            "at (UTC)",
+            Column("reason", overflow="fold"),
+            Column("seen by", overflow="fold"),
+        )
         for sw in SwitchBoard(st, LedgerWriter(st)).list():
             table.add_row(
                 sw.scope.value,
@@ -256,8 +340,58 @@ def switch_list(store: StoreOpt = None) -> None:
                 sw.set_by,
                 f"{sw.set_at:%Y-%m-%d %H:%M:%S}",
                 sw.reason,
+                _seen_text(sw, live),
             )
         out.print(table)
+
+    guard(body)
+
+
+@app.command("replicas")
+def replicas_cmd(
+    store: StoreOpt = None,
+    live_s: LiveOpt = LIVE_S,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the replicas as JSON.")] = False,
+) -> None:
+    """The processes registered on the store (every `warden serve` worker; SDK gateways that
+    registered): when each was last seen and last read the kill switches."""
+
+    def body() -> None:
+        found = list_replicas(_store(store))
+        now = datetime.now(UTC)
+        if as_json:
+            rows = [
+                {
+                    "replica_id": r.replica_id,
+                    "kind": r.kind,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "version": r.version,
+                    "started_at": r.started_at.isoformat(),
+                    "last_seen_at": r.last_seen_at.isoformat(),
+                    "switches_read_at": r.switches_read_at and r.switches_read_at.isoformat(),
+                    "live": r.live(now, live_s),
+                }
+                for r in found
+            ]
+            typer.echo(json.dumps({"live_s": live_s, "items": rows}, indent=2))
+            return
+        table = Table("replica", "kind", "host:pid", "version", "live", "last seen", "switches read")
+        for r in found:
+            table.add_row(
+                r.replica_id,
+                r.kind,
+                r.label,
+                r.version,
+                "yes" if r.live(now, live_s) else "[red]no[/red]",
+                f"{(now - r.last_seen_at).total_seconds():.1f} s ago",
+                "never"
+                if r.switches_read_at is None
+                else f"{(now - r.switches_read_at).total_seconds():.1f} s ago",
+            )
+        out.print(table)
+        live = sum(r.live(now, live_s) for r in found)
+        out.print(f"{live} live of {len(found)} registered (live: seen within {live_s:g} s)")
 
     guard(body)
 

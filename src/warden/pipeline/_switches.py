@@ -7,6 +7,11 @@ for it (on a busy SQLite store, a read on the event loop could wait for a pooled
 connection held by writers); if that thread falls behind by ``4 * refresh_s`` (the store
 is unreachable, say), the call re-reads the table itself and fails with the store rather
 than pass on a stale view: fail closed.
+
+A board can also ``register`` its process in the replica registry (``warden serve`` does, for
+every worker): the refresh thread then writes a heartbeat with the time of its last
+successful read, at most once a second, so the console can tell which replicas have seen a
+switch (warden.pipeline._replicas).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy import select, update
 from warden import notify
 from warden.errors import UsageError
 from warden.ledger import LedgerWriter
+from warden.pipeline._replicas import Heartbeat, Kind
 from warden.store import Store
 from warden.store._ops import insert_if_absent
 from warden.store._tables import switches, utc_text
@@ -79,6 +85,26 @@ class SwitchBoard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: when the last complete read of the table began (wall clock)
+        self._read_at: datetime | None = None
+        self._heartbeat: Heartbeat | None = None
+
+    def register(self, kind: Kind = "sdk") -> str:
+        """Put this process in the replica registry and start the refresh thread now (not
+        at the first call): its heartbeat says when this process last read the switches.
+        Returns the replica id. ``warden serve`` registers every worker as ``serve``; a
+        long-lived SDK gateway may register itself (``gateway.switches.register()``)."""
+        with self._lock:
+            if self._heartbeat is None:
+                self._heartbeat = Heartbeat(self._store, kind)
+            replica_id = self._heartbeat.replica_id
+        self._start()
+        return replica_id
+
+    def _beat(self) -> None:
+        heartbeat = self._heartbeat
+        if heartbeat is not None and not self._stop.is_set():
+            heartbeat.beat(self._read_at)
 
     def set(
         self, scope: Scope | str, target: str | None, *, active: bool, by: str, reason: str
@@ -98,14 +124,17 @@ class SwitchBoard:
         owner = target if scope is Scope.TENANT else SYSTEM_TENANT
         said = redact_record(self._vault, owner, {"by": by, "reason": reason})
         by, reason = said["by"], said["reason"]
-        switch = Switch(scope, target, active, by, reason, datetime.now(UTC))
-        values = {
-            "active": active,
-            "set_by": by,
-            "reason": reason,
-            "set_at": switch.set_at,
-        }
         with self._ledger.transaction() as conn:
+            # Taken inside the transaction (after any wait for the write lock), so that
+            # ``set_at`` precedes the commit by little: replicas count a switch as seen
+            # by a read that began after it (warden.pipeline._replicas.COMMIT_MARGIN).
+            switch = Switch(scope, target, active, by, reason, datetime.now(UTC))
+            values = {
+                "active": active,
+                "set_by": by,
+                "reason": reason,
+                "set_at": switch.set_at,
+            }
             if not insert_if_absent(
                 conn, switches, {"scope": scope.value, "target": target, **values}
             ):
@@ -172,9 +201,11 @@ class SwitchBoard:
             ):
                 return
             changes = self._changes
+            began = datetime.now(UTC)
             self._active = {(s.scope, s.target): s for s in self.list() if s.active}
             if self._changes == changes:
                 self._loaded_at = time.monotonic()
+                self._read_at = began
 
     def _start(self) -> None:
         with self._lock:
@@ -197,6 +228,12 @@ class SwitchBoard:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            try:
+                heartbeat.leave()
+            except Exception:  # the row ages out of "live" instead
+                log.warning("could not remove this replica from the registry", exc_info=True)
 
     def blocking(self, tenant: str, workflow: str, tool: str) -> Switch | None:
         """The active switch that stops this call, if any."""
@@ -228,7 +265,9 @@ def _refresh_loop(ref: weakref.ref[SwitchBoard], stop: threading.Event, every_s:
             return
         try:
             board._refresh(every_s=every_s / 2)
+            board._beat()
         except Exception:
             # The calls see the view age and re-read (and fail) themselves: fail closed.
+            # No heartbeat either: this replica drops out of "live" while it cannot read.
             log.warning("kill switches could not be re-read; will retry", exc_info=True)
         del board

@@ -25,7 +25,17 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, costs, explain, metrics, models, runs, slo
+from warden.server.api import (
+    admin,
+    approvals,
+    costs,
+    explain,
+    metrics,
+    models,
+    replicas,
+    runs,
+    slo,
+)
 from warden.server.ui import router as console_router
 from warden.store._retention import prune_loop
 from warden.telemetry import Telemetry, TraceContextMiddleware
@@ -145,6 +155,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Every worker is in the replica registry (GET /v1/replicas): its switch board's
+        # refresh thread says when it last read the switches.
+        await warden_state.run_sync(warden_state.switches.register, "serve")
         tasks = [
             asyncio.create_task(_sla_loop(warden_state, settings.sla_sweep_s)),
             asyncio.create_task(_alert_loop(warden_state, settings.alert_interval_s)),
@@ -236,6 +249,7 @@ def create_app(
     app.include_router(costs.router)
     app.include_router(metrics.router)
     app.include_router(slo.router)
+    app.include_router(replicas.router)
     app.include_router(console_router)  # the operator console, /ui
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from warden.approvals import ApprovalRecord
 from warden.auth import KeyInfo
 from warden.pipeline import Switch
+from warden.pipeline._replicas import Replica
 from warden.results import Result, to_wire
 
 #: identifiers (tenants, agents, workflows, roles, ids): no spaces, no control characters
@@ -177,6 +179,12 @@ class ApprovalList(BaseModel):
     )
 
 
+class ReplicaRef(BaseModel):
+    replica_id: str
+    host: str
+    pid: int
+
+
 class SwitchOut(BaseModel):
     scope: str
     target: str
@@ -184,9 +192,19 @@ class SwitchOut(BaseModel):
     set_by: str
     reason: str
     set_at: datetime
+    seen_by: list[ReplicaRef] = Field(
+        default_factory=list,
+        description="Live replicas whose last read of the switches began after this change "
+        "(GET /v1/switches only)",
+    )
+    waiting_for: list[ReplicaRef] = Field(
+        default_factory=list,
+        description="Live replicas that have not read this change yet (GET /v1/switches only)",
+    )
 
     @classmethod
-    def of(cls, s: Switch) -> SwitchOut:
+    def of(cls, s: Switch, live: Sequence[Replica] = ()) -> SwitchOut:
+        seen = [r for r in live if r.has_seen(s.set_at)]
         return cls(
             scope=s.scope.value,
             target=s.target,
@@ -194,7 +212,49 @@ class SwitchOut(BaseModel):
             set_by=s.set_by,
             reason=s.reason,
             set_at=s.set_at,
+            seen_by=[ReplicaRef(replica_id=r.replica_id, host=r.host, pid=r.pid) for r in seen],
+            waiting_for=[
+                ReplicaRef(replica_id=r.replica_id, host=r.host, pid=r.pid)
+                for r in live
+                if r not in seen
+            ],
         )
+
+
+class ReplicaOut(BaseModel):
+    replica_id: str
+    kind: str = Field(description="`serve` (a `warden serve` worker) or `sdk` (a gateway)")
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    last_seen_at: datetime
+    switches_read_at: datetime | None = Field(
+        description="When its last read of the kill switches began (null before the first)"
+    )
+    live: bool = Field(description="Seen within the server's `replica_live_s`")
+
+    @classmethod
+    def of(cls, r: Replica, live: bool) -> ReplicaOut:
+        return cls(
+            replica_id=r.replica_id,
+            kind=r.kind,
+            host=r.host,
+            pid=r.pid,
+            version=r.version,
+            started_at=r.started_at,
+            last_seen_at=r.last_seen_at,
+            switches_read_at=r.switches_read_at,
+            live=live,
+        )
+
+
+class ReplicaList(BaseModel):
+    items: list[ReplicaOut]
+    live_s: float = Field(description="The window within which a replica counts as live")
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `after`); null on the last"
+    )
 
 
 class SwitchList(BaseModel):

@@ -43,6 +43,9 @@ class ServerSettings(BaseSettings):
     key_cache_s: float = 2.0
     #: how often each process re-reads kill switches
     switch_refresh_s: float = 0.25
+    #: a replica (``GET /v1/replicas``) counts as live when its heartbeat is at most this
+    #: many seconds old; switches list which live replicas have seen them
+    replica_live_s: float = Field(default=10.0, gt=0)
     #: how often each process looks for approvals past their deadline
     sla_sweep_s: float = 1.0
     #: how often each process evaluates the time-based alerts (docs/slo-alerts.md)

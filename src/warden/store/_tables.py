@@ -423,3 +423,22 @@ vault_reads = Table(
     Column("at", UTCDateTime(), nullable=False),
     Index("ix_vault_reads_tenant_at", "tenant", "at"),
 )
+
+# The replica registry (warden.pipeline._replicas, migration 0012): one row per registered
+# process (a ``warden serve`` worker, or an SDK gateway that asks), upserted by its switch
+# board's refresh thread at most once a second; ``switches_read_at`` is when that process
+# last read the switch table (NULL before its first read). Rows unseen for an hour are
+# pruned; a clean stop deletes its own row.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("replica_id", String(40), primary_key=True),
+    Column("kind", String(12), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("switches_read_at", UTCDateTime(), nullable=True),
+    Index("ix_replicas_last_seen_at", "last_seen_at"),
+)

@@ -28,6 +28,7 @@ from warden.ledger import (
     verify,
 )
 from warden.pipeline import Scope
+from warden.pipeline._replicas import live_replicas
 from warden.server._deps import Caller, State, bound_agent, require, tenant_for, visible
 from warden.server._paging import After, decode_cursor, in_memory_page, link_next, page_of
 from warden.server._problems import ApiProblem, problem_responses
@@ -61,8 +62,11 @@ async def list_switches(
     after: After = None,
     limit: int = Query(default=500, ge=1, le=500),
 ) -> SwitchList:
+    """Each switch with the live replicas that have read it (``seen_by``) and those that
+    have not yet (``waiting_for``): see ``GET /v1/replicas``."""
+    live = await state.run_sync(live_replicas, state.store, state.settings.replica_live_s)
     items = [
-        SwitchOut.of(s)
+        SwitchOut.of(s, live)
         for s in await state.run_sync(state.switches.list)
         if caller.tenant == ALL_TENANTS or s.scope is not Scope.TENANT or s.target == caller.tenant
     ]

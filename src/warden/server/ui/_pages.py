@@ -12,12 +12,13 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from warden.auth import ALL_TENANTS
+from warden.auth import ALL_TENANTS, Role
 from warden.economics import parse_since
 from warden.errors import InvalidInputError, WardenError
+from warden.pipeline._replicas import Replica, live_replicas
 from warden.server._deps import State, principal_for, require
 from warden.server._problems import ApiProblem
-from warden.server._schemas import ID_PATTERN, RunOut, SwitchSet
+from warden.server._schemas import ID_PATTERN, RunOut, SwitchOut, SwitchSet
 from warden.server.api import admin, costs, explain, runs
 from warden.server.ui import _views
 from warden.server.ui._core import (
@@ -272,10 +273,69 @@ async def run_report(ui: ConsoleDep, run_id: str = RunIdParam) -> HTMLResponse:
 # -- kill switches --------------------------------------------------------------------------
 
 
-@router.get("/switches", response_class=HTMLResponse)
-async def switches_page(ui: ConsoleDep) -> HTMLResponse:
+async def _switches(ui: Console) -> tuple[list[SwitchOut], list[Replica]]:
+    """The switches the key may see (each with the live replicas that have read it) and
+    the live replicas, for admin and auditor keys (as ``GET /v1/replicas``)."""
     listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
-    return ui.page("switches.html", items=listed.items, errors={}, values={})
+    live: list[Replica] = []
+    if ui.principal.role in (Role.ADMIN, Role.AUDITOR):
+        live = await ui.state.run_sync(
+            live_replicas, ui.state.store, ui.state.settings.replica_live_s
+        )
+    return listed.items, live
+
+
+def _switches_page(
+    ui: Console,
+    items: list[SwitchOut],
+    live: list[Replica],
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    settings = ui.state.settings
+    context.setdefault("errors", {})
+    context.setdefault("values", {})
+    return ui.page(
+        "switches.html",
+        status,
+        items=items,
+        live=live,
+        live_s=settings.replica_live_s,
+        refresh_s=settings.switch_refresh_s,
+        **context,
+    )
+
+
+def _find(items: list[SwitchOut], scope: str | None, target: str | None) -> SwitchOut | None:
+    wanted = (scope, "*" if scope == "global" else target)
+    return next((s for s in items if (s.scope, s.target) == wanted), None)
+
+
+@router.get("/switches", response_class=HTMLResponse)
+async def switches_page(
+    ui: ConsoleDep,
+    scope: str | None = Query(default=None, max_length=20),
+    target: str | None = _id(),
+) -> HTMLResponse:
+    """Every switch, each with the live replicas that have read it; with ``scope`` and
+    ``target``, that switch's status on top (the no-JavaScript way to follow a flip)."""
+    items, live = await _switches(ui)
+    return _switches_page(ui, items, live, sw=_find(items, scope, target))
+
+
+@router.get("/switches/seen", response_class=HTMLResponse)
+async def switch_seen(
+    ui: ConsoleDep,
+    scope: str | None = Query(default=None, max_length=20),
+    target: str | None = _id(),
+) -> HTMLResponse:
+    """Which live replicas have read one switch: the block htmx polls after a flip (it
+    stops polling once none is waited for)."""
+    items, _ = await _switches(ui)
+    found = _find(items, scope, target)
+    if found is None:
+        raise ApiProblem(404, "not-found", "no such switch")
+    return ui.page("_switch_seen.html", sw=found)
 
 
 @router.post("/switches", response_class=HTMLResponse)
@@ -294,20 +354,20 @@ async def flip(ui: ConsoleDep, request: Request) -> Response:
         )
     except ValidationError as exc:
         errors = {str(e["loc"][0]) if e["loc"] else "": e["msg"] for e in exc.errors()}
-        listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
-        return ui.page("switches.html", 422, items=listed.items, errors=errors, values=values)
+        items, live = await _switches(ui)
+        return _switches_page(ui, items, live, 422, errors=errors, values=values)
     if field(form, "confirm") != "yes":
         return ui.page("switch_confirm.html", body=body)
     changed = await admin.set_switch(body, ui.state, ui.principal)
     target = "" if changed.target == "*" else f" {changed.target}"
     state = "on" if changed.active else "off"
-    listed = await admin.list_switches(ui.request, Response(), ui.state, ui.principal, None, 500)
-    return ui.page(
-        "switches.html",
-        items=listed.items,
-        errors={},
-        values={},
+    items, live = await _switches(ui)
+    return _switches_page(
+        ui,
+        items,
+        live,
         done=f"{changed.scope}{target} switch is {state}",
+        sw=_find(items, changed.scope, changed.target),
     )
 
 
