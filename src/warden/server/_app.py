@@ -25,7 +25,17 @@ from warden.server._problems import Problem, problem_response
 from warden.server._schemas import Health
 from warden.server._settings import ServerSettings
 from warden.server._state import ServerState
-from warden.server.api import admin, approvals, costs, explain, metrics, models, runs, slo
+from warden.server.api import (
+    admin,
+    approvals,
+    costs,
+    dashboard,
+    explain,
+    metrics,
+    models,
+    runs,
+    slo,
+)
 from warden.server.ui import router as console_router
 from warden.store._retention import prune_loop
 from warden.telemetry import Telemetry, TraceContextMiddleware
@@ -236,6 +246,7 @@ def create_app(
     app.include_router(costs.router)
     app.include_router(metrics.router)
     app.include_router(slo.router)
+    app.include_router(dashboard.router)
     app.include_router(console_router)  # the operator console, /ui
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
