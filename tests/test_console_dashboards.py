@@ -384,6 +384,7 @@ async def test_the_page_shows_the_figures_charts_and_roi(
     assert _figure(html, "fig-blocks") == str(want["blocked"])
     assert _figure(html, "fig-spend") == f"${want['spend']:.2f}"
     assert _figure(html, "roi-resolved") == str(want["successful"])
+    assert f">{want['minutes']} minutes<" in html
     assert _figure(html, "roi-avoided") == f"${want['avoided']:,.2f}"
     assert _figure(html, "roi-net") == f"${want['net']:,.2f}"
     svgs = re.findall(r'<svg role="img" aria-labelledby="([^"]+)"', html)

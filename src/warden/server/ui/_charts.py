@@ -152,7 +152,7 @@ def bar_list(
         y = i * _ROW + 4
         w = room * value / highest
         bars.append(Bar(_LABEL_W, y, round(max(w, 1.0), 2), _ROW - 8, name, text))
-        shown = name if len(name) <= 28 else name[:27] + "…"
+        shown = name if len(name) <= 26 else name[:25] + "…"
         ticks.append(Tick(_LABEL_W - 6, y + _ROW / 2 + 1, shown, "end"))
         ticks.append(Tick(round(_LABEL_W + max(w, 1.0) + 6, 2), y + _ROW / 2 + 1, text, "start"))
     summary = f"{title}: " + (

@@ -34,6 +34,11 @@ def usd(value: Decimal | None) -> str:
     return "$" + format(value.quantize(places, rounding=ROUND_HALF_EVEN), ",f")
 
 
+def number(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: ``300``, ``22.5``."""
+    return format(value.normalize(), "f")
+
+
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
@@ -148,6 +153,7 @@ async def dashboards_page(
         "all_tenants": all_tenants,
         "usd": usd,
         "pct": pct,
+        "number": number,
         "ms": ms,
     }
     if errors:
