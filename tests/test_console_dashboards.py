@@ -19,11 +19,16 @@ from typing import Any
 import httpx
 import pytest
 from test_console import Browser
+from test_costs import fake, scenario
 
 from warden import Gateway
+from warden.economics import cost_report
 from warden.server import ServerSettings, create_app
 from warden.spec import load_spec_text
-from warden.telemetry import bucket_of, upper_ms
+from warden.store import Store
+from warden.telemetry import bucket_of, dashboard, upper_ms
+from warden.telemetry._rollups import write_rows
+from warden.testing import FakeUpstream
 
 SPEC = """
 name: desk
@@ -244,6 +249,44 @@ def _figure(html: str, figure_id: str) -> str:
     return found[1]
 
 
+__all__ = ["fake"]  # a fixture, used by name
+
+
+# -- spend per route, from the rollups ---------------------------------------------------------
+
+
+async def test_spend_by_route_and_tenant_equal_the_cost_reports(
+    store_url: str, fake: FakeUpstream
+) -> None:
+    """Model calls through the fake upstream (test_costs' scenario: two declared models,
+    two tenants, runs now and 8 days ago): the rollups' spend per route and per tenant is
+    the cost report's, which reads the ledger's usage events."""
+    await scenario(store_url, fake)
+    store = Store(store_url)
+    try:
+        found = dashboard(store, window="7d")
+        by_route = cost_report(store, by=["route"])
+        by_tenant = cost_report(store, by=["tenant"])
+    finally:
+        store.dispose()
+    assert found.spend_by_route == {
+        g.key["route"]: g.current.cost_usd for g in by_route.groups if g.current.cost_usd
+    }
+    assert found.spend_by_tenant == {g.key["tenant"]: g.current.cost_usd for g in by_tenant.groups}
+
+
+def test_spend_the_rollups_hold_no_route_for_is_shown_as_not_attributed(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600
+        write_rows(store, {("desk", "acme", "", hour, "runs_started", ""): 1})
+        write_rows(store, {("desk", "acme", "", hour, "spend_nusd", ""): 5_000_000})
+        found = dashboard(store, window="1h")
+    finally:
+        store.dispose()
+    assert found.spend_by_route == {"(not attributed)": Decimal("0.005")}
+
+
 # -- GET /v1/dashboard ------------------------------------------------------------------------
 
 
@@ -410,6 +453,16 @@ async def test_the_page_of_a_foreign_tenant_shows_none_of_acme(
     assert "acme" not in html
     refused = await rival.get("/ui/dashboards", params={"tenant": "acme"})
     assert refused.status_code == 403
+
+
+async def test_the_page_needs_a_session(app: Any) -> None:
+    anonymous = Browser(app)
+    try:
+        r = await anonymous.get("/ui/dashboards?window=30d")
+    finally:
+        await anonymous.http.aclose()
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/signin?next=%2Fui%2Fdashboards%3Fwindow%3D30d"
 
 
 async def test_an_agent_key_gets_the_apis_refusal(
