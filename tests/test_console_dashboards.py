@@ -21,10 +21,10 @@ import pytest
 from test_console import Browser
 from test_costs import fake, scenario
 
-from warden import Gateway
+from warden import Gateway, SpecError
 from warden.economics import cost_report
 from warden.server import ServerSettings, create_app
-from warden.spec import load_spec_text
+from warden.spec import load_spec, load_spec_text
 from warden.store import Store
 from warden.telemetry import bucket_of, dashboard, upper_ms
 from warden.telemetry._rollups import write_rows
@@ -517,3 +517,27 @@ async def test_without_roi_the_panel_says_how_to_add_it(
         bare.state.warden.close()
     assert 'id="roi-howto"' in html
     assert 'id="roi-net"' not in html
+
+
+# -- the spec's roi: block ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "roi: {human_minutes_per_task: 0, human_cost_per_hour_usd: 42}",
+        "roi: {human_minutes_per_task: 9, human_cost_per_hour_usd: -1}",
+        "roi: {human_minutes_per_task: 9}",
+        "roi: {human_minutes_per_task: 9, human_cost_per_hour_usd: 42, escalation_mins: 4}",
+    ],
+)
+def test_a_bad_roi_block_is_a_spec_error(block: str) -> None:
+    text = SPEC.split("roi:")[0] + block + "\n"
+    with pytest.raises(SpecError, match="roi"):
+        load_spec_text(text, "desk.yaml")
+
+
+def test_the_demo_spec_declares_an_roi_baseline() -> None:
+    demo = load_spec(Path(__file__).parents[1] / "examples" / "refund_triage" / "workflow.yaml")
+    assert demo.spec.roi is not None
+    assert demo.spec.roi.human_cost_per_hour_usd == Decimal(42)
