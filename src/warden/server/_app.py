@@ -29,6 +29,7 @@ from warden.server.api import (
     admin,
     approvals,
     costs,
+    dashboard,
     explain,
     metrics,
     models,
@@ -250,6 +251,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(slo.router)
     app.include_router(replicas.router)
+    app.include_router(dashboard.router)
     app.include_router(console_router)  # the operator console, /ui
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")

@@ -12,6 +12,7 @@ from warden.spec._economics import (
 )
 from warden.spec._loader import LoadedSpec, fingerprint, format_path, load_spec, load_spec_text
 from warden.spec._models import (
+    ROI,
     SLO,
     AgentSpec,
     CircuitSpec,
@@ -37,6 +38,7 @@ from warden.spec._models import (
 __all__ = [
     "MODEL_ARGS_SCHEMA",
     "MODEL_TOOL_PREFIX",
+    "ROI",
     "SLO",
     "AgentSpec",
     "BudgetPeriod",

@@ -262,6 +262,21 @@ class SLO(_Model):
     cost_per_task_usd: float | None = Field(None, ge=0)
 
 
+class ROI(_Model):
+    """Baseline figures for the console's ROI panel (docs/console.md, "Dashboards"): what
+    the work costs when people do it. Every figure is the operator's estimate; nothing is
+    measured from them."""
+
+    #: minutes a person spends on one task the agent resolves (a successful run)
+    human_minutes_per_task: Annotated[Decimal, Field(gt=0, le=100_000, allow_inf_nan=False)]
+    #: what an hour of that person's time costs, USD (salary and overhead)
+    human_cost_per_hour_usd: Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+    #: minutes a person spends on one escalation (an approval the agent asked for)
+    escalation_minutes: Annotated[Decimal, Field(ge=0, le=100_000, allow_inf_nan=False)] = (
+        Decimal(0)
+    )
+
+
 PiiKindName = Literal["email", "phone", "card", "iban", "ssn", "ipv4", "ipv6", "credential"]
 PII_KINDS: tuple[PiiKindName, ...] = (
     "email",
@@ -332,6 +347,8 @@ class WorkflowSpec(_Model):
     limits: Limits = Field(default_factory=lambda: Limits())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
     slo: SLO = Field(default_factory=lambda: SLO())
+    #: baseline figures for the console's ROI panel; None: the panel says how to add them
+    roi: ROI | None = None
     #: release gates for ``warden eval run`` (thresholds and baseline comparisons)
     gates: Gates = Field(default_factory=lambda: Gates())
     #: models the workflow calls, by the name agents use (``run.chat("small", ...)``)

@@ -4,7 +4,8 @@
   observer for the pipeline's timings (docs/telemetry.md); nothing runs when they are off.
 - ``Rollups`` counts what every call did per workflow, tenant, task type and hour;
   ``slo_report`` measures the spec's ``slo:`` targets from them over 1 h, 7 d and 30 d,
-  with drift; ``Alerts`` evaluates the spec's ``alerts:`` (docs/slo-alerts.md).
+  with drift; ``dashboard`` the console's dashboards; ``Alerts`` evaluates the spec's
+  ``alerts:`` (docs/slo-alerts.md).
 - PII redaction and the vault (docs/pii.md): ``PiiRedactor`` tokenizes personal data in
   every event before the sinks see it; ``Vault`` holds tenant keys, sealed raw values and
   the record of their reads, and shreds a tenant's key.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from warden.telemetry._alerts import Alerts, list_alerts
+    from warden.telemetry._dashboard import Dashboard, dashboard
     from warden.telemetry._detect import KINDS as PII_KINDS
     from warden.telemetry._detect import PiiKind
     from warden.telemetry._detect import find as find_pii
@@ -43,6 +45,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "WINDOWS": ("warden.telemetry._slo", "WINDOWS"),
     "Alerts": ("warden.telemetry._alerts", "Alerts"),
     "Breach": ("warden.telemetry._slo", "Breach"),
+    "Dashboard": ("warden.telemetry._dashboard", "Dashboard"),
     "Metrics": ("warden.telemetry._metrics", "Metrics"),
     "MetricsSink": ("warden.telemetry._metrics", "MetricsSink"),
     "PiiKind": ("warden.telemetry._detect", "PiiKind"),
@@ -60,6 +63,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "VaultError": ("warden.telemetry._vault", "VaultError"),
     "VaultRead": ("warden.telemetry._vault", "VaultRead"),
     "bucket_of": ("warden.telemetry._rollups", "bucket_of"),
+    "dashboard": ("warden.telemetry._dashboard", "dashboard"),
     "exporter_from_env": ("warden.telemetry._traces", "exporter_from_env"),
     "find_pii": ("warden.telemetry._detect", "find"),
     "instrument": ("warden.telemetry._setup", "instrument"),
@@ -93,6 +97,7 @@ __all__ = [
     "WINDOWS",
     "Alerts",
     "Breach",
+    "Dashboard",
     "Metrics",
     "MetricsSink",
     "PiiKind",
@@ -110,6 +115,7 @@ __all__ = [
     "VaultError",
     "VaultRead",
     "bucket_of",
+    "dashboard",
     "exporter_from_env",
     "find_pii",
     "instrument",

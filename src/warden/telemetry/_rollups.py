@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from warden.economics._reports import SUCCESS_OUTCOMES
+from warden.economics._reports import SUCCESS_OUTCOMES, TOOLS_ROUTE
 from warden.events import EventKind
 from warden.store import Store
 from warden.store._tables import approvals, ledger_events, runs, slo_rollups
@@ -208,22 +208,26 @@ def _executed(sink: Rollups, p: _Pending, run_id: str, payload: dict[str, Any]) 
         key = _LATENCY_KEYS[bucket_of(ms)]
         counts[key] = counts.get(key, 0) + 1
     if "cost_usd" in payload:
-        _spend(p, payload.get("cost_usd"))
+        _spend(p, payload.get("cost_usd"), TOOLS_ROUTE)
 
 
 def _usage(sink: Rollups, p: _Pending, run_id: str, payload: dict[str, Any]) -> None:
-    _spend(p, payload.get("cost_usd"))
+    model = payload.get("model")
+    _spend(p, payload.get("cost_usd"), model if isinstance(model, str) else "")
     budget = payload.get("budget")
     if isinstance(budget, dict) and budget.get("crossed"):
         p.crossed.extend(c for c in budget["crossed"] if isinstance(c, dict))
 
 
-def _spend(p: _Pending, cost: Any) -> None:
+def _spend(p: _Pending, cost: Any, route: str) -> None:
+    """Spend in total and per route (the declared model that answered, ``(tools)`` for a
+    tool's declared cost, as cost reports group it; the dashboards read it)."""
     nano = nano_usd(cost)
     if nano is None:
         p.add("unpriced_calls")
     else:
         p.add("spend_nusd", "", nano)
+        p.add("spend_route", route[:200] or "(unknown)", nano)
 
 
 _HANDLERS: dict[str, _Handler] = {

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from warden.server.ui import _approvals, _pages
+from warden.server.ui import _approvals, _dashboards, _pages
 
 router = APIRouter()
 router.include_router(_pages.router)
 router.include_router(_approvals.router)
+router.include_router(_dashboards.router)
 
 __all__ = ["router"]
