@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from warden.approvals import ApprovalRecord
+from warden.approvals import ApprovalRecord, Suggestion
 from warden.auth import KeyInfo
+from warden.events import RATIONALE_MAX
 from warden.pipeline import Switch
 from warden.results import Result, to_wire
 
@@ -64,6 +65,12 @@ class ActionCreate(_In):
     )
     confidence: float | None = Field(
         default=None, ge=0.0, le=1.0, description="how sure the agent is the call is right"
+    )
+    rationale: Text | None = Field(
+        default=None,
+        max_length=RATIONALE_MAX,
+        description="why the agent proposes the call, in its own words: recorded on "
+        "`action_requested` and shown to the approver as the agent's words; no rule reads it",
     )
 
 
@@ -139,6 +146,68 @@ class ActionResult(BaseModel):
         return cls.model_validate(to_wire(result))
 
 
+class CitationOut(BaseModel):
+    source: Literal["rule", "fact", "provenance", "history"] = Field(
+        description="where the reason comes from: a rule, a fact the decision looked up, an "
+        "argument's provenance, or earlier decisions"
+    )
+    ref: str = Field(
+        description="the rule's name, the fact's or argument's path, an earlier approval's id, "
+        "or `workflow / rules` for the history as a whole"
+    )
+    text: str
+
+
+class EarlierOut(BaseModel):
+    approval_id: str
+    decision: Literal["approved", "edited", "rejected"]
+    decided_at: datetime
+
+
+class HistoryOut(BaseModel):
+    days: int
+    approved: int
+    edited: int = Field(description="approved with edited arguments")
+    rejected: int
+    recent: list[EarlierOut] = Field(description="the most recent (at most three)")
+
+
+class SuggestionOut(BaseModel):
+    """A suggested decision, for the human who decides (docs/console.md)."""
+
+    label: Literal["suggestion"] = Field(
+        default="suggestion",
+        description="always `suggestion`: Warden does not decide; a human does",
+    )
+    action: Literal["approve", "reject", "edit"]
+    summary: str
+    reasons: list[CitationOut]
+    history: HistoryOut
+    args: dict[str, Any] | None = Field(
+        default=None, description="`edit`: the arguments it suggests changing, with their values"
+    )
+
+    @classmethod
+    def of(cls, s: Suggestion) -> SuggestionOut:
+        h = s.history
+        return cls(
+            action=s.action,
+            summary=s.summary,
+            reasons=[CitationOut(source=c.source, ref=c.ref, text=c.text) for c in s.reasons],
+            history=HistoryOut(
+                days=h.days,
+                approved=h.approved,
+                edited=h.edited,
+                rejected=h.rejected,
+                recent=[
+                    EarlierOut(approval_id=e.approval_id, decision=e.decision, decided_at=e.decided_at)
+                    for e in h.recent
+                ],
+            ),
+            args=s.args,
+        )
+
+
 class ApprovalOut(BaseModel):
     approval_id: str
     tenant: str
@@ -161,13 +230,40 @@ class ApprovalOut(BaseModel):
     age_s: float
     decided_by: str | None
     decided_at: datetime | None
-    rationale: str | None
+    rationale: str | None = Field(description="the approver's rationale for the decision")
     result: Any = None
+    agent_rationale: str | None = Field(
+        default=None,
+        description="why the agent said it proposed the action, in its own words (untrusted "
+        "text from the model; no rule read it)",
+    )
+    suggestion: SuggestionOut | None = Field(
+        default=None,
+        description="pending approvals: a suggested decision with its reasons and their "
+        "sources; a suggestion only, the human decides",
+    )
 
     @classmethod
-    def of(cls, record: ApprovalRecord, now: datetime) -> ApprovalOut:
-        data = {k: getattr(record, k) for k in cls.model_fields if k != "age_s"}
-        return cls(**data, age_s=round((now - record.created_at).total_seconds(), 3))
+    def of(
+        cls, record: ApprovalRecord, now: datetime, suggestion: Suggestion | None = None
+    ) -> ApprovalOut:
+        data = {k: getattr(record, k) for k in _RECORD_FIELDS}
+        evidence = record.evidence
+        stated = evidence.get("agent_rationale") if isinstance(evidence, dict) else None
+        if stated is not None:
+            data["evidence"] = {k: v for k, v in evidence.items() if k != "agent_rationale"}
+        return cls(
+            **data,
+            age_s=round((now - record.created_at).total_seconds(), 3),
+            agent_rationale=stated if isinstance(stated, str) else None,
+            suggestion=None if suggestion is None else SuggestionOut.of(suggestion),
+        )
+
+
+#: the fields ApprovalOut copies from an ApprovalRecord as they are
+_RECORD_FIELDS = tuple(
+    k for k in ApprovalOut.model_fields if k not in ("age_s", "agent_rationale", "suggestion")
+)
 
 
 class ApprovalList(BaseModel):
