@@ -108,9 +108,30 @@ def test_no_history_says_so() -> None:
     ]
 
 
-def test_too_little_history_decides_nothing_on_its_own() -> None:
-    # two approvals are not a pattern: untrusted arguments, nothing vouching → reject
-    assert suggest(_refund(110.0, untrusted=True), _history(approved=2)).action == "reject"
+def _message(to: str, body: str, untrusted: list[str]) -> Item:
+    return Item(
+        args={"to": to, "body": body},
+        evidence={"facts": {}, "provenance": {"untrusted_args": untrusted}},
+        rules=["message_to_address_from_ticket_text"],
+        reasons=["The recipient comes from ticket text, not from the customer record."],
+    )
+
+
+def test_an_untrusted_recipient_no_fact_vouches_for_is_suggested_rejected() -> None:
+    # two approvals are not a pattern: nothing vouches for the address → reject
+    found = suggest(_message("x@evil.example", "Refund done.", ["to"]), _history(approved=2))
+    assert found.action == "reject"
+
+
+def test_untrusted_prose_alone_does_not_make_it_reject() -> None:
+    found = suggest(_message("a@shop.example", "Refund of $20 done.", ["body"]), _history())
+    assert found.action == "approve"
+
+
+def test_an_untrusted_amount_within_the_fact_is_vouched_for() -> None:
+    found = suggest(_refund(110.0, untrusted=True), _history())
+    assert found.action == "approve"
+    assert any(c.text == "args.amount 110.0 is within facts.order.amount 120.0" for c in found.reasons)
 
 
 def test_a_clean_action_without_history_is_suggested_approved() -> None:

@@ -19,8 +19,10 @@ What it reads, in order:
 3. **History.** At least ``MIN_HISTORY`` decisions of the same tenant, workflow and rules
    in ``HISTORY_DAYS`` days, ``SETTLED_SHARE`` or more of them one way → that way
    (approved, rejected, or approved with edited arguments).
-4. Otherwise: ``reject`` when an argument came from untrusted text (nothing vouches for
-   it), else ``approve`` (the rules' reasons are the only concern, and they are cited).
+4. Otherwise: ``reject`` when an argument that selects something (an amount, an address,
+   an account: not prose, which holds whitespace) came from untrusted text and no fact
+   vouches for it (by holding it, or a number at least as large); else ``approve`` (the
+   rules' reasons are the only concern, and they are cited).
 
 The rules' reasons are always cited: they are why the action waits.
 """
@@ -302,6 +304,7 @@ def suggest(item: Pending, history: History) -> Suggestion:
     over: list[Citation] = []  # numbers above a fact's: edited down
     contradicted: list[Citation] = []  # strings unlike a fact's: rejected
     edits: dict[str, Any] = {}
+    checked: set[str] = set()  # arguments a fact vouches for (within it, or equal)
     for name, value in item.args.items():
         taint = " (from untrusted text)" if name in untrusted else ""
         for path, fact in leaves.get(name, ()):
@@ -317,6 +320,7 @@ def suggest(item: Pending, history: History) -> Suggestion:
                         )
                     )
                 else:
+                    checked.add(name)
                     support.append(
                         Citation(
                             "fact",
@@ -335,6 +339,7 @@ def suggest(item: Pending, history: History) -> Suggestion:
                         )
                     )
                 else:
+                    checked.add(name)
                     support.append(Citation("fact", path, f"args.{name} matches {path}"))
     rules = _rules(item)
     past = _history_reason(item, history)
@@ -346,10 +351,10 @@ def suggest(item: Pending, history: History) -> Suggestion:
     args: dict[str, Any] | None = None
     if contradicted:
         action = "reject"
-        summary = "reject: an argument contradicts a fact the decision looked up"
+        summary = "an argument contradicts a fact the decision looked up"
     elif edits:
         action, args = "edit", edits
-        summary = "approve with edits: " + ", ".join(
+        summary = "within what the facts allow: " + ", ".join(
             f"{k} at most {_short(v)}" for k, v in edits.items()
         )
     else:
@@ -357,21 +362,30 @@ def suggest(item: Pending, history: History) -> Suggestion:
         if settled is not None:
             action = settled
             summary = {
-                "approve": "approve: approvers approved the same rules lately",
-                "reject": "reject: approvers rejected the same rules lately",
-                "edit": "edit: approvers mostly edited the arguments of the same rules lately",
+                "approve": "approvers approved the same rules lately",
+                "reject": "approvers rejected the same rules lately",
+                "edit": "approvers mostly edited the arguments of the same rules lately",
             }[settled]
-        elif untrusted:
+        elif unvouched := sorted(
+            n for n in untrusted if n not in checked and not _free_text(item.args.get(n))
+        ):
             action = "reject"
             summary = (
-                "reject: arguments came from untrusted text and no earlier decisions vouch "
-                "for approving"
+                f"{', '.join(unvouched)} came from untrusted text, and neither a fact "
+                "nor earlier decisions vouch for it"
             )
         else:
             action = "approve"
-            summary = "approve: nothing contradicts the action; the rules' reasons are below"
+            summary = "nothing contradicts the action; the rules' reasons are below"
     reasons = (*contradicted, *over, *provenance, *rules, *support, past, *links)
     return Suggestion(action, summary, tuple(reasons), history, args)
+
+
+def _free_text(value: Any) -> bool:
+    """Prose (a reason, a message body: it holds whitespace) rather than a value that
+    selects something (an amount, an address, an account): shown, cited, but it does not
+    make the suggestion reject on its own."""
+    return isinstance(value, str) and any(c.isspace() for c in value.strip())
 
 
 def _settled(history: History) -> Action | None:
