@@ -312,6 +312,12 @@ async def test_the_api_hands_out_a_labelled_suggestion(world: World) -> None:
     assert listed[0]["suggestion"] == one["suggestion"]
 
 
+async def test_a_list_may_leave_the_suggestions_out(world: World) -> None:
+    await world.pending(1)
+    listed = (await world.agent.get("/v1/approvals?suggest=false")).json()["items"]
+    assert listed[0]["suggestion"] is None
+
+
 async def test_a_decided_approval_has_no_suggestion(world: World) -> None:
     made = (await world.pending(1))[0]
     lead = await world.user("lead")

@@ -51,7 +51,11 @@ def _sees_raw(caller: Principal) -> bool:
 
 
 def _shown(
-    state: ServerState, caller: Principal, records: list[ApprovalRecord], purpose: str
+    state: ServerState,
+    caller: Principal,
+    records: list[ApprovalRecord],
+    purpose: str,
+    suggest: bool = True,
 ) -> list[ApprovalOut]:
     """``records`` as ``caller`` may see them (in a store thread: a raw view is recorded),
     the pending ones with a suggested decision (their history read in one statement)."""
@@ -59,7 +63,7 @@ def _shown(
     if not records:
         return []
     shown = _as_seen(state, caller, records, purpose)
-    waiting = [r for r in shown if r.state == "pending"]
+    waiting = [r for r in shown if r.state == "pending"] if suggest else []
     suggested = dict(
         zip(
             (r.approval_id for r in waiting),
@@ -146,6 +150,11 @@ async def list_approvals(
     min_age_s: float | None = Query(default=None, ge=0, le=10 * 365 * 86400),
     limit: int = Query(default=100, ge=1, le=500),
     after: After = None,
+    suggest: bool = Query(
+        default=True,
+        description="give each pending approval its `suggestion` (false: leave it null and "
+        "skip the history read)",
+    ),
 ) -> ApprovalList:
     start = decode_cursor(after, 3)
     position: tuple[datetime, datetime, str] | None = None
@@ -187,7 +196,7 @@ async def list_approvals(
     if bound_agent(caller) is not None and records:
         agents = await state.run_sync(_run_agents, state, sorted({r.run_id for r in records}))
         records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
-    items = await state.run_sync(_shown, state, caller, records, "approval list")
+    items = await state.run_sync(_shown, state, caller, records, "approval list", suggest)
     link_next(request, response, nxt)
     return ApprovalList(items=items, next=nxt)
 
