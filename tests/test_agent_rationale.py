@@ -113,7 +113,8 @@ def test_the_event_model_declares_the_rationale() -> None:
 def test_the_fast_path_parses_a_body_with_a_rationale_itself() -> None:
     body = json.dumps({"tool": "get_order", "args": {}, "rationale": "why"}).encode()
     parsed = _action(body)
-    assert parsed is not None and parsed.rationale == "why"
+    assert parsed is not None
+    assert parsed.rationale == "why"
 
 
 def _answers(stack: Stack) -> list[tuple[int, Any]]:
