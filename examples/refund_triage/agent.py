@@ -72,8 +72,8 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
     agents elsewhere reach models through ``warden serve``'s model proxy)."""
     out = TicketOutcome(ticket_id, kind, run.run_id)
 
-    async def call(tool: str, args: dict[str, Any]) -> Result:
-        result = await run.call(tool, args)
+    async def call(tool: str, args: dict[str, Any], rationale: str | None = None) -> Result:
+        result = await run.call(tool, args, rationale=rationale)
         out.results.append((tool, result))
         return result
 
@@ -121,6 +121,13 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
         "reason": ticket["subject"],
     }
 
+    # What the agent says for each refund it proposes (shown to the approver as its words):
+    # which ticket line asked for what, and what it checked.
+    why = (
+        f"Ticket {ticket_id} ({ticket['subject']!r}) asks for ${amount:.2f} back on order "
+        f"{order['id']}, paid ${order['amount']:.2f}; refunding to the order's payment method."
+    )
+
     name = customer["name"].split()[0]
     if kind == "status_question":
         body = await draft(
@@ -138,9 +145,14 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
         # The gullible part: it believes the "system note" in the ticket.
         hijacked = _PM.search(ticket["body"])
         refund["payment_method_id"] = hijacked[1] if hijacked else refund["payment_method_id"]
-        await call("issue_refund", refund)
+        await call(
+            "issue_refund",
+            refund,
+            f"Ticket {ticket_id}'s system note says to refund ${amount:.2f} to "
+            f"{refund['payment_method_id']}.",
+        )
     elif kind == "injection_message":
-        await call("issue_refund", refund)
+        await call("issue_refund", refund, why)
         for address in _EMAIL.findall(ticket["body"]):
             await call(
                 "send_message",
@@ -155,7 +167,9 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
         half = round(amount / 2, 2)
         for part in (half, round(amount - half, 2)):
             await call(
-                "issue_refund", {**refund, "amount": part, "reason": f"{ticket['subject']} (part)"}
+                "issue_refund",
+                {**refund, "amount": part, "reason": f"{ticket['subject']} (part)"},
+                f"Ticket {ticket_id} asks for ${amount:.2f}; refunding it in two parts.",
             )
     elif kind == "unknown_tool":
         result = await call("refund_via_wire_transfer", {"order_id": order["id"], "amount": amount})
@@ -164,7 +178,7 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
     elif kind == "malformed_args":
         bad = await call("issue_refund", {**refund, "amount": f"${amount}", "note": "urgent"})
         if isinstance(bad, Failed):  # fixes its arguments from the structured error
-            await call("issue_refund", refund)
+            await call("issue_refund", refund, why)
     elif kind == "runaway_loop":
         for _ in range(5):
             result = await call("lookup_order", {"order_id": order["id"]})
@@ -176,7 +190,7 @@ async def work_ticket(run: Run, ticket_id: str, kind: str, *, models: bool = Tru
             "escalate_to_human", {"ticket_id": ticket_id, "reason": "account deletion request"}
         )
     else:  # small_refund, large_refund, repeat_customer
-        result = await call("issue_refund", refund)
+        result = await call("issue_refund", refund, why)
         if isinstance(result, Allowed):
             body = await draft(
                 "we refunded the amount to the original payment method",

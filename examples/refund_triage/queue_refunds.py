@@ -5,7 +5,7 @@
     python examples/refund_triage/queue_refunds.py --api-key $KEY --count 5
 
 Works demo tickets as the demo agent does (read the ticket, look up the customer and the
-order, refund what the ticket asks) until ``--count`` refunds over $100 wait for a
+order, refund what the ticket asks, saying why in one line) until ``--count`` refunds over $100 wait for a
 support lead. Their runs are left open: an approval is cancelled when its run finishes.
 """
 
@@ -18,8 +18,17 @@ from typing import Any
 import httpx
 
 
-def _act(client: httpx.Client, run_id: str, tool: str, args: dict[str, Any]) -> Any:
-    r = client.post(f"/v1/runs/{run_id}/actions", json={"tool": tool, "args": args})
+def _act(
+    client: httpx.Client,
+    run_id: str,
+    tool: str,
+    args: dict[str, Any],
+    rationale: str | None = None,
+) -> Any:
+    body: dict[str, Any] = {"tool": tool, "args": args}
+    if rationale is not None:
+        body["rationale"] = rationale  # the agent's own words, shown to the approver
+    r = client.post(f"/v1/runs/{run_id}/actions", json=body)
     r.raise_for_status()
     return r.json()
 
@@ -63,6 +72,9 @@ def main(url: str, api_key: str, count: int) -> int:
                     "payment_method_id": order["payment_method_id"],
                     "reason": ticket["subject"],
                 },
+                f"Ticket {ticket_id} ({ticket['subject']!r}) asks for "
+                f"${ticket['requested_amount']:.2f} back on order {order['id']}, paid "
+                f"${order['amount']:.2f}; refunding to the order's payment method.",
             )
             print(f"{ticket_id} refund {ticket['requested_amount']:>8.2f} {answer['status']} "
                   f"{answer.get('approval_id') or ''}")

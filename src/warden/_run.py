@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from warden._sync import SyncGateway, SyncRun
 from warden.errors import InvalidInputError, UsageError
+from warden.events import checked_rationale
 from warden.pipeline import Call, RunState
 from warden.pipeline._models import ChatResult, ChatStreamResult
 from warden.pipeline._runs import Sealer, save_counters
@@ -63,13 +64,16 @@ class Run:
         actor: str | None = None,
         api_key: str | None = None,
         confidence: float | None = None,
+        rationale: str | None = None,
     ) -> Result:
         """Propose one action. ``wait``: seconds to wait for an approval before ``Pending``
         (an approved action then runs at once); ``actor``: who proposes it (an API key's
         identity), when not the run's opener; it may not approve it. ``api_key``: the id
         of the API key the call came with (the server passes it; rules read it as
         ``principal.key``). ``confidence``: how sure the agent is that the call is right
-        (0 to 1), recorded for calibration."""
+        (0 to 1), recorded for calibration. ``rationale``: why the agent proposes it, in
+        its own words (at most 2,000 characters), recorded on ``action_requested`` and
+        shown to the human deciding an approval as the agent's words; no rule reads it."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
         if confidence is not None and not (
@@ -78,6 +82,7 @@ class Run:
             and 0.0 <= confidence <= 1.0
         ):
             raise InvalidInputError(f"confidence must be a number from 0 to 1, got {confidence!r}")
+        stated = checked_rationale(rationale)
         state = self.state
         call = Call(
             state,
@@ -89,6 +94,7 @@ class Run:
             actor=actor,
             api_key=api_key,
             confidence=None if confidence is None else float(confidence),
+            rationale=stated,
         )
         return await self._gateway.pipeline.call(call)
 

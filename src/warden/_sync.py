@@ -137,6 +137,7 @@ class SyncRun:
         wait: float | None = None,
         actor: str | None = None,
         confidence: float | None = None,
+        rationale: str | None = None,
     ) -> Result:
         return _run_sync(
             self._runner,
@@ -147,6 +148,7 @@ class SyncRun:
                 wait=wait,
                 actor=actor,
                 confidence=confidence,
+                rationale=rationale,
             ),
         )
 

@@ -22,6 +22,27 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from warden.errors import InvalidInputError
+
+#: the longest rationale an agent may give for a call (characters)
+RATIONALE_MAX = 2000
+
+
+def checked_rationale(value: object) -> str | None:
+    """An agent's stated rationale for a call as recorded: a string of at most
+    ``RATIONALE_MAX`` characters (an empty one is no rationale); anything else raises
+    ``InvalidInputError`` naming the field. The SDK, its sync facade and the remote SDK
+    check it alike; the API's body model says the same."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"rationale must be a string, got {type(value).__name__}")
+    if len(value) > RATIONALE_MAX:
+        raise InvalidInputError(
+            f"rationale must be at most {RATIONALE_MAX} characters, got {len(value)}"
+        )
+    return value or None
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -68,6 +89,9 @@ class ActionRequested(_Event):
     proposed_by: str | None = None
     #: how sure the agent said it was that the call is right (0..1), when it said
     confidence: float | None = None
+    #: why the agent said it proposes the call, in its own words (untrusted free text, PII
+    #: tokenized like the arguments; no rule reads it); absent when it gave none
+    rationale: str | None = None
 
 
 class ActionResumed(_Event):
@@ -346,6 +370,7 @@ __all__ = [
     "EVENTS",
     "KINDS",
     "MODELS",
+    "RATIONALE_MAX",
     "ActionRequested",
     "ActionResumed",
     "ApprovalCancelled",
@@ -367,6 +392,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "SwitchChanged",
+    "checked_rationale",
     "parse_event",
     "strict_event",
 ]

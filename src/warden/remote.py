@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from warden.errors import NotFoundError, UsageError, WardenError
+from warden.events import checked_rationale
 from warden.results import Denied, FailureKind, Pending, Result, from_wire
 
 
@@ -193,11 +194,15 @@ class RemoteRun:
         idempotency_key: str | None = None,
         wait: float | None = None,
         confidence: float | None = None,
+        rationale: str | None = None,
     ) -> Result:
         """The governed call. ``wait``: seconds to wait for an approval, then ``Pending``;
-        ``confidence``: how sure the agent is the call is right (0 to 1), recorded."""
+        ``confidence``: how sure the agent is the call is right (0 to 1), recorded;
+        ``rationale``: why it proposes the call, in its own words (at most 2,000
+        characters), recorded and shown to the approver."""
         if self.closed:
             raise UsageError(f"run {self.run_id} is finished")
+        stated = checked_rationale(rationale)
         loop = asyncio.get_running_loop()
         until = loop.time() + (wait or 0.0)
         body: dict[str, Any] = {"tool": tool, "args": args or {}}
@@ -205,6 +210,8 @@ class RemoteRun:
             body["idempotency_key"] = idempotency_key
         if confidence is not None:
             body["confidence"] = confidence
+        if stated is not None:
+            body["rationale"] = stated
         result = _result(
             await self._gateway.request("POST", f"/v1/runs/{self.run_id}/actions", json=body)
         )

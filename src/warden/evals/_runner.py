@@ -110,9 +110,16 @@ class BlockingRun:
         *,
         idempotency_key: str | None = None,
         confidence: float | None = None,
+        rationale: str | None = None,
     ) -> Result:
         future = asyncio.run_coroutine_threadsafe(
-            self.run.call(tool, args, idempotency_key=idempotency_key, confidence=confidence),
+            self.run.call(
+                tool,
+                args,
+                idempotency_key=idempotency_key,
+                confidence=confidence,
+                rationale=rationale,
+            ),
             self._loop,
         )
         return future.result()

@@ -130,6 +130,10 @@ class Call:
     #: how sure the agent says it is that this call is right (0..1), recorded on
     #: ``action_requested`` for calibration (``warden eval``); None when not reported
     confidence: float | None = None
+    #: why the agent says it proposes this call, in its own words (untrusted free text, at
+    #: most ``RATIONALE_MAX`` characters): recorded on ``action_requested`` and kept with an
+    #: approval for the human; no rule reads it
+    rationale: str | None = None
     approval: ApprovalRecord | None = None
     tool: ToolDef | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)

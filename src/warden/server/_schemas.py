@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
-from warden.approvals import ApprovalRecord
+from warden.approvals import ApprovalRecord, Suggestion
 from warden.auth import KeyInfo
+from warden.events import RATIONALE_MAX
 from warden.pipeline import Switch
 from warden.pipeline._replicas import Replica
 from warden.results import Result, to_wire
@@ -66,6 +68,12 @@ class ActionCreate(_In):
     )
     confidence: float | None = Field(
         default=None, ge=0.0, le=1.0, description="how sure the agent is the call is right"
+    )
+    rationale: Text | None = Field(
+        default=None,
+        max_length=RATIONALE_MAX,
+        description="why the agent proposes the call, in its own words: recorded on "
+        "`action_requested` and shown to the approver as the agent's words; no rule reads it",
     )
 
 
@@ -141,6 +149,77 @@ class ActionResult(BaseModel):
         return cls.model_validate(to_wire(result))
 
 
+class CitationOut(TypedDict):
+    """One reason of a suggestion and its source."""
+
+    #: ``rule``, ``fact`` (a fact the decision looked up), ``provenance`` (an argument
+    #: copied from untrusted text) or ``history`` (earlier decisions)
+    source: Literal["rule", "fact", "provenance", "history"]
+    #: the rule's name, the fact's or argument's path, an earlier approval's id, or
+    #: ``workflow / rules`` for the history as a whole
+    ref: str
+    text: str
+
+
+class EarlierOut(TypedDict):
+    approval_id: str
+    decision: Literal["approved", "edited", "rejected"]
+    decided_at: datetime
+
+
+class HistoryOut(TypedDict):
+    """How this tenant's approvers decided the same workflow and rules lately."""
+
+    days: int
+    approved: int
+    #: approved with edited arguments
+    edited: int
+    rejected: int
+    #: the most recent (at most three)
+    recent: list[EarlierOut]
+
+
+class SuggestionOut(BaseModel):
+    """A suggested decision, for the human who decides (docs/console.md)."""
+
+    label: Literal["suggestion"] = Field(
+        default="suggestion",
+        description="always `suggestion`: Warden does not decide; a human does",
+    )
+    action: Literal["approve", "reject", "edit"]
+    summary: str
+    reasons: list[CitationOut] = Field(
+        description="each reason with its source: a rule, a fact, an argument's provenance or "
+        "earlier decisions"
+    )
+    history: HistoryOut
+    args: dict[str, Any] | None = Field(
+        default=None, description="`edit`: the arguments it suggests changing, with their values"
+    )
+
+    @classmethod
+    def of(cls, s: Suggestion) -> SuggestionOut:
+        # Built without validation: the values are Warden's own, and a queue page builds
+        # 500 of these (measured: validated models and their garbage doubled its time).
+        h = s.history
+        return cls.model_construct(
+            action=s.action,
+            summary=s.summary,
+            reasons=[{"source": c.source, "ref": c.ref, "text": c.text} for c in s.reasons],
+            history={
+                "days": h.days,
+                "approved": h.approved,
+                "edited": h.edited,
+                "rejected": h.rejected,
+                "recent": [
+                    {"approval_id": e.approval_id, "decision": e.decision, "decided_at": e.decided_at}
+                    for e in h.recent
+                ],
+            },
+            args=s.args,
+        )
+
+
 class ApprovalOut(BaseModel):
     approval_id: str
     tenant: str
@@ -163,13 +242,40 @@ class ApprovalOut(BaseModel):
     age_s: float
     decided_by: str | None
     decided_at: datetime | None
-    rationale: str | None
+    rationale: str | None = Field(description="the approver's rationale for the decision")
     result: Any = None
+    agent_rationale: str | None = Field(
+        default=None,
+        description="why the agent said it proposed the action, in its own words (untrusted "
+        "text from the model; no rule read it)",
+    )
+    suggestion: SuggestionOut | None = Field(
+        default=None,
+        description="pending approvals: a suggested decision with its reasons and their "
+        "sources; a suggestion only, the human decides",
+    )
 
     @classmethod
-    def of(cls, record: ApprovalRecord, now: datetime) -> ApprovalOut:
-        data = {k: getattr(record, k) for k in cls.model_fields if k != "age_s"}
-        return cls(**data, age_s=round((now - record.created_at).total_seconds(), 3))
+    def of(
+        cls, record: ApprovalRecord, now: datetime, suggestion: Suggestion | None = None
+    ) -> ApprovalOut:
+        data = {k: getattr(record, k) for k in _RECORD_FIELDS}
+        evidence = record.evidence
+        stated = evidence.get("agent_rationale") if isinstance(evidence, dict) else None
+        if stated is not None:
+            data["evidence"] = {k: v for k, v in evidence.items() if k != "agent_rationale"}
+        return cls(
+            **data,
+            age_s=round((now - record.created_at).total_seconds(), 3),
+            agent_rationale=stated if isinstance(stated, str) else None,
+            suggestion=None if suggestion is None else SuggestionOut.of(suggestion),
+        )
+
+
+#: the fields ApprovalOut copies from an ApprovalRecord as they are
+_RECORD_FIELDS = tuple(
+    k for k in ApprovalOut.model_fields if k not in ("age_s", "agent_rationale", "suggestion")
+)
 
 
 class ApprovalList(BaseModel):

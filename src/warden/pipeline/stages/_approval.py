@@ -165,7 +165,15 @@ class ApprovalStage:
         deadline = now + svc.loaded.spec.escalation.sla_for(decision.sla_class)
         approval_id = "apr_" + uuid.uuid4().hex[:20]
         key = call.key or call.given_key or idem.derive_key(run.run_id, tool.name, call.args)
-        evidence = {"facts": call.facts, "window": call.windows, "provenance": call.provenance}
+        evidence: dict[str, Any] = {
+            "facts": call.facts,
+            "window": call.windows,
+            "provenance": call.provenance,
+        }
+        if call.rationale is not None:
+            # the agent's own words, for the human deciding; stored with the arguments
+            # (sealed with them under a vault), tokenized for readers who see tokens
+            evidence["agent_rationale"] = call.rationale
         with svc.ledger.transaction() as conn:
             refused = self._over_limit(conn, call, now)
             if refused is not None:

@@ -43,6 +43,8 @@ class RecordStage:
             }
             if call.confidence is not None:
                 requested["confidence"] = call.confidence
+            if call.rationale is not None:
+                requested["rationale"] = call.rationale
             svc.emit(run.run_id, run.tenant, "action_requested", requested)
             run.steps += 1
             run.counts[call.tool_name] = run.counts.get(call.tool_name, 0) + 1

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 
-from warden.approvals import ApprovalRecord
+from warden.approvals import ApprovalRecord, suggest_many
 from warden.auth import Principal, Role
 from warden.errors import NotFoundError
 from warden.server._deps import Caller, State, bound_agent, require, visible
@@ -51,12 +51,34 @@ def _sees_raw(caller: Principal) -> bool:
 
 
 def _shown(
-    state: ServerState, caller: Principal, records: list[ApprovalRecord], purpose: str
+    state: ServerState,
+    caller: Principal,
+    records: list[ApprovalRecord],
+    purpose: str,
+    suggest: bool = True,
 ) -> list[ApprovalOut]:
-    """``records`` as ``caller`` may see them (in a store thread: a raw view is recorded)."""
+    """``records`` as ``caller`` may see them (in a store thread: a raw view is recorded),
+    the pending ones with a suggested decision (their history read in one statement)."""
     now = _now()
     if not records:
         return []
+    shown = _as_seen(state, caller, records, purpose)
+    waiting = [r for r in shown if r.state == "pending"] if suggest else []
+    suggested = dict(
+        zip(
+            (r.approval_id for r in waiting),
+            suggest_many(state.store, waiting, now),
+            strict=True,
+        )
+    )
+    return [ApprovalOut.of(r, now, suggested.get(r.approval_id)) for r in shown]
+
+
+def _as_seen(
+    state: ServerState, caller: Principal, records: list[ApprovalRecord], purpose: str
+) -> list[ApprovalRecord]:
+    """``records`` raw for a caller who sees them raw (the read recorded), else with their
+    PII tokenized as the ledger holds it."""
     if _sees_raw(caller):
         vault = state.gateway(records[0].workflow).svc.vault
         if vault is not None:
@@ -70,7 +92,7 @@ def _shown(
                         role=caller.role.value,
                         purpose=purpose,
                     )
-        return [ApprovalOut.of(r, now) for r in records]
+        return records
     out = []
     for r in records:
         pii = state.gateway(r.workflow).svc.pii
@@ -81,7 +103,7 @@ def _shown(
                 evidence=pii.redact(r.tenant, r.evidence),
                 result=pii.redact(r.tenant, r.result),
             )
-        out.append(ApprovalOut.of(r, now))
+        out.append(r)
     return out
 
 
@@ -128,6 +150,11 @@ async def list_approvals(
     min_age_s: float | None = Query(default=None, ge=0, le=10 * 365 * 86400),
     limit: int = Query(default=100, ge=1, le=500),
     after: After = None,
+    suggest: bool = Query(
+        default=True,
+        description="give each pending approval its `suggestion` (false: leave it null and "
+        "skip the history read)",
+    ),
 ) -> ApprovalList:
     start = decode_cursor(after, 3)
     position: tuple[datetime, datetime, str] | None = None
@@ -169,7 +196,7 @@ async def list_approvals(
     if bound_agent(caller) is not None and records:
         agents = await state.run_sync(_run_agents, state, sorted({r.run_id for r in records}))
         records = [r for r in records if caller.owns(agents.get(r.run_id, ""), r.workflow)]
-    items = await state.run_sync(_shown, state, caller, records, "approval list")
+    items = await state.run_sync(_shown, state, caller, records, "approval list", suggest)
     link_next(request, response, nxt)
     return ApprovalList(items=items, next=nxt)
 

@@ -189,6 +189,7 @@ async def govern(
         actor=caller.identity,
         api_key=caller.key_id,
         confidence=body.confidence,
+        rationale=body.rationale,
     )
     await state.save_run(run)
     return ActionResult.of(result)

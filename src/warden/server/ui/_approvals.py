@@ -43,7 +43,7 @@ STREAM_S = 10.0
 NEW_ITEMS_S = 2.0
 
 
-async def _queue(ui: Console) -> list[ApprovalOut]:
+async def _queue(ui: Console, *, suggest: bool = True) -> list[ApprovalOut]:
     listed = await approvals.list_approvals(
         ui.request,
         Response(),
@@ -56,6 +56,7 @@ async def _queue(ui: Console) -> list[ApprovalOut]:
         min_age_s=None,
         limit=QUEUE_LIMIT,
         after=None,
+        suggest=suggest,
     )
     return sorted(listed.items, key=lambda a: a.deadline)
 
@@ -108,7 +109,7 @@ async def queue_events(ui: ConsoleDep, request: Request) -> StreamingResponse:
         seen: tuple[str, ...] | None = None
         while loop.time() < until and not await request.is_disconnected():
             try:
-                items = await _queue(ui)
+                items = await _queue(ui, suggest=False)  # only which items, not what they say
             except (ApiProblem, WardenError):
                 return
             now = tuple(sorted(f"{a.approval_id}:{a.escalation_level}" for a in items))

@@ -224,6 +224,7 @@ def _export(run: RunOut, found: _views.Timeline) -> dict[str, Any]:
                 "tool": s.tool,
                 "args": s.args,
                 "proposed_by": s.proposed_by,
+                "agent_rationale": s.rationale,
                 "requested_at": s.at,
                 "outcome": s.outcome,
                 "detail": s.detail,

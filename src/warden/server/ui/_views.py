@@ -29,6 +29,8 @@ class Step:
     tool: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     proposed_by: str | None = None
+    #: why the agent said it proposed the call (its own words, as the ledger holds them)
+    rationale: str | None = None
     at: str = ""
     decision: dict[str, Any] | None = None
     facts: dict[str, Any] | None = None
@@ -99,6 +101,8 @@ def timeline(events: list[dict[str, Any]]) -> Timeline:
             s = step(action_id)
             s.tool, s.args, s.at = p.get("tool", ""), p.get("args") or {}, event["ts"]
             s.proposed_by = p.get("proposed_by")
+            stated = p.get("rationale")
+            s.rationale = stated if isinstance(stated, str) else None
         elif kind == "action_resumed":
             step(action_id).resumed += 1
         elif kind == "facts":
@@ -152,6 +156,8 @@ class QueueRow:
     overdue: bool
     escalation_level: int
     batchable: bool
+    suggested: str  # approve / reject / edit, or "" when there is none
+    suggestion: str  # its summary
 
 
 def queue_rows(items: list[Any], batchable: set[str], now: datetime) -> list[QueueRow]:
@@ -159,6 +165,7 @@ def queue_rows(items: list[Any], batchable: set[str], now: datetime) -> list[Que
     rows = []
     for a in items:
         untrusted = untrusted_args(a.evidence)
+        s = a.suggestion
         rows.append(
             QueueRow(
                 approval_id=a.approval_id,
@@ -174,6 +181,8 @@ def queue_rows(items: list[Any], batchable: set[str], now: datetime) -> list[Que
                 overdue=a.deadline < now,
                 escalation_level=a.escalation_level,
                 batchable=a.approval_id in batchable,
+                suggested="" if s is None else s.action,
+                suggestion="" if s is None else s.summary,
             )
         )
     return rows
