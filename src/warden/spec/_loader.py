@@ -88,6 +88,8 @@ def fingerprint(spec: WorkflowSpec) -> str:
         del data["pii"]
     if not data["alerts"]:
         del data["alerts"]
+    if data.get("roi") is None:  # added with the console's ROI panel
+        data.pop("roi", None)
     for key in ("p50_latency_ms", "policy_violation_rate_max"):  # added with live SLOs
         if data["slo"].get(key) is None:
             data["slo"].pop(key, None)
