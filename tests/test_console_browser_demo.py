@@ -1,7 +1,7 @@
 """``warden demo --serve``: what a newcomer gets, tested as a newcomer uses it.
 
 One ``python -m warden demo --serve`` in a temporary directory (the demo's run, refunds
-left waiting for a support lead, an approver key, the server): the printed key signs in
+left waiting for a support lead, a key for the demo tenant, the server): the printed key signs in
 over HTTP (the CSRF form flow) and in headless chromium, the queue holds the refunds, one
 is approved, an admin flips a switch and the page follows it until the server has seen it
 (the screenshot kept as docs/console/switches.png), and SIGTERM stops it cleanly.
@@ -134,6 +134,13 @@ def test_a_newcomer_approves_one_and_an_admin_sees_a_switch_reach_the_server(
             expect(page.get_by_role("status").first).to_contain_text("approved")
             page.goto("/ui/approvals")
             expect(page.locator("tr.item")).to_have_count(before - 1)
+            # ... and sees the dashboards of the demo's tenant with the same key
+            page.get_by_role("link", name="Dashboards").click()
+            page.wait_for_url("**/ui/dashboards**")
+            expect(page.get_by_role("heading", name="Dashboards", exact=True)).to_be_visible()
+            expect(page.locator("main")).to_contain_text("Success rate")
+            expect(page.locator("main")).to_contain_text("Return on investment")
+            accessible(page)
             page.context.close()
 
             admin = _signed_in(chromium, demo, demo.admin_key())

@@ -548,8 +548,9 @@ class ConsoleReady:
 
 def prepare_console(store_url: str | None, tenant: str, pending: int, *, seed: int) -> ConsoleReady:
     """Put ``pending`` refunds over $100 in ``tenant``'s approval queue for a support lead
-    and create an approver key (that tenant, approval role ``support_lead``) to decide
-    them. Each refund is a new ticket in the demo helpdesk (``./.warden/helpdesk.db``, the
+    and create a key to work the console with: an admin of that tenant only (so the
+    newcomer also sees its dashboards, ledger and switches) that approves as
+    ``support_lead``. Each refund is a new ticket in the demo helpdesk (``./.warden/helpdesk.db``, the
     one ``warden serve`` uses) worked as the demo agent works one: read the ticket, look up
     the customer and the order, refund what it asks. Their runs are left open: an approval
     is cancelled when its run finishes. Running it again adds more."""
@@ -567,7 +568,7 @@ def prepare_console(store_url: str | None, tenant: str, pending: int, *, seed: i
         gateway.flush()
         _, key = KeyStore(store).create(
             name=f"newcomer-{uuid.uuid4().hex[:6]}",
-            role="approver",
+            role="admin",
             tenant=tenant,
             created_by="warden demo --serve",
             approval_roles=[QUEUE_ROLE],

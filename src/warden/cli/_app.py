@@ -194,8 +194,8 @@ def demo(
         bool,
         typer.Option(
             "--serve",
-            help="Then open the console: refunds waiting for approval, an approver key to "
-            "paste, and `warden serve` until Ctrl-C.",
+            help="Then open the console: refunds waiting for approval, a key to paste (admin "
+            "of the demo's tenant, approving as support_lead), and `warden serve` until Ctrl-C.",
         ),
     ] = False,
     pending: Annotated[
@@ -207,7 +207,9 @@ def demo(
     """Run the refund-triage demo: a scripted agent works helpdesk tickets through Warden.
 
     With --serve, leave the operator console running for a newcomer: refunds waiting for a
-    support lead, an approver key to sign in with, and the server on HOST:PORT."""
+    support lead, a key to sign in with (admin of the demo's tenant only, approving as
+    support_lead: the queue, the dashboards, the ledger and the switches), and the server on
+    HOST:PORT."""
     from warden.demo import QUEUE_ROLE, prepare_console, run_demo
 
     if serve and not _port_free(host, port):
@@ -228,7 +230,8 @@ def demo(
         f"The console is ready: {len(ready.approvals)} refunds over $100 wait for a "
         f"{QUEUE_ROLE} in tenant {ready.tenant}.",
         f"  Open      {url}",
-        "  Sign in   with this approver key (paste it; it is shown once, never put in a URL):",
+        "  Sign in   with this key (admin of that tenant, approving as support_lead; paste it,"
+        " it is shown once and never put in a URL):",
         f"  Key       {ready.approver_key}",
         "  Ctrl-C stops the server.",
         rule,
