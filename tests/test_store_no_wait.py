@@ -88,3 +88,57 @@ def test_postgresql_always_goes_to_a_thread(store_url: str) -> None:
             store.without_waiting(lambda: None)
     finally:
         store.dispose()
+
+
+def _bump_where(store: Store, threads: list[str]) -> int:
+    import threading
+
+    threads.append(threading.current_thread().name)
+    return _bump(store)
+
+
+def test_a_lock_held_for_a_moment_is_waited_for_on_the_loop(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The server's step claim and run save stay on the loop when the lock is free within
+    a few ms (a ledger batch): no store-thread hand-off, and nothing done twice."""
+    import asyncio
+    import threading
+
+    other = sqlite3.connect(
+        tmp_path / "w.db", isolation_level=None, timeout=0, check_same_thread=False
+    )
+    threads: list[str] = []
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.001, lambda: other.execute("COMMIT")).start()
+
+        async def claim() -> int:
+            return await sqlite_store.without_waiting_soon(_bump_where, sqlite_store, threads)
+
+        assert asyncio.run(claim()) == 1
+        assert _count(sqlite_store) == 1
+        assert set(threads) == {threading.current_thread().name}  # tried on the loop only
+    finally:
+        other.close()
+        sqlite_store.dispose()
+
+
+def test_a_lock_held_longer_is_would_wait_after_a_few_ms(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    import asyncio
+    import time
+
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(WouldWait):
+            asyncio.run(sqlite_store.without_waiting_soon(_bump, sqlite_store))
+        assert time.monotonic() - started < 0.5  # gives up soon: the thread takes over
+        other.execute("COMMIT")
+        assert _count(sqlite_store) == 0
+    finally:
+        other.close()
+        sqlite_store.dispose()

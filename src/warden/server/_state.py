@@ -125,12 +125,12 @@ class ServerState:
         return await asyncio.get_running_loop().run_in_executor(self._store_threads, call)
 
     async def run_store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Store work on a call's hot path: done at once on the loop where the store can
-        do it without waiting (``Store.without_waiting``: SQLite with its write lock free),
-        else in a store thread like ``run_sync``. ``fn`` must change nothing before a
-        statement that could wait, so that a retry in the thread starts clean."""
+        """Store work on a call's hot path: done on the loop where the store can do it
+        without waiting (``Store.without_waiting_soon``: SQLite with its write lock free,
+        now or within a few ms), else in a store thread like ``run_sync``. ``fn`` must
+        change nothing before a statement that could wait, so that a retry starts clean."""
         try:
-            return self.store.without_waiting(fn, *args, **kwargs)
+            return await self.store.without_waiting_soon(fn, *args, **kwargs)
         except WouldWait:
             return await self.run_sync(fn, *args, **kwargs)
 

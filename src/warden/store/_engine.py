@@ -100,6 +100,9 @@ T = TypeVar("T")
 
 #: set while ``Store.without_waiting`` runs a function on the caller's (event loop) thread
 _NO_WAIT: ContextVar[bool] = ContextVar("warden_store_no_wait", default=False)
+#: ``without_waiting_soon``: attempts on the loop, and the first pause between them
+_NO_WAIT_TRIES = 4
+_NO_WAIT_FIRST_DELAY_S = 0.0005
 
 
 class WouldWait(Exception):
@@ -269,6 +272,30 @@ class Store:
             raise
         finally:
             _NO_WAIT.reset(token)
+
+    async def without_waiting_soon(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``without_waiting``, tried again on the event loop after 0.5, 1 and 2 ms (the
+        loop serves others meanwhile) before ``WouldWait``.
+
+        On SQLite the write lock is mostly held for a moment (a ledger batch, another
+        worker's statement): a short wait on the loop is far cheaper than the store thread
+        a ``WouldWait`` sends the statement to, and it keeps the next statements on the
+        loop too (once some go to threads, the threads' statements hold the lock when the
+        loop tries, and every call follows them). Measured over HTTP, SQLite,
+        ``--workers 2``, C = 16 (``benchmarks/load``): deny 2,282 -> 2,993 calls/s and
+        635 -> 541 µs of CPU a call; allow 1,882 -> 2,413/s; p99 66 -> 52 and 39 ms."""
+        delay = _NO_WAIT_FIRST_DELAY_S
+        for attempt in range(_NO_WAIT_TRIES):
+            try:
+                return self.without_waiting(fn, *args, **kwargs)
+            except WouldWait:
+                if not self.is_sqlite or attempt == _NO_WAIT_TRIES - 1:
+                    raise
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def async_autocommit(self) -> AsyncIterator[AsyncStatements]:
