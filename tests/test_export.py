@@ -468,3 +468,28 @@ def test_incremental_export_from_a_server_with_the_cli(
         "--cursor-file", str(tmp_path / "c3"),
     )  # fmt: skip
     assert code == 1 and "403" in text
+
+
+def test_an_interrupt_after_the_lines_are_out_still_saves_their_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between writing a poll's lines and saving its cursor (seen as a flaky
+    resume in CI): the cursor of what was written is saved, so a resume does not print
+    those lines again."""
+    from warden.cli import _follow
+
+    class Pages:
+        def checkpoints(self) -> list[Any]:
+            return []
+
+        def page(self, cursor: str) -> tuple[list[str], str]:
+            return (["{}\n", "{}\n"], "2") if cursor == "" else ([], cursor)
+
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_follow, "merge_into_file", interrupted)  # right after the flush
+    out, cursor = tmp_path / "export.jsonl", tmp_path / "cursor"
+    _follow.follow_export(Pages(), out, tmp_path / "cp.jsonl", cursor, True, 0.05)
+    assert out.read_text().count("\n") == 2
+    assert cursor.read_text().strip() == "2"

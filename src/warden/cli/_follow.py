@@ -114,9 +114,9 @@ def follow_export(
     first, with a key), read every page up to the end (which holds all they signed), write
     and flush the lines, then add the checkpoints to the file and save the cursor — so the
     export file, the checkpoint file and the cursor agree whenever a poll is not in
-    progress. A crash mid-poll repeats that poll's lines on resume (at least once, never a
-    gap); verify reports a repeated event as inserted, so cut the file back to the last
-    line before the repeat."""
+    progress. Ctrl-C saves the cursor of the lines written; a crash mid-poll repeats that
+    poll's lines on resume (at least once, never a gap); verify reports a repeated event as
+    inserted, so cut the file back to the last line before the repeat."""
     cursor = read_cursor(cursor_file)
     fh = sys.stdout if output is None else output.open("a", encoding="utf-8")
     total = 0
@@ -140,7 +140,11 @@ def follow_export(
                 break
             time.sleep(interval)
     except KeyboardInterrupt:
-        pass
+        # ``cursor`` is always that of the last line handed to ``fh``: save it, so that a
+        # Ctrl-C between the lines and the cursor does not print them again on resume.
+        fh.flush()
+        if cursor_file is not None:
+            save_cursor(cursor_file, cursor)
     finally:
         if fh is not sys.stdout:
             fh.close()
