@@ -3,7 +3,8 @@ lifespan included, with keys made on demand."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,31 @@ async def act(client: httpx.AsyncClient, run_id: str, tool: str, args: dict[str,
     r = await client.post(f"/v1/runs/{run_id}/actions", json={"tool": tool, "args": args})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def tools_of(tmp_path: Path, module: str, names: Sequence[str]) -> str:
+    """A ``--tools`` reference to a factory returning ``names`` from test module ``module``."""
+    path = tmp_path / "desk_tools.py"
+    path.write_text(
+        f"from {module} import {', '.join(names)}\n\n"
+        f"def tools():\n    return [{', '.join(names)}]\n"
+    )
+    return f"{path}:tools"
+
+
+@asynccontextmanager
+async def running_app(
+    store_url: str, tmp_path: Path, spec: str, tools: str, **overrides: Any
+) -> AsyncIterator[Any]:
+    """``create_app`` for one spec's text and a ``--tools`` reference, its lifespan entered
+    (keys answer at once: ``key_cache_s`` 0 unless overridden)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    settings: dict[str, Any] = {"key_cache_s": 0.0, **overrides}
+    app = create_app(
+        ServerSettings(
+            store=store_url, specs=[str(path)], tools=[tools], auto_migrate=True, **settings
+        )
+    )
+    async with app.router.lifespan_context(app):
+        yield app

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _inproc import running_app, tools_of
 from sqlalchemy import select
 from test_notify import SECRET, Receiver, resolver, target
 from test_slo import SPEC, Clock, desk, triage
@@ -353,27 +354,9 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
     from test_slo import warden
 
     from warden.auth import KeyStore
-    from warden.server import ServerSettings, create_app
 
-    spec = tmp_path / "desk.yaml"
-    spec.write_text(ALERT_SPEC)
-    tools = tmp_path / "desk_tools.py"
-    tools.write_text(
-        "from test_slo import lookup, resolve, flaky\n\n"
-        "def tools():\n    return [lookup, resolve, flaky]\n"
-    )
-    app = create_app(
-        ServerSettings(
-            store=store_url,
-            specs=[str(spec)],
-            tools=[f"{tools}:tools"],
-            auto_migrate=True,
-            key_cache_s=0.0,
-        )
-    )
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    try:
+    tools = tools_of(tmp_path, "test_slo", ["lookup", "resolve", "flaky"])
+    async with running_app(store_url, tmp_path, ALERT_SPEC, tools) as app:
         state = app.state.warden
         gw = state.gateway("desk")
         runs = {}
@@ -422,8 +405,6 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
         state.rollups.flush()
         firing = {a["tenant"] for a in list_alerts(state.store, state="firing")}
         assert firing == {"acme", "globex", "initech"}
-    finally:
-        await lifespan.__aexit__(None, None, None)
     listed = warden("alerts", "--store", store_url, "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert {a["subject"] for a in json.loads(listed.stdout)["alerts"]} == {
@@ -440,27 +421,12 @@ async def test_alerts_are_listed_by_the_cli_and_the_api(store_url: str, tmp_path
 async def test_the_server_loop_evaluates_time_based_alerts(store_url: str, tmp_path: Path) -> None:
     import asyncio
 
-    from warden.server import ServerSettings, create_app
 
-    spec = tmp_path / "desk.yaml"
-    spec.write_text(ALERT_SPEC)
-    tools = tmp_path / "desk_tools.py"
-    tools.write_text(
-        "from test_slo import lookup, resolve, flaky\n\n"
-        "def tools():\n    return [lookup, resolve, flaky]\n"
-    )
-    app = create_app(
-        ServerSettings(
-            store=store_url,
-            specs=[str(spec)],
-            tools=[f"{tools}:tools"],
-            auto_migrate=True,
-            alert_interval_s=0.05,
-        )
-    )
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    try:
+    tools = tools_of(tmp_path, "test_slo", ["lookup", "resolve", "flaky"])
+    # key_cache_s as the server's default: this test reads no keys
+    async with running_app(
+        store_url, tmp_path, ALERT_SPEC, tools, alert_interval_s=0.05, key_cache_s=2.0
+    ) as app:
         gw = app.state.warden.gateway("desk")
         run = gw.open_run(tenant="acme", agent="bot", task="t", task_type="triage")
         assert isinstance(await run.call("resolve", {"ticket": "big"}), Pending)
@@ -470,8 +436,6 @@ async def test_the_server_loop_evaluates_time_based_alerts(store_url: str, tmp_p
                 break
             await asyncio.sleep(0.05)
         assert [(a["state"], a["detail"]["depth"]) for a in found] == [("firing", 1)]
-    finally:
-        await lifespan.__aexit__(None, None, None)
 
 
 async def test_an_approved_action_stopped_by_a_switch_is_announced_as_denied(

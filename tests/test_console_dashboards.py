@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _inproc import running_app, tools_of
 from test_console import Browser
 from test_costs import fake, scenario
 
@@ -198,26 +199,9 @@ async def app(store_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     )
     await _seed(seeder, clock, now)
     seeder.close()
-    spec = tmp_path / "desk.yaml"
-    spec.write_text(SPEC)
-    tools = tmp_path / "desk_tools.py"
-    tools.write_text(
-        "from test_console_dashboards import lookup, resolve, refund, flaky\n\n"
-        "def tools():\n    return [lookup, resolve, refund, flaky]\n"
-    )
-    made = create_app(
-        ServerSettings(
-            store=store_url,
-            specs=[str(spec)],
-            tools=[f"{tools}:tools"],
-            auto_migrate=True,
-            key_cache_s=0.0,
-        )
-    )
-    lifespan = made.router.lifespan_context(made)
-    await lifespan.__aenter__()
-    yield made
-    await lifespan.__aexit__(None, None, None)
+    tools = tools_of(tmp_path, "test_console_dashboards", ["lookup", "resolve", "refund", "flaky"])
+    async with running_app(store_url, tmp_path, SPEC, tools) as made:
+        yield made
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _inproc import running_app
 from conftest import SPEC as SHOP_SPEC
 
 from warden import Gateway, SpecError
@@ -31,7 +32,6 @@ from warden.errors import InvalidInputError
 from warden.events import strict_event
 from warden.ledger import iter_events
 from warden.pipeline._success import recorded_actions
-from warden.server import ServerSettings, create_app
 from warden.spec import load_spec_text
 from warden.testing import FakeReply, FakeUpstream
 from warden.upstream import Usage
@@ -413,21 +413,9 @@ async def app(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Any]:
     monkeypatch.setenv("WARDEN_TEST_EFFECTS", str(tmp_path / "effects.db"))
-    spec = tmp_path / "shop.yaml"
-    spec.write_text(SHOP_SPEC)
-    made = create_app(
-        ServerSettings(
-            store=store_url,
-            specs=[str(spec)],
-            tools=[f"{TESTS / 'server_tools.py'}:tools"],
-            auto_migrate=True,
-            key_cache_s=0.0,
-        )
-    )
-    lifespan = made.router.lifespan_context(made)
-    await lifespan.__aenter__()
-    yield made
-    await lifespan.__aexit__(None, None, None)
+    tools = f"{TESTS / 'server_tools.py'}:tools"
+    async with running_app(store_url, tmp_path, SHOP_SPEC, tools) as made:
+        yield made
 
 
 

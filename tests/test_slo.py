@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _inproc import running_app, tools_of
 
 from warden import Gateway
-from warden.server import ServerSettings, create_app
 from warden.spec import load_spec_text
 from warden.store import Store
 from warden.telemetry import bucket_of, rebuild, slo_report, upper_ms
@@ -274,26 +274,9 @@ async def test_cli_json_and_table(desk_gw: Gateway, store_url: str, tmp_path: Pa
 
 @pytest.fixture
 async def app(store_url: str, tmp_path: Path) -> AsyncIterator[Any]:
-    spec = tmp_path / "desk.yaml"
-    spec.write_text(SPEC)
-    tools = tmp_path / "desk_tools.py"
-    tools.write_text(
-        "from test_slo import lookup, resolve, flaky\n\n"
-        "def tools():\n    return [lookup, resolve, flaky]\n"
-    )
-    made = create_app(
-        ServerSettings(
-            store=store_url,
-            specs=[str(spec)],
-            tools=[f"{tools}:tools"],
-            auto_migrate=True,
-            key_cache_s=0.0,
-        )
-    )
-    lifespan = made.router.lifespan_context(made)
-    await lifespan.__aenter__()
-    yield made
-    await lifespan.__aexit__(None, None, None)
+    tools = tools_of(tmp_path, "test_slo", ["lookup", "resolve", "flaky"])
+    async with running_app(store_url, tmp_path, SPEC, tools) as made:
+        yield made
 
 
 
