@@ -15,13 +15,12 @@ import pytest
 from _console_seed import large_refund_tickets
 from _stack import Stack
 from conftest import Effects, make_gateway
-from test_console import World
+from test_console import World, opened_world
 
 from warden import Gateway, Pending
 from warden.errors import InvalidInputError
 from warden.events import ActionRequested, parse_event, strict_event
 from warden.ledger import iter_events, verify
-from warden.server import ServerSettings, create_app
 from warden.server._fastpath import _action
 
 SCRIPT = "<script>alert('x')</script> ticket line 3 asks for $150"
@@ -184,14 +183,10 @@ async def test_remote_sdk_refuses_a_long_rationale_before_sending(stack: Stack) 
 async def world(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[World]:
-    monkeypatch.chdir(tmp_path)  # the demo helpdesk is seeded under ./.warden
+    monkeypatch.chdir(tmp_path)
     # the fast path on: the agent's calls below go through it (ASGI runs the middleware)
-    made = World(create_app(ServerSettings(store=store_url, auto_migrate=True)), tmp_path)
-    yield made
-    for browser in made.browsers:
-        await browser.http.aclose()
-    await made.agent.aclose()
-    made.app.state.warden.close()
+    async with opened_world(store_url, tmp_path) as made:
+        yield made
 
 
 async def refund_with_rationale(

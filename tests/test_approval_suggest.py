@@ -4,7 +4,7 @@ statement however many approvals a page holds, and that the API hands it out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from conftest import SPEC, Effects, make_gateway
 from sqlalchemy import event, insert, select
-from test_console import World
+from test_console import World, opened_world
 
 from warden import Gateway, Pending
 from warden.approvals import History, read_history, suggest, suggest_many
 from warden.approvals._suggest import Earlier, history_key
-from warden.server import ServerSettings, create_app
+from warden.store import Store
 from warden.store._tables import approvals
 
 # SPEC without the 3-a-day window limit, so one customer can be paid often
@@ -226,9 +226,11 @@ async def test_pending_and_expired_approvals_are_not_history(often: Gateway) -> 
 
 
 class Statements:
-    def __init__(self, gateway: Gateway) -> None:
+    """The SQL statements run on ``store`` while the block runs."""
+
+    def __init__(self, store: Store) -> None:
         self.seen: list[str] = []
-        self.engine = gateway.store.engine
+        self.engine = store.engine
 
     def __enter__(self) -> Statements:
         event.listen(self.engine, "before_cursor_execute", self._seen)
@@ -241,10 +243,12 @@ class Statements:
         self.seen.append(statement)
 
 
-def _copies(gateway: Gateway, approval_id: str, n: int) -> list[Any]:
-    """``n`` pending approvals: the one given and copies of it, each in its own tenant and
-    rules (so each has a history key of its own)."""
-    with gateway.store.read() as conn:
+def _insert_copies(
+    store: Store, approval_id: str, n: int, **vary: Callable[[int], str]
+) -> list[str]:
+    """``n - 1`` copies of a pending approval, the ids of the ``n``; ``vary``: column ->
+    its value for copy ``i``."""
+    with store.read() as conn:
         row = dict(
             conn.execute(select(approvals).where(approvals.c.approval_id == approval_id))
             .mappings()
@@ -256,24 +260,34 @@ def _copies(gateway: Gateway, approval_id: str, n: int) -> list[Any]:
             "approval_id": f"apr_copy{i:016d}",
             "action_id": f"{row['action_id']}-{i}",
             "idempotency_key": f"{row['idempotency_key']}-{i}",
-            "tenant": f"tenant-{i}",
-            "rules": f'["rule_{i}"]',
+            **{column: value(i) for column, value in vary.items()},
         }
         for i in range(1, n)
     ]
     if copies:
-        with gateway.store.write() as conn:
+        with store.write() as conn:
             conn.execute(insert(approvals), copies)
-    return [gateway.approvals.get(approval_id)] + [
-        gateway.approvals.get(c["approval_id"]) for c in copies
-    ]
+    return [approval_id] + [c["approval_id"] for c in copies]
+
+
+def _copies(gateway: Gateway, approval_id: str, n: int) -> list[Any]:
+    """``n`` pending approvals: the one given and copies of it, each in its own tenant and
+    rules (so each has a history key of its own)."""
+    ids = _insert_copies(
+        gateway.store,
+        approval_id,
+        n,
+        tenant=lambda i: f"tenant-{i}",
+        rules=lambda i: f'["rule_{i}"]',
+    )
+    return [gateway.approvals.get(i) for i in ids]
 
 
 @pytest.mark.parametrize("n", [1, 50])
 async def test_the_history_of_a_page_is_one_statement(often: Gateway, n: int) -> None:
     await _decided(often, "approved")
     items = _copies(often, await _pending(often), n)
-    with Statements(often) as seen:
+    with Statements(often.store) as seen:
         found = suggest_many(often.store, items, datetime.now(UTC))
     assert len(found) == n
     assert len([s for s in seen.seen if "approvals" in s]) == 1
@@ -294,13 +308,9 @@ async def test_read_history_keys_by_tenant_workflow_and_rules(often: Gateway) ->
 async def world(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[World]:
-    monkeypatch.chdir(tmp_path)  # the demo helpdesk is seeded under ./.warden
-    made = World(create_app(ServerSettings(store=store_url, auto_migrate=True)), tmp_path)
-    yield made
-    for browser in made.browsers:
-        await browser.http.aclose()
-    await made.agent.aclose()
-    made.app.state.warden.close()
+    monkeypatch.chdir(tmp_path)
+    async with opened_world(store_url, tmp_path) as made:
+        yield made
 
 
 async def test_the_api_hands_out_a_labelled_suggestion(world: World) -> None:
@@ -339,38 +349,12 @@ async def test_the_approval_page_shows_the_suggestion_and_its_sources(world: Wor
 async def _queue_statements(world: World, n: int) -> int:
     made = (await world.pending(1))[0]
     state = world.app.state.warden
-    with state.store.read() as conn:
-        row = dict(
-            conn.execute(select(approvals).where(approvals.c.approval_id == made["approval_id"]))
-            .mappings()
-            .one()
-        )
-    copies = [
-        {
-            **row,
-            "approval_id": f"apr_copy{i:016d}",
-            "action_id": f"{row['action_id']}-{i}",
-            "idempotency_key": f"{row['idempotency_key']}-{i}",
-            "rules": f'["rule_{i % 7}"]',
-        }
-        for i in range(1, n)
-    ]
-    if copies:
-        with state.store.write() as conn:
-            conn.execute(insert(approvals), copies)
+    _insert_copies(state.store, made["approval_id"], n, rules=lambda i: f'["rule_{i % 7}"]')
     lead = await world.user("lead")
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        seen.append(statement)
-
-    event.listen(state.store.engine, "before_cursor_execute", count)
-    try:
+    with Statements(state.store) as statements:
         page = await lead.get("/ui/approvals")
-    finally:
-        event.remove(state.store.engine, "before_cursor_execute", count)
     assert page.text.count('class="item"') == n
-    return len([s for s in seen if "approvals" in s])
+    return len([s for s in statements.seen if "approvals" in s])
 
 
 @pytest.mark.parametrize("n", [1, 50])

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +100,27 @@ class World:
         return found
 
 
+@asynccontextmanager
+async def opened_world(store_url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[World]:
+    """A ``World`` on a fresh app (run from ``tmp_path``: the demo helpdesk is seeded under
+    ./.warden), closed with its clients afterwards."""
+    made = World(create_app(ServerSettings(store=store_url, auto_migrate=True, **settings)), tmp_path)
+    try:
+        yield made
+    finally:
+        for browser in made.browsers:
+            await browser.http.aclose()
+        await made.agent.aclose()
+        made.app.state.warden.close()
+
+
 @pytest.fixture
 async def world(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[World]:
-    monkeypatch.chdir(tmp_path)  # the demo helpdesk is seeded under ./.warden
-    app = create_app(ServerSettings(store=store_url, auto_migrate=True, fast_path=False))
-    made = World(app, tmp_path)
-    yield made
-    for browser in made.browsers:
-        await browser.http.aclose()
-    await made.agent.aclose()
-    app.state.warden.close()
+    monkeypatch.chdir(tmp_path)
+    async with opened_world(store_url, tmp_path, fast_path=False) as made:
+        yield made
 
 
 # -- sign-in, sessions, CSRF -----------------------------------------------------------------

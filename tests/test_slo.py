@@ -260,11 +260,13 @@ async def test_cli_json_and_table(desk_gw: Gateway, store_url: str, tmp_path: Pa
     assert "50.0% ▼" in table.stdout  # the 7d success rate, below the target
     assert "drift 7d vs 30d, desk/acme/triage: success -40%" in table.stdout
     naive = warden("slo", "--store", store_url, "--at", "2026-03-10T12:30", cwd=tmp_path)
-    assert naive.returncode != 0 and "no zone" in naive.stdout + naive.stderr
+    assert naive.returncode != 0
+    assert "no zone" in naive.stdout + naive.stderr
     table = warden("slo", "--store", store_url, "--window", "30d", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     bad = warden("slo", "--store", store_url, "--window", "2d", cwd=tmp_path)
-    assert bad.returncode != 0 and "1h, 7d or 30d" in bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "1h, 7d or 30d" in bad.stdout + bad.stderr
     rebuilt = warden("slo", "--store", store_url, "--rebuild", cwd=tmp_path)
     assert rebuilt.returncode == 0 and "rebuilt the rollups from" in rebuilt.stdout
 
